@@ -1,0 +1,488 @@
+//! A TTL cache over time and keys: single flight per key, stale-if-error on
+//! transient failures, an LRU bound, and values dropped (so zeroed) on eviction.
+//! Sharded so that readers of different keys never wait on one lock.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::future::Future;
+use std::hash::{BuildHasher, Hash};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use lru::LruCache;
+use tokio::time::Instant;
+
+use crate::stats::Stats;
+use crate::store::{StoreError, StoreErrorKind, StoreResult};
+
+const SHARDS: usize = 16;
+
+/// A value with the instant it stops being fresh (None: never, for immutable data).
+#[derive(Clone, Debug)]
+pub struct Cached<V> {
+    pub value: V,
+    pub expires: Option<Instant>,
+}
+
+impl<V> Cached<V> {
+    /// How long the kernel may keep what it learned from this value.
+    pub fn remaining(&self, forever: Duration) -> Duration {
+        match self.expires {
+            Some(t) => t.saturating_duration_since(Instant::now()),
+            None => forever,
+        }
+    }
+}
+
+struct Entry<V> {
+    value: V,
+    expires: Option<Instant>,
+    /// Shard sequence number of the write; a fetch started before a newer
+    /// insert must not overwrite it.
+    seq: u64,
+}
+
+type Flight<V> = Shared<BoxFuture<'static, StoreResult<Cached<V>>>>;
+
+struct Shard<K, V> {
+    entries: LruCache<K, Entry<V>>,
+    inflight: HashMap<K, Flight<V>>,
+    seq: u64,
+}
+
+pub struct Cache<K, V> {
+    shards: Box<[Mutex<Shard<K, V>>]>,
+    hasher: RandomState,
+    /// How long a stale value is served before the next retry of the backend.
+    stale_retry: Duration,
+    stats: Arc<Stats>,
+}
+
+impl<K, V> Cache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + std::fmt::Debug + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    pub fn new(capacity: NonZeroUsize, stale_retry: Duration, stats: Arc<Stats>) -> Arc<Self> {
+        let per_shard =
+            NonZeroUsize::new(capacity.get().div_ceil(SHARDS)).unwrap_or(NonZeroUsize::MIN);
+        let shards = (0..SHARDS)
+            .map(|_| {
+                Mutex::new(Shard {
+                    entries: LruCache::new(per_shard),
+                    inflight: HashMap::new(),
+                    seq: 0,
+                })
+            })
+            .collect();
+        Arc::new(Self {
+            shards,
+            hasher: RandomState::new(),
+            stale_retry,
+            stats,
+        })
+    }
+
+    fn shard(&self, key: &K) -> std::sync::MutexGuard<'_, Shard<K, V>> {
+        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh value if there is one, counted as a hit; never calls the backend.
+    pub fn peek_fresh(&self, key: &K) -> Option<Cached<V>> {
+        let mut shard = self.shard(key);
+        let now = Instant::now();
+        let e = shard.entries.get(key)?;
+        if e.expires.is_some_and(|t| t <= now) {
+            return None;
+        }
+        self.stats.hit();
+        Some(Cached {
+            value: e.value.clone(),
+            expires: e.expires,
+        })
+    }
+
+    /// The value for `key`: from memory while fresh, otherwise from `fetch`,
+    /// with one fetch in flight per key however many callers wait for it.
+    pub async fn get<F, Fut>(
+        self: &Arc<Self>,
+        key: &K,
+        ttl: Option<Duration>,
+        fetch: F,
+    ) -> StoreResult<Cached<V>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = StoreResult<V>> + Send + 'static,
+    {
+        if let Some(hit) = self.peek_fresh(key) {
+            return Ok(hit);
+        }
+        let flight = {
+            let mut shard = self.shard(key);
+            self.stats.miss();
+            match shard.inflight.get(key) {
+                Some(f) => f.clone(),
+                None => {
+                    let started = shard.seq;
+                    let fut = fetch();
+                    let cache = Arc::clone(self);
+                    let k = key.clone();
+                    // Spawned so that the fetch completes (and fills the cache)
+                    // even if every caller gives up waiting.
+                    let task = tokio::spawn(async move {
+                        let result = fut.await;
+                        cache.complete(&k, result, ttl, started)
+                    });
+                    let flight = async move {
+                        task.await.unwrap_or_else(|_| {
+                            Err(StoreError::new(StoreErrorKind::Other, "fetch task failed"))
+                        })
+                    }
+                    .boxed()
+                    .shared();
+                    shard.inflight.insert(key.clone(), flight.clone());
+                    flight
+                }
+            }
+        };
+        flight.await
+    }
+
+    fn complete(
+        &self,
+        key: &K,
+        result: StoreResult<V>,
+        ttl: Option<Duration>,
+        started: u64,
+    ) -> StoreResult<Cached<V>> {
+        let mut shard = self.shard(key);
+        shard.inflight.remove(key);
+        let now = Instant::now();
+        match result {
+            Ok(value) => {
+                if let Some(newer) = shard.entries.get(key).filter(|e| e.seq > started) {
+                    // A write landed while we were fetching: it is newer.
+                    return Ok(Cached {
+                        value: newer.value.clone(),
+                        expires: newer.expires,
+                    });
+                }
+                let expires = ttl.map(|t| now + t);
+                shard.seq += 1;
+                let seq = shard.seq;
+                shard.entries.put(
+                    key.clone(),
+                    Entry {
+                        value: value.clone(),
+                        expires,
+                        seq,
+                    },
+                );
+                Ok(Cached { value, expires })
+            }
+            Err(e) if e.is_transient() => match shard.entries.get_mut(key) {
+                Some(old) => {
+                    self.stats.stale();
+                    tracing::warn!(key = ?key, error = %e, "backend failed transiently; serving the last value fetched");
+                    let retry = ttl.map_or(self.stale_retry, |t| t.min(self.stale_retry));
+                    old.expires = Some(now + retry);
+                    Ok(Cached {
+                        value: old.value.clone(),
+                        expires: old.expires,
+                    })
+                }
+                None => Err(e),
+            },
+            Err(e) => {
+                // Deletion and denial are not papered over: forget the value.
+                shard.entries.pop(key);
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts a value known to be current (read-your-writes after a put).
+    pub fn insert(&self, key: K, value: V, ttl: Option<Duration>) {
+        let mut shard = self.shard(&key);
+        shard.seq += 1;
+        let seq = shard.seq;
+        let expires = ttl.map(|t| Instant::now() + t);
+        shard.entries.put(
+            key,
+            Entry {
+                value,
+                expires,
+                seq,
+            },
+        );
+    }
+
+    /// Drops a key so that the next read fetches.
+    pub fn remove(&self, key: &K) {
+        let mut shard = self.shard(key);
+        shard.seq += 1;
+        shard.entries.pop(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).entries.len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn cache(cap: usize) -> (Arc<Cache<String, Arc<String>>>, Arc<Stats>) {
+        let stats = Arc::new(Stats::default());
+        (
+            Cache::new(
+                NonZeroUsize::new(cap).unwrap(),
+                Duration::from_secs(5),
+                stats.clone(),
+            ),
+            stats,
+        )
+    }
+
+    fn counting(
+        calls: &Arc<AtomicUsize>,
+        value: &str,
+    ) -> impl FnOnce() -> BoxFuture<'static, StoreResult<Arc<String>>> {
+        let calls = calls.clone();
+        let value = value.to_string();
+        move || {
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok(Arc::new(value))
+            }
+            .boxed()
+        }
+    }
+
+    fn failing(
+        kind: StoreErrorKind,
+    ) -> impl FnOnce() -> BoxFuture<'static, StoreResult<Arc<String>>> {
+        move || async move { Err(StoreError::new(kind, "injected")) }.boxed()
+    }
+
+    const TTL: Option<Duration> = Some(Duration::from_secs(60));
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_within_ttl_make_no_backend_call() {
+        let (c, stats) = cache(10);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let k = "a".to_string();
+        for _ in 0..100 {
+            let v = c.get(&k, TTL, counting(&calls, "v1")).await.unwrap();
+            assert_eq!(*v.value, "v1");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(stats.misses(), 1);
+        assert_eq!(stats.hits(), 99);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_ttl_the_next_read_fetches_again() {
+        let (c, _) = cache(10);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let k = "a".to_string();
+        c.get(&k, TTL, counting(&calls, "v1")).await.unwrap();
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(
+            *c.get(&k, TTL, counting(&calls, "v2")).await.unwrap().value,
+            "v1"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            *c.get(&k, TTL, counting(&calls, "v2")).await.unwrap().value,
+            "v2"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_without_ttl_never_expire() {
+        let (c, _) = cache(10);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let k = "v".to_string();
+        c.get(&k, None, counting(&calls, "x")).await.unwrap();
+        tokio::time::advance(Duration::from_secs(86_400 * 365)).await;
+        c.get(&k, None, counting(&calls, "y")).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_cold_reads_make_one_call() {
+        let (c, _) = cache(10);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let c = c.clone();
+            let calls = calls.clone();
+            tasks.push(tokio::spawn(async move {
+                c.get(&"k".to_string(), TTL, move || {
+                    async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(Arc::new("v".to_string()))
+                    }
+                    .boxed()
+                })
+                .await
+                .unwrap()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(*t.await.unwrap().value, "v");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failure_serves_the_last_value() {
+        let (c, stats) = cache(10);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let k = "a".to_string();
+        c.get(&k, TTL, counting(&calls, "v1")).await.unwrap();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        for kind in [StoreErrorKind::Transient, StoreErrorKind::Throttled] {
+            let v = c.get(&k, TTL, failing(kind)).await.unwrap();
+            assert_eq!(*v.value, "v1");
+            tokio::time::advance(Duration::from_secs(6)).await;
+        }
+        assert_eq!(stats.stale_count(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_value_is_retried_after_a_short_interval_not_every_read() {
+        let (c, _) = cache(10);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let k = "a".to_string();
+        c.get(&k, TTL, counting(&calls, "v1")).await.unwrap();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        c.get(&k, TTL, failing(StoreErrorKind::Transient))
+            .await
+            .unwrap();
+        // Within the retry interval the stale value is fresh enough.
+        c.get(&k, TTL, counting(&calls, "v2")).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(
+            *c.get(&k, TTL, counting(&calls, "v2")).await.unwrap().value,
+            "v2"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn denial_and_deletion_are_not_papered_over() {
+        for kind in [StoreErrorKind::AccessDenied, StoreErrorKind::NotFound] {
+            let (c, _) = cache(10);
+            let calls = Arc::new(AtomicUsize::new(0));
+            let k = "a".to_string();
+            c.get(&k, TTL, counting(&calls, "v1")).await.unwrap();
+            tokio::time::advance(Duration::from_secs(61)).await;
+            let e = c.get(&k, TTL, failing(kind)).await.unwrap_err();
+            assert_eq!(e.kind, kind);
+            assert!(c.peek_fresh(&k).is_none());
+            assert_eq!(c.len(), 0);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failure_without_a_value_is_an_error() {
+        let (c, _) = cache(10);
+        let e = c
+            .get(&"a".to_string(), TTL, failing(StoreErrorKind::Transient))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Transient);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cache_is_bounded_by_lru() {
+        let (c, _) = cache(32);
+        let calls = Arc::new(AtomicUsize::new(0));
+        for i in 0..1000 {
+            c.get(&format!("k{i}"), TTL, counting(&calls, "v"))
+                .await
+                .unwrap();
+        }
+        assert!(c.len() <= 32, "len {}", c.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_insert_during_a_fetch_wins_over_the_fetch() {
+        let (c, _) = cache(10);
+        let k = "a".to_string();
+        let c2 = c.clone();
+        let k2 = k.clone();
+        let slow = tokio::spawn(async move {
+            c2.get(&k2, TTL, || {
+                async {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok(Arc::new("old".to_string()))
+                }
+                .boxed()
+            })
+            .await
+            .unwrap()
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        c.insert(k.clone(), Arc::new("written".to_string()), TTL);
+        assert_eq!(*slow.await.unwrap().value, "written");
+        assert_eq!(*c.peek_fresh(&k).unwrap().value, "written");
+    }
+
+    /// Eviction must drop the value: the value type (SecretBytes, a
+    /// `Zeroizing<Vec<u8>>`) wipes its buffer in Drop.
+    #[tokio::test(start_paused = true)]
+    async fn evicted_and_removed_values_are_dropped() {
+        struct Probe(Arc<AtomicUsize>);
+        impl Drop for Probe {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let stats = Arc::new(Stats::default());
+        let c: Arc<Cache<u32, Arc<Probe>>> = Cache::new(
+            NonZeroUsize::new(16).unwrap(),
+            Duration::from_secs(5),
+            stats,
+        );
+        let dropped = Arc::new(AtomicUsize::new(0));
+        for i in 0..100u32 {
+            let d = dropped.clone();
+            c.get(&i, TTL, move || {
+                async move { Ok(Arc::new(Probe(d))) }.boxed()
+            })
+            .await
+            .unwrap();
+        }
+        let live = c.len();
+        assert_eq!(dropped.load(Ordering::SeqCst), 100 - live);
+        for i in 0..100u32 {
+            c.remove(&i);
+        }
+        assert_eq!(dropped.load(Ordering::SeqCst), 100);
+    }
+
+    #[test]
+    fn secret_bytes_debug_never_shows_the_value() {
+        let v = crate::store::SecretBytes::new(b"hunter2".to_vec());
+        let shown = format!("{v:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}

@@ -1,0 +1,570 @@
+//! The fuser adapter: turns each kernel request into a call on `fs::Fs` and
+//! the result into a reply. A request is polled once on the FUSE thread; if
+//! it needs the backend it is moved to the tokio runtime and answered from
+//! there, so no FUSE thread ever waits on the network.
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+use tracing::Level;
+
+use crate::error::Error;
+use crate::fs::{Attr, Entry, Fs, Kind, Opened};
+use crate::inode::Ino;
+
+pub struct FuseAdapter {
+    fs: Arc<Fs>,
+    rt: tokio::runtime::Handle,
+}
+
+fn log_error(op: &'static str, ino: u64, e: &Error) {
+    match e.level() {
+        Level::DEBUG => tracing::debug!(op, ino, error = %e, "request failed"),
+        Level::INFO => tracing::info!(op, ino, error = %e, "request refused"),
+        _ => tracing::warn!(op, ino, error = %e, "request failed"),
+    }
+}
+
+fn errno(fs: &Fs, op: &'static str, ino: u64, e: Error) -> Errno {
+    log_error(op, ino, &e);
+    if !matches!(e, Error::NotFound | Error::NotImplemented) {
+        fs.stats().fs_error();
+    }
+    Errno::from_i32(e.errno())
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino.0),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: match a.kind {
+            Kind::Dir => FileType::Directory,
+            Kind::File => FileType::RegularFile,
+        },
+        perm: a.perm,
+        nlink: if a.kind == Kind::Dir { 2 } else { 1 },
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn fopen_flags(o: &Opened) -> FopenFlags {
+    let mut f = FopenFlags::empty();
+    if o.keep_cache {
+        f |= FopenFlags::FOPEN_KEEP_CACHE;
+    }
+    if o.direct_io {
+        f |= FopenFlags::FOPEN_DIRECT_IO;
+    }
+    f
+}
+
+fn name_str(name: &OsStr) -> Option<String> {
+    name.to_str().map(str::to_string)
+}
+
+impl FuseAdapter {
+    pub fn new(fs: Arc<Fs>, rt: tokio::runtime::Handle) -> Self {
+        Self { fs, rt }
+    }
+
+    /// Polls `fut` once here; answers inline if it is done (memory only),
+    /// otherwise hands it to the runtime, which answers when it completes.
+    fn run<T, F, D>(&self, fut: F, done: D)
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+        D: FnOnce(T) + Send + 'static,
+    {
+        let _rt = self.rt.enter();
+        let mut fut = Box::pin(fut);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => done(v),
+            Poll::Pending => {
+                self.rt.spawn(async move { done(fut.await) });
+            }
+        }
+    }
+
+    fn reply_entry(
+        &self,
+        op: &'static str,
+        ino: u64,
+        fut: impl Future<Output = Result<Entry, Error>> + Send + 'static,
+        reply: ReplyEntry,
+    ) {
+        let fs = self.fs.clone();
+        self.run(fut, move |r| match r {
+            Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
+            Err(e) => reply.error(errno(&fs, op, ino, e)),
+        });
+    }
+
+    fn reply_attr(
+        &self,
+        op: &'static str,
+        ino: u64,
+        fut: impl Future<Output = Result<Entry, Error>> + Send + 'static,
+        reply: ReplyAttr,
+    ) {
+        let fs = self.fs.clone();
+        self.run(fut, move |r| match r {
+            Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
+            Err(e) => reply.error(errno(&fs, op, ino, e)),
+        });
+    }
+
+    fn reply_empty(
+        &self,
+        op: &'static str,
+        ino: u64,
+        fut: impl Future<Output = Result<(), Error>> + Send + 'static,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.run(fut, move |r| match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&fs, op, ino, e)),
+        });
+    }
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // O_TRUNC arrives with open (not as a later setattr), and the kernel
+        // drops cached pages itself when a refreshed mtime differs.
+        for cap in [
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            InitFlags::FUSE_AUTO_INVAL_DATA,
+        ] {
+            if let Err(missing) = config.add_capabilities(cap) {
+                tracing::warn!(?missing, "kernel lacks a FUSE capability");
+            }
+        }
+        Ok(())
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        reply.error(Errno::ENODATA);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(name) = name_str(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let fs = self.fs.clone();
+        self.reply_entry(
+            "lookup",
+            parent.0,
+            async move { fs.lookup(Ino(parent.0), &name).await },
+            reply,
+        );
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(Ino(ino.0), nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let fs = self.fs.clone();
+        self.reply_attr(
+            "getattr",
+            ino.0,
+            async move { fs.getattr(Ino(ino.0)).await },
+            reply,
+        );
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let fs = self.fs.clone();
+        let chmod = mode.is_some() || uid.is_some() || gid.is_some();
+        self.reply_attr(
+            "setattr",
+            ino.0,
+            async move { fs.setattr(Ino(ino.0), fh.map(|f| f.0), size, chmod).await },
+            reply,
+        );
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let Some(name) = name_str(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let fs = self.fs.clone();
+        self.reply_entry(
+            "mkdir",
+            parent.0,
+            async move { fs.mkdir(Ino(parent.0), &name).await },
+            reply,
+        );
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name_str(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let fs = self.fs.clone();
+        self.reply_empty(
+            "unlink",
+            parent.0,
+            async move { fs.unlink(Ino(parent.0), &name).await },
+            reply,
+        );
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name_str(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let fs = self.fs.clone();
+        self.reply_empty(
+            "rmdir",
+            parent.0,
+            async move { fs.rmdir(Ino(parent.0), &name).await },
+            reply,
+        );
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (Some(name), Some(newname)) = (name_str(name), name_str(newname)) else {
+            return reply.error(Errno::EPERM);
+        };
+        if !flags.is_empty() {
+            return reply.error(Errno::EINVAL);
+        }
+        let fs = self.fs.clone();
+        self.reply_empty(
+            "rename",
+            parent.0,
+            async move {
+                fs.rename(Ino(parent.0), &name, Ino(newparent.0), &newname)
+                    .await
+            },
+            reply,
+        );
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let fs = self.fs.clone();
+        let pid = req.pid();
+        let fs2 = self.fs.clone();
+        self.run(
+            async move { fs.open(Ino(ino.0), flags.0, pid).await },
+            move |r| match r {
+                Ok(o) => reply.opened(FileHandle(o.fh), fopen_flags(&o)),
+                Err(e) => reply.error(errno(&fs2, "open", ino.0, e)),
+            },
+        );
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = self.fs.clone();
+        let fs2 = self.fs.clone();
+        self.run(
+            async move { fs.read(Ino(ino.0), fh.0, offset, size).await },
+            move |r| match r {
+                Ok(mut data) => {
+                    reply.data(&data);
+                    zeroize::Zeroize::zeroize(&mut data);
+                }
+                Err(e) => reply.error(errno(&fs2, "read", ino.0, e)),
+            },
+        );
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let fs = self.fs.clone();
+        let fs2 = self.fs.clone();
+        let data = zeroize::Zeroizing::new(data.to_vec());
+        self.run(
+            async move { fs.write(fh.0, offset, &data).await },
+            move |r| match r {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(&fs2, "write", ino.0, e)),
+            },
+        );
+    }
+
+    fn flush(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        let pid = req.pid();
+        self.reply_empty(
+            "flush",
+            ino.0,
+            async move { fs.flush(fh.0, pid).await },
+            reply,
+        );
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.run(async move { fs.release(fh.0).await }, move |()| reply.ok());
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.reply_empty("fsync", ino.0, async move { fs.fsync(fh.0).await }, reply);
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fs = self.fs.clone();
+        let fs2 = self.fs.clone();
+        self.run(
+            async move { fs.opendir(Ino(ino.0)).await },
+            move |r| match r {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno(&fs2, "opendir", ino.0, e)),
+            },
+        );
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self.fs.readdir(fh.0) {
+            Ok(entries) => {
+                for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                    let kind = match e.kind {
+                        Kind::Dir => FileType::Directory,
+                        Kind::File => FileType::RegularFile,
+                    };
+                    if reply.add(INodeNo(e.ino.0), (i + 1) as u64, kind, &e.name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(&self.fs, "readdir", ino.0, e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let Some(name) = name_str(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let fs = self.fs.clone();
+        let fs2 = self.fs.clone();
+        let pid = req.pid();
+        self.run(
+            async move { fs.create(Ino(parent.0), &name, flags, mode, pid).await },
+            move |r| match r {
+                Ok((e, o)) => reply.created(
+                    &e.ttl,
+                    &file_attr(&e.attr),
+                    Generation(0),
+                    FileHandle(o.fh),
+                    fopen_flags(&o),
+                ),
+                Err(e) => reply.error(errno(&fs2, "create", parent.0, e)),
+            },
+        );
+    }
+}
+
+/// Sends invalidations to the kernel from a thread of its own: never from
+/// inside a request handler, where it could deadlock on the same inode.
+pub struct NotifyInvalidator {
+    tx: std::sync::mpsc::Sender<Ino>,
+}
+
+impl NotifyInvalidator {
+    /// The invalidator and the receiving end, to be served once the session
+    /// (and so its notifier) exists.
+    pub fn channel() -> (Arc<Self>, std::sync::mpsc::Receiver<Ino>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        (Arc::new(Self { tx }), rx)
+    }
+
+    pub fn serve(rx: std::sync::mpsc::Receiver<Ino>, notifier: fuser::Notifier) {
+        std::thread::Builder::new()
+            .name("secretsfs-inval".into())
+            .spawn(move || {
+                while let Ok(ino) = rx.recv() {
+                    if let Err(e) = notifier.inval_inode(INodeNo(ino.0), 0, 0)
+                        && e.raw_os_error() != Some(libc::ENOENT)
+                    {
+                        tracing::debug!(ino = ino.0, error = %e, "invalidation not delivered");
+                    }
+                }
+            })
+            .expect("spawn invalidation thread");
+    }
+}
+
+impl crate::fs::Invalidate for NotifyInvalidator {
+    fn inval_inode(&self, ino: Ino) {
+        let _ = self.tx.send(ino);
+    }
+}

@@ -1,0 +1,162 @@
+//! The inode table: which tree node each inode number stands for, with the
+//! kernel's lookup counts so that forgotten nodes are dropped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::store::{SecretName, VersionId};
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct Ino(pub u64);
+
+pub const ROOT: Ino = Ino(1);
+
+/// A node of the tree.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub enum Node {
+    /// A directory: a secret, a prefix of secrets, or both. "" is the root.
+    Dir(Arc<str>),
+    Current(SecretName),
+    Previous(SecretName),
+    Versions(SecretName),
+    Version(SecretName, VersionId),
+    StatsDir,
+    StatsFile,
+    /// An editor's temporary file in a secret's directory (dir path, name).
+    Temp(Arc<str>, Arc<str>),
+}
+
+struct Slot {
+    node: Node,
+    lookups: u64,
+}
+
+struct Inner {
+    by_ino: HashMap<Ino, Slot>,
+    by_node: HashMap<Node, Ino>,
+    next: u64,
+}
+
+pub struct InodeTable {
+    inner: RwLock<Inner>,
+}
+
+impl Default for InodeTable {
+    fn default() -> Self {
+        let root = Node::Dir(Arc::from(""));
+        let mut by_ino = HashMap::new();
+        by_ino.insert(
+            ROOT,
+            Slot {
+                node: root.clone(),
+                lookups: 1,
+            },
+        );
+        Self {
+            inner: RwLock::new(Inner {
+                by_ino,
+                by_node: HashMap::from([(root, ROOT)]),
+                next: 2,
+            }),
+        }
+    }
+}
+
+impl InodeTable {
+    pub fn node(&self, ino: Ino) -> Option<Node> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner.by_ino.get(&ino).map(|s| s.node.clone())
+    }
+
+    pub fn ino_of(&self, node: &Node) -> Option<Ino> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner.by_node.get(node).copied()
+    }
+
+    /// The node's inode, allocating one if needed; `lookup` adds one to the
+    /// count the kernel will later forget.
+    pub fn assign(&self, node: Node, lookup: bool) -> Ino {
+        if !lookup && let Some(ino) = self.ino_of(&node) {
+            return ino;
+        }
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let ino = match inner.by_node.get(&node) {
+            Some(ino) => *ino,
+            None => {
+                let ino = Ino(inner.next);
+                inner.next += 1;
+                inner.by_node.insert(node.clone(), ino);
+                inner.by_ino.insert(ino, Slot { node, lookups: 0 });
+                ino
+            }
+        };
+        if lookup && let Some(slot) = inner.by_ino.get_mut(&ino) {
+            slot.lookups += 1;
+        }
+        ino
+    }
+
+    pub fn forget(&self, ino: Ino, n: u64) {
+        if ino == ROOT {
+            return;
+        }
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let gone = match inner.by_ino.get_mut(&ino) {
+            Some(slot) => {
+                slot.lookups = slot.lookups.saturating_sub(n);
+                slot.lookups == 0
+            }
+            None => false,
+        };
+        if gone && let Some(slot) = inner.by_ino.remove(&ino) {
+            inner.by_node.remove(&slot.node);
+        }
+    }
+
+    /// Drops a node whatever its count (a temporary file that was renamed).
+    pub fn remove(&self, node: &Node) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(ino) = inner.by_node.remove(node) {
+            inner.by_ino.remove(&ino);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_ino
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_keep_their_inode_until_forgotten() {
+        let t = InodeTable::default();
+        let n = Node::Current(SecretName::new("a"));
+        let i1 = t.assign(n.clone(), true);
+        let i2 = t.assign(n.clone(), true);
+        assert_eq!(i1, i2);
+        assert_eq!(t.node(i1), Some(n.clone()));
+        t.forget(i1, 1);
+        assert_eq!(t.node(i1), Some(n.clone()));
+        t.forget(i1, 1);
+        assert_eq!(t.node(i1), None);
+        assert_ne!(t.assign(n, false), i1);
+    }
+
+    #[test]
+    fn root_is_never_forgotten() {
+        let t = InodeTable::default();
+        t.forget(ROOT, 100);
+        assert_eq!(t.node(ROOT), Some(Node::Dir(Arc::from(""))));
+    }
+}

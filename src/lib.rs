@@ -1,0 +1,12 @@
+//! secretsfs: AWS Secrets Manager as a FUSE filesystem.
+
+pub mod cache;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod fs;
+pub mod fuse;
+pub mod inode;
+pub mod stats;
+pub mod store;
+pub mod tree;

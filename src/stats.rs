@@ -1,0 +1,100 @@
+//! Counters behind `<mountpoint>/.secretsfs/stats`: lock-free, always on.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Clone, Copy, Debug)]
+pub enum ApiOp {
+    ListSecrets,
+    GetSecretValue,
+    ListSecretVersionIds,
+    PutSecretValue,
+    CreateSecret,
+}
+
+const OPS: [(ApiOp, &str); 5] = [
+    (ApiOp::ListSecrets, "ListSecrets"),
+    (ApiOp::GetSecretValue, "GetSecretValue"),
+    (ApiOp::ListSecretVersionIds, "ListSecretVersionIds"),
+    (ApiOp::PutSecretValue, "PutSecretValue"),
+    (ApiOp::CreateSecret, "CreateSecret"),
+];
+
+#[derive(Default, Debug)]
+pub struct Stats {
+    api: [AtomicU64; 5],
+    api_errors: AtomicU64,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    stale_served: AtomicU64,
+    fs_errors: AtomicU64,
+}
+
+impl Stats {
+    pub fn api_call(&self, op: ApiOp) {
+        self.api[op as usize].fetch_add(1, Relaxed);
+    }
+    pub fn api_calls(&self, op: ApiOp) -> u64 {
+        self.api[op as usize].load(Relaxed)
+    }
+    pub fn api_error(&self) {
+        self.api_errors.fetch_add(1, Relaxed);
+    }
+    pub fn hit(&self) {
+        self.cache_hits.fetch_add(1, Relaxed);
+    }
+    pub fn miss(&self) {
+        self.cache_misses.fetch_add(1, Relaxed);
+    }
+    pub fn stale(&self) {
+        self.stale_served.fetch_add(1, Relaxed);
+    }
+    pub fn fs_error(&self) {
+        self.fs_errors.fetch_add(1, Relaxed);
+    }
+    pub fn hits(&self) -> u64 {
+        self.cache_hits.load(Relaxed)
+    }
+    pub fn misses(&self) -> u64 {
+        self.cache_misses.load(Relaxed)
+    }
+    pub fn stale_count(&self) -> u64 {
+        self.stale_served.load(Relaxed)
+    }
+
+    /// The stats file's content: one JSON object, newline-terminated.
+    pub fn render(&self) -> Vec<u8> {
+        let api: serde_json::Map<String, serde_json::Value> = OPS
+            .iter()
+            .map(|(op, name)| (name.to_string(), self.api_calls(*op).into()))
+            .collect();
+        let doc = serde_json::json!({
+            "api_calls": api,
+            "api_errors": self.api_errors.load(Relaxed),
+            "cache_hits": self.hits(),
+            "cache_misses": self.misses(),
+            "stale_served": self.stale_count(),
+            "errors": self.fs_errors.load(Relaxed),
+        });
+        let mut out = serde_json::to_vec_pretty(&doc).expect("stats serialise");
+        out.push(b'\n');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_is_json_with_every_counter() {
+        let s = Stats::default();
+        s.api_call(ApiOp::GetSecretValue);
+        s.hit();
+        s.hit();
+        let v: serde_json::Value = serde_json::from_slice(&s.render()).unwrap();
+        assert_eq!(v["api_calls"]["GetSecretValue"], 1);
+        assert_eq!(v["api_calls"]["ListSecrets"], 0);
+        assert_eq!(v["cache_hits"], 2);
+        assert_eq!(v["stale_served"], 0);
+    }
+}

@@ -1,0 +1,457 @@
+//! The embedded local store: secrets in a directory on this machine, with the
+//! versioning rules of Secrets Manager (UUID version ids, AWSCURRENT and
+//! AWSPREVIOUS moves, token idempotency), one JSON file per secret, written
+//! atomically (temp file, fsync, rename, fsync of the directory).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    SecretBytes, SecretName, SecretStore, SecretVersion, Selector, Stage, StoreError,
+    StoreErrorKind, StoreResult, VersionId,
+};
+
+/// Unlabelled versions kept per secret, as AWS does.
+const MAX_UNLABELLED: usize = 100;
+
+/// On-disk form of one secret (`<hex of name>.json`).
+#[derive(Serialize, Deserialize)]
+struct SecretFile {
+    name: String,
+    versions: Vec<VersionFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct VersionFile {
+    id: String,
+    created_ms: u64,
+    stages: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    string: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binary_base64: Option<String>,
+}
+
+struct Version {
+    id: VersionId,
+    created: SystemTime,
+    stages: Vec<String>,
+    value: SecretBytes,
+}
+
+#[derive(Default)]
+struct Record {
+    /// Oldest first.
+    versions: Vec<Version>,
+}
+
+impl Record {
+    fn by_stage(&self, label: &str) -> Option<&Version> {
+        self.versions
+            .iter()
+            .find(|v| v.stages.iter().any(|s| s == label))
+    }
+}
+
+pub struct LocalStore {
+    dir: PathBuf,
+    secrets: Mutex<BTreeMap<String, Record>>,
+}
+
+fn file_name(name: &str) -> String {
+    let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}.json")
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Other,
+        format!("{what} {}: {e}", path.display()),
+    )
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) the store in `dir` and loads every secret.
+    pub fn open(dir: &Path) -> StoreResult<Self> {
+        fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
+        let mut secrets = BTreeMap::new();
+        let entries = fs::read_dir(dir).map_err(|e| io_err("reading", dir, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| io_err("reading", dir, e))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let bytes = fs::read(&path).map_err(|e| io_err("reading", &path, e))?;
+            let file: SecretFile = serde_json::from_slice(&bytes).map_err(|e| {
+                StoreError::new(
+                    StoreErrorKind::Other,
+                    format!("{} is not a secret file: line {}", path.display(), e.line()),
+                )
+            })?;
+            secrets.insert(file.name.clone(), Self::decode(file, &path)?);
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            secrets: Mutex::new(secrets),
+        })
+    }
+
+    fn decode(file: SecretFile, path: &Path) -> StoreResult<Record> {
+        let mut versions = Vec::new();
+        for v in file.versions {
+            let value = match (v.string, v.binary_base64) {
+                (Some(s), _) => SecretBytes::new(s.into_bytes()),
+                (None, Some(b)) => SecretBytes::new(B64.decode(b).map_err(|_| {
+                    StoreError::new(
+                        StoreErrorKind::Other,
+                        format!("{}: bad base64 in version {}", path.display(), v.id),
+                    )
+                })?),
+                (None, None) => SecretBytes::new(Vec::new()),
+            };
+            versions.push(Version {
+                id: VersionId::new(v.id),
+                created: UNIX_EPOCH + Duration::from_millis(v.created_ms),
+                stages: v.stages,
+                value,
+            });
+        }
+        Ok(Record { versions })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Record>> {
+        self.secrets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn persist(&self, name: &str, record: &Record) -> StoreResult<()> {
+        let file = SecretFile {
+            name: name.to_string(),
+            versions: record
+                .versions
+                .iter()
+                .map(|v| {
+                    let (string, binary_base64) = match v.value.as_text() {
+                        Some(s) => (Some(s.to_string()), None),
+                        None => (None, Some(B64.encode(v.value.as_bytes()))),
+                    };
+                    VersionFile {
+                        id: v.id.to_string(),
+                        created_ms: v
+                            .created
+                            .duration_since(UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_millis() as u64,
+                        stages: v.stages.clone(),
+                        string,
+                        binary_base64,
+                    }
+                })
+                .collect(),
+        };
+        let bytes = zeroize::Zeroizing::new(serde_json::to_vec_pretty(&file).map_err(|e| {
+            StoreError::new(StoreErrorKind::Other, format!("serialising {name}: {e}"))
+        })?);
+        drop(file);
+        let target = self.dir.join(file_name(name));
+        let tmp = self.dir.join(format!(".{}.tmp", file_name(name)));
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &target)?;
+            fs::File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|e| io_err("writing", &target, e))
+    }
+
+    /// A new AWSCURRENT version whose id is the token (as in AWS); the same
+    /// token with the same value is the same version.
+    fn add_version(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+        token: &str,
+        create: bool,
+    ) -> StoreResult<VersionId> {
+        let mut secrets = self.lock();
+        if create && secrets.contains_key(name.as_str()) {
+            return Err(StoreError::new(
+                StoreErrorKind::ResourceExists,
+                format!("secret {name} already exists"),
+            ));
+        }
+        if !create && !secrets.contains_key(name.as_str()) {
+            return Err(StoreError::not_found(name));
+        }
+        let record = secrets.entry(name.as_str().to_string()).or_default();
+        if let Some(v) = record.versions.iter().find(|v| v.id.as_str() == token) {
+            return if v.value == *value {
+                Ok(v.id.clone())
+            } else {
+                Err(StoreError::new(
+                    StoreErrorKind::ResourceExists,
+                    format!("token already used for another value of {name}"),
+                ))
+            };
+        }
+        for v in &mut record.versions {
+            v.stages.retain(|s| s != Stage::Previous.label());
+            if let Some(s) = v.stages.iter_mut().find(|s| *s == Stage::Current.label()) {
+                *s = Stage::Previous.label().to_string();
+            }
+        }
+        record.versions.push(Version {
+            id: VersionId::new(token),
+            created: SystemTime::now(),
+            stages: vec![Stage::Current.label().to_string()],
+            value: value.clone(),
+        });
+        let unlabelled = record
+            .versions
+            .iter()
+            .filter(|v| v.stages.is_empty())
+            .count();
+        let mut excess = unlabelled.saturating_sub(MAX_UNLABELLED);
+        record.versions.retain(|v| {
+            if excess > 0 && v.stages.is_empty() {
+                excess -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.persist(name.as_str(), record)?;
+        Ok(VersionId::new(token))
+    }
+
+    /// Seeds a few secrets to try the tree with (only into an empty store).
+    pub fn seed_demo(&self) -> StoreResult<()> {
+        let demo: [(&str, &[&[u8]]); 4] = [
+            (
+                "demo/db/password",
+                &[b"first-password", b"correct-horse-battery-staple"],
+            ),
+            ("demo/api-key", &[b"ak_live_0123456789abcdef"]),
+            ("demo/app/config.json", &[br#"{"user":"app","port":5432}"#]),
+            ("demo/tls/key.der", &[&[0x30, 0x82, 0x00, 0xff, 0x00, 0x01]]),
+        ];
+        for (name, values) in demo {
+            let name = SecretName::new(name);
+            for (i, v) in values.iter().enumerate() {
+                let token = uuid::Uuid::new_v4().to_string();
+                self.add_version(&name, &SecretBytes::new(v.to_vec()), &token, i == 0)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SecretStore for LocalStore {
+    async fn list_secrets(&self, prefix: Option<&str>) -> StoreResult<Vec<SecretName>> {
+        Ok(self
+            .lock()
+            .keys()
+            .filter(|n| prefix.is_none_or(|p| n.starts_with(p)))
+            .map(|n| SecretName::new(n.as_str()))
+            .collect())
+    }
+
+    async fn get_value(
+        &self,
+        name: &SecretName,
+        selector: &Selector,
+    ) -> StoreResult<Option<SecretVersion>> {
+        let secrets = self.lock();
+        let record = secrets
+            .get(name.as_str())
+            .ok_or_else(|| StoreError::not_found(name))?;
+        let found = match selector {
+            Selector::Stage(s) => record.by_stage(s.label()),
+            Selector::Id(id) => Some(
+                record
+                    .versions
+                    .iter()
+                    .find(|v| v.id == *id)
+                    .ok_or_else(|| StoreError::not_found(name))?,
+            ),
+        };
+        Ok(found.map(|v| SecretVersion {
+            id: v.id.clone(),
+            value: v.value.clone(),
+            created: v.created,
+        }))
+    }
+
+    async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>> {
+        let secrets = self.lock();
+        let record = secrets
+            .get(name.as_str())
+            .ok_or_else(|| StoreError::not_found(name))?;
+        Ok(record.versions.iter().map(|v| v.id.clone()).collect())
+    }
+
+    async fn put_value(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+        token: &str,
+    ) -> StoreResult<VersionId> {
+        self.add_version(name, value, token, false)
+    }
+
+    async fn create_secret(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+        token: &str,
+    ) -> StoreResult<VersionId> {
+        self.add_version(name, value, token, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(s: &str) -> SecretBytes {
+        SecretBytes::new(s.as_bytes().to_vec())
+    }
+
+    async fn text(store: &LocalStore, name: &SecretName, sel: Selector) -> Option<String> {
+        store
+            .get_value(name, &sel)
+            .await
+            .unwrap()
+            .map(|v| String::from_utf8(v.value.as_bytes().to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn puts_move_current_and_previous_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = SecretName::new("app/db");
+        {
+            let s = LocalStore::open(dir.path()).unwrap();
+            s.create_secret(&n, &bytes("one"), "t1").await.unwrap();
+            assert_eq!(text(&s, &n, Selector::Stage(Stage::Previous)).await, None);
+            s.put_value(&n, &bytes("two"), "t2").await.unwrap();
+            s.put_value(&n, &bytes("three"), "t3").await.unwrap();
+        }
+        let s = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(
+            text(&s, &n, Selector::Stage(Stage::Current)).await.unwrap(),
+            "three"
+        );
+        assert_eq!(
+            text(&s, &n, Selector::Stage(Stage::Previous))
+                .await
+                .unwrap(),
+            "two"
+        );
+        assert_eq!(
+            text(&s, &n, Selector::Id(VersionId::new("t1")))
+                .await
+                .unwrap(),
+            "one"
+        );
+        assert_eq!(s.list_version_ids(&n).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn same_token_is_idempotent_and_conflicting_token_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        let n = SecretName::new("x");
+        s.create_secret(&n, &bytes("a"), "t1").await.unwrap();
+        s.put_value(&n, &bytes("b"), "t2").await.unwrap();
+        s.put_value(&n, &bytes("b"), "t2").await.unwrap();
+        assert_eq!(s.list_version_ids(&n).await.unwrap().len(), 2);
+        let e = s.put_value(&n, &bytes("c"), "t2").await.unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::ResourceExists);
+        assert_eq!(
+            text(&s, &n, Selector::Stage(Stage::Previous))
+                .await
+                .unwrap(),
+            "a"
+        );
+    }
+
+    #[tokio::test]
+    async fn binary_values_round_trip_and_missing_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = SecretName::new("bin");
+        {
+            let s = LocalStore::open(dir.path()).unwrap();
+            s.create_secret(&n, &SecretBytes::new(vec![0, 159, 255]), "t")
+                .await
+                .unwrap();
+            let e = s
+                .get_value(&SecretName::new("nope"), &Selector::Stage(Stage::Current))
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind, StoreErrorKind::NotFound);
+            let e = s
+                .put_value(&SecretName::new("nope"), &bytes("v"), "t9")
+                .await;
+            assert_eq!(e.unwrap_err().kind, StoreErrorKind::NotFound);
+        }
+        let s = LocalStore::open(dir.path()).unwrap();
+        let v = s
+            .get_value(&n, &Selector::Stage(Stage::Current))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(v.value.as_bytes(), &[0, 159, 255]);
+    }
+
+    #[tokio::test]
+    async fn unlabelled_versions_are_pruned_beyond_100() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        let n = SecretName::new("many");
+        s.create_secret(&n, &bytes("v0"), "t0").await.unwrap();
+        for i in 1..110 {
+            s.put_value(&n, &bytes(&format!("v{i}")), &format!("t{i}"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(s.list_version_ids(&n).await.unwrap().len(), 102);
+        assert_eq!(
+            text(&s, &n, Selector::Stage(Stage::Current)).await.unwrap(),
+            "v109"
+        );
+    }
+
+    #[tokio::test]
+    async fn files_are_private_and_no_temp_files_remain() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        s.seed_demo().unwrap();
+        for e in fs::read_dir(dir.path()).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            assert!(name.ends_with(".json") && !name.starts_with('.'), "{name}");
+            assert_eq!(e.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Secret names as paths: which names can be paths, and the directory
+//! structure a set of names makes (a directory can be a secret and a prefix).
+
+use std::collections::BTreeSet;
+
+use crate::store::SecretName;
+
+/// The names a secret's own directory holds; a child secret with one of these
+/// names is shadowed.
+pub const OWN_FILES: [&str; 3] = ["current", "previous", "versions"];
+pub const STATS_DIR: &str = ".secretsfs";
+pub const STATS_FILE: &str = "stats";
+
+/// A path component we can show: not empty, not `.`/`..`, at most 255 bytes.
+pub fn valid_component(c: &str) -> bool {
+    !c.is_empty() && c != "." && c != ".." && c.len() <= 255 && !c.contains('\0')
+}
+
+pub fn valid_path(name: &str) -> bool {
+    name.split('/').all(valid_component)
+}
+
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// The secrets of one listing, as paths.
+#[derive(Default, Debug)]
+pub struct Listing {
+    names: BTreeSet<String>,
+}
+
+impl Listing {
+    /// Leaves out (with one warning each) names that cannot be paths, and
+    /// warns once about children shadowed by a secret's own files.
+    pub fn build(names: impl IntoIterator<Item = SecretName>) -> Self {
+        let mut set = BTreeSet::new();
+        for n in names {
+            if valid_path(n.as_str()) {
+                set.insert(n.as_str().to_string());
+            } else {
+                tracing::warn!(secret = %n.as_str().escape_debug(), "secret name cannot be a path; left out of listings");
+            }
+        }
+        for n in &set {
+            if let Some((parent, last)) = n.rsplit_once('/')
+                && OWN_FILES.contains(&last)
+                && set.contains(parent)
+            {
+                tracing::warn!(secret = %n, "secret is shadowed by its parent's own file of the same name");
+            }
+        }
+        Self { names: set }
+    }
+
+    pub fn is_secret(&self, path: &str) -> bool {
+        self.names.contains(path)
+    }
+
+    /// Whether some secret lives below `path` ("" is everything's prefix).
+    pub fn is_prefix(&self, path: &str) -> bool {
+        if path.is_empty() {
+            return true;
+        }
+        let lead = format!("{path}/");
+        self.names
+            .range(lead.clone()..)
+            .next()
+            .is_some_and(|n| n.starts_with(&lead))
+    }
+
+    /// The child components directly below `path`.
+    pub fn children(&self, path: &str) -> BTreeSet<String> {
+        let lead = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        };
+        self.names
+            .range(lead.clone()..)
+            .take_while(|n| n.starts_with(&lead))
+            .filter_map(|n| n[lead.len()..].split('/').next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(names: &[&str]) -> Listing {
+        Listing::build(names.iter().map(|n| SecretName::new(*n)))
+    }
+
+    #[test]
+    fn nested_names_make_directories_and_a_secret_can_be_a_prefix() {
+        let l = listing(&["prod/db", "prod/db/password", "prod/api", "top"]);
+        assert_eq!(
+            l.children(""),
+            BTreeSet::from(["prod".into(), "top".into()])
+        );
+        assert_eq!(
+            l.children("prod"),
+            BTreeSet::from(["api".into(), "db".into()])
+        );
+        assert_eq!(l.children("prod/db"), BTreeSet::from(["password".into()]));
+        assert!(l.is_secret("prod/db") && l.is_prefix("prod/db"));
+        assert!(!l.is_secret("prod") && l.is_prefix("prod"));
+        assert!(!l.is_prefix("pro"));
+        assert!(!l.is_prefix("top"));
+    }
+
+    #[test]
+    fn names_that_cannot_be_paths_are_left_out() {
+        let long = "x".repeat(256);
+        let l = listing(&["a//b", "./x", "a/..", "/lead", "ok", long.as_str()]);
+        assert_eq!(l.len(), 1);
+        assert!(l.is_secret("ok"));
+    }
+}
