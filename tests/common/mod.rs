@@ -1,0 +1,416 @@
+//! Test harness: a moto server (Secrets Manager emulator) on a free loopback
+//! port, a counting and fault-injecting proxy in front of it, real mounts of
+//! the secretsfs binary with RAII guards, and an SDK client to check effects.
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::ffi::CString;
+use std::io::Read;
+use std::net::TcpStream;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::{Credentials, Region};
+use aws_sdk_secretsmanager::primitives::Blob;
+
+pub use proxy::{Fault, Proxy};
+
+pub fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn moto_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("SECRETSFS_MOTO_SERVER") {
+        return p.into();
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/moto-venv/bin/moto_server");
+    if venv.exists() {
+        return venv;
+    }
+    panic!(
+        "moto_server not found at {}: run ./run-tests (it installs moto into target/moto-venv)",
+        venv.display()
+    );
+}
+
+/// Kills the child when the thread that spawned it ends.
+fn die_with_parent(cmd: &mut Command, sig: i32) {
+    // SAFETY: prctl is async-signal-safe and takes integer arguments.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, sig);
+            Ok(())
+        });
+    }
+}
+
+/// One moto server per test binary, shared by its tests (which use unique
+/// secret names). It is spawned from a thread that lives as long as the test
+/// process, with PDEATHSIG, so it dies with the process whatever happens.
+pub fn moto_port() -> u16 {
+    static PORT: OnceLock<u16> = OnceLock::new();
+    *PORT.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let port = free_port();
+            let mut cmd = Command::new(moto_binary());
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            die_with_parent(&mut cmd, libc::SIGKILL);
+            let child = cmd.spawn().expect("start moto_server");
+            tx.send((port, child.id())).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        let (port, _pid) = rx.recv().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        port
+    })
+}
+
+pub fn moto_url() -> String {
+    format!("http://127.0.0.1:{}", moto_port())
+}
+
+/// An SDK client straight to moto (not through a test's proxy, so the
+/// checks do not count as the daemon's calls).
+pub fn sdk() -> Client {
+    let conf = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(moto_url())
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .build();
+    Client::from_conf(conf)
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+pub fn create(name: &str, value: &str) -> String {
+    rt().block_on(sdk().create_secret().name(name).secret_string(value).send())
+        .expect("create secret")
+        .version_id()
+        .unwrap()
+        .to_string()
+}
+
+pub fn create_binary(name: &str, value: &[u8]) -> String {
+    rt().block_on(
+        sdk()
+            .create_secret()
+            .name(name)
+            .secret_binary(Blob::new(value))
+            .send(),
+    )
+    .expect("create secret")
+    .version_id()
+    .unwrap()
+    .to_string()
+}
+
+pub fn put(name: &str, value: &str) -> String {
+    rt().block_on(
+        sdk()
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value)
+            .send(),
+    )
+    .expect("put secret value")
+    .version_id()
+    .unwrap()
+    .to_string()
+}
+
+/// (version id, string, binary) of a stage, through the API.
+pub fn stage(name: &str, label: &str) -> Option<(String, Option<String>, Option<Vec<u8>>)> {
+    let out = rt()
+        .block_on(
+            sdk()
+                .get_secret_value()
+                .secret_id(name)
+                .version_stage(label)
+                .send(),
+        )
+        .ok()?;
+    Some((
+        out.version_id().unwrap().to_string(),
+        out.secret_string().map(str::to_string),
+        out.secret_binary().map(|b| b.as_ref().to_vec()),
+    ))
+}
+
+pub fn current_string(name: &str) -> String {
+    stage(name, "AWSCURRENT").unwrap().1.unwrap()
+}
+
+pub fn version_ids(name: &str) -> Vec<String> {
+    rt().block_on(sdk().list_secret_version_ids().secret_id(name).send())
+        .unwrap()
+        .versions()
+        .iter()
+        .map(|v| v.version_id().unwrap().to_string())
+        .collect()
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let want = path.to_str().unwrap();
+    mounts.lines().any(|l| l.split(' ').nth(1) == Some(want))
+}
+
+/// A running daemon and its mount; dropping it unmounts and stops it, also
+/// when the test panics.
+pub struct Mount {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub log: PathBuf,
+}
+
+pub struct MountBuilder {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    endpoint: Option<String>,
+    wait: bool,
+}
+
+impl MountBuilder {
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, a: I) -> Self {
+        self.args.extend(a.into_iter().map(Into::into));
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    /// Talk to this endpoint (a proxy) instead of moto directly.
+    pub fn endpoint(mut self, url: String) -> Self {
+        self.endpoint = Some(url);
+        self
+    }
+    pub fn start(self) -> Mount {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).unwrap();
+        let log = dir.path().join("daemon.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_secretsfs"));
+        cmd.args(&self.args)
+            .arg(&path)
+            .env("AWS_ENDPOINT_URL", self.endpoint.unwrap_or_else(moto_url))
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUST_LOG", "info")
+            .envs(self.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        die_with_parent(&mut cmd, libc::SIGTERM);
+        let child = cmd.spawn().expect("start secretsfs");
+        let mut m = Mount {
+            child: Some(child),
+            dir,
+            path,
+            log,
+        };
+        if self.wait {
+            m.wait_mounted();
+        }
+        m
+    }
+}
+
+impl Mount {
+    /// Against moto (the default endpoint).
+    pub fn aws() -> MountBuilder {
+        MountBuilder {
+            args: vec![],
+            env: vec![],
+            endpoint: None,
+            wait: true,
+        }
+    }
+
+    pub fn local(store: &Path) -> MountBuilder {
+        Mount::aws().arg("--local").arg(store.to_str().unwrap())
+    }
+
+    fn wait_mounted(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !is_mounted(&self.path) {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("secretsfs exited early ({status}): {}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mount did not appear: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    pub fn read(&self, rel: &str) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.p(rel))
+    }
+
+    pub fn read_string(&self, rel: &str) -> String {
+        String::from_utf8(self.read(rel).unwrap_or_else(|e| panic!("read {rel}: {e}"))).unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.read(".secretsfs/stats").unwrap()).unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM, then wait for the daemon: its exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.force_unmount();
+                panic!("secretsfs did not exit on SIGTERM: {}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn is_mounted(&self) -> bool {
+        is_mounted(&self.path)
+    }
+
+    fn force_unmount(&self) {
+        if is_mounted(&self.path) {
+            let c = CString::new(self.path.as_os_str().as_bytes()).unwrap();
+            // SAFETY: valid NUL-terminated path.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.force_unmount();
+        let _ = &self.dir;
+    }
+}
+
+/// open + write + close with raw syscalls, so that close's error is seen
+/// (std's File ignores it). Returns the errno of the first failing call.
+pub fn write_file(path: &Path, data: &[u8], flags: i32) -> Result<(), i32> {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: plain syscalls on a path and a buffer we own.
+    unsafe {
+        let fd = libc::open(c.as_ptr(), flags, 0o600);
+        if fd < 0 {
+            return Err(*libc::__errno_location());
+        }
+        let mut off = 0;
+        while off < data.len() {
+            let n = libc::write(fd, data[off..].as_ptr().cast(), data.len() - off);
+            if n < 0 {
+                let e = *libc::__errno_location();
+                libc::close(fd);
+                return Err(e);
+            }
+            off += n as usize;
+        }
+        if libc::close(fd) != 0 {
+            return Err(*libc::__errno_location());
+        }
+    }
+    Ok(())
+}
+
+pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), i32> {
+    write_file(path, data, libc::O_WRONLY | libc::O_TRUNC)
+}
+
+pub fn sh(cmd: &str, dir: &Path) -> std::process::Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .output()
+        .expect("run sh")
+}
+
+pub fn errno_of(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+pub fn read_all(mut r: impl Read) -> Vec<u8> {
+    let mut v = Vec::new();
+    r.read_to_end(&mut v).unwrap();
+    v
+}

@@ -1,0 +1,256 @@
+//! A counting, fault-injecting HTTP proxy in front of moto, on a free
+//! loopback port: counts calls by X-Amz-Target, keeps request bodies (for
+//! ClientRequestTokens), and can answer errors, delay, or drop a response
+//! after moto has acted on the request.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Answer with this HTTP status and AWS error code, without forwarding.
+    Error { status: u16, code: &'static str },
+    /// Forward (moto acts on it), then close the connection unanswered.
+    DropResponse,
+    /// Wait this long, then forward.
+    Delay(Duration),
+}
+
+struct Rule {
+    target: String,
+    needle: Option<String>,
+    fault: Fault,
+    remaining: usize,
+}
+
+struct State {
+    upstream: u16,
+    rules: Mutex<Vec<Rule>>,
+    log: Mutex<Vec<(String, Vec<u8>)>>,
+}
+
+pub struct Proxy {
+    pub port: u16,
+    state: Arc<State>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+struct Message {
+    head: String,
+    raw: Vec<u8>,
+    body_start: usize,
+    has_length: bool,
+}
+
+impl Message {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+    fn body(&self) -> &[u8] {
+        &self.raw[self.body_start..]
+    }
+}
+
+/// Reads one HTTP/1.x message (head and Content-Length body; without a
+/// length, up to EOF). None on a clean EOF before any byte.
+async fn read_message(s: &mut TcpStream) -> std::io::Result<Option<Message>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return if raw.is_empty() {
+                Ok(None)
+            } else {
+                Err(std::io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+    let mut msg = Message {
+        head,
+        raw,
+        body_start: head_end,
+        has_length: false,
+    };
+    match msg
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        Some(len) => {
+            msg.has_length = true;
+            while msg.raw.len() < head_end + len {
+                let n = s.read(&mut buf).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                msg.raw.extend_from_slice(&buf[..n]);
+            }
+        }
+        None if msg.head.starts_with("HTTP/") => {
+            s.read_to_end(&mut msg.raw).await?;
+        }
+        None => {}
+    }
+    Ok(Some(msg))
+}
+
+async fn forward(upstream: u16, req: &Message) -> std::io::Result<Message> {
+    let mut up = TcpStream::connect(("127.0.0.1", upstream)).await?;
+    up.write_all(&req.raw).await?;
+    read_message(&mut up)
+        .await?
+        .ok_or_else(|| std::io::ErrorKind::UnexpectedEof.into())
+}
+
+async fn serve(state: Arc<State>, mut client: TcpStream) -> std::io::Result<()> {
+    while let Some(req) = read_message(&mut client).await? {
+        let target = req
+            .header("x-amz-target")
+            .map(|t| t.rsplit('.').next().unwrap_or(t).to_string())
+            .unwrap_or_default();
+        let body = req.body().to_vec();
+        state
+            .log
+            .lock()
+            .unwrap()
+            .push((target.clone(), body.clone()));
+        let fault = {
+            let mut rules = state.rules.lock().unwrap();
+            let text = String::from_utf8_lossy(&body);
+            rules
+                .iter_mut()
+                .find(|r| {
+                    r.remaining > 0
+                        && r.target == target
+                        && r.needle.as_deref().is_none_or(|n| text.contains(n))
+                })
+                .map(|r| {
+                    r.remaining -= 1;
+                    r.fault.clone()
+                })
+        };
+        match fault {
+            Some(Fault::Error { status, code }) => {
+                let body =
+                    format!(r#"{{"__type":"{code}","message":"injected by the test proxy"}}"#);
+                let resp = format!(
+                    "HTTP/1.1 {status} Injected\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-ErrorType: {code}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                client.write_all(resp.as_bytes()).await?;
+                continue;
+            }
+            Some(Fault::DropResponse) => {
+                let _ = forward(state.upstream, &req).await?;
+                return Ok(());
+            }
+            Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+            None => {}
+        }
+        let resp = forward(state.upstream, &req).await?;
+        client.write_all(&resp.raw).await?;
+        if !resp.has_length {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+impl Proxy {
+    pub fn start() -> Proxy {
+        let upstream = super::moto_port();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(TcpListener::bind("127.0.0.1:0"))
+            .expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(State {
+            upstream,
+            rules: Mutex::new(Vec::new()),
+            log: Mutex::new(Vec::new()),
+        });
+        let st = state.clone();
+        rt.spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let _ = serve(st, conn).await;
+                });
+            }
+        });
+        Proxy {
+            port,
+            state,
+            rt: Some(rt),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Applies `fault` to the next `times` calls of `target` whose body
+    /// contains `needle` (a secret's name, say).
+    pub fn fault(&self, target: &str, needle: Option<&str>, fault: Fault, times: usize) {
+        self.state.rules.lock().unwrap().push(Rule {
+            target: target.to_string(),
+            needle: needle.map(str::to_string),
+            fault,
+            remaining: times,
+        });
+    }
+
+    pub fn clear_faults(&self) {
+        self.state.rules.lock().unwrap().clear();
+    }
+
+    pub fn count(&self, target: &str) -> usize {
+        self.count_for(target, None)
+    }
+
+    /// Calls of `target` whose body mentions `needle` (exact JSON string).
+    pub fn count_for(&self, target: &str, needle: Option<&str>) -> usize {
+        self.bodies(target)
+            .iter()
+            .filter(|b| needle.is_none_or(|n| b.to_string().contains(&format!("\"{n}\""))))
+            .count()
+    }
+
+    pub fn bodies(&self, target: &str) -> Vec<serde_json::Value> {
+        self.state
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t == target)
+            .map(|(_, b)| serde_json::from_slice(b).unwrap_or(serde_json::Value::Null))
+            .collect()
+    }
+
+    pub fn total(&self) -> usize {
+        self.state.log.lock().unwrap().len()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
