@@ -114,7 +114,7 @@ fn listing_spans_pages_and_prefix_limits_it() {
         .collect();
     assert_eq!(
         root,
-        [top.clone()],
+        std::slice::from_ref(&top),
         "only the prefix is visible (and .secretsfs is hidden)"
     );
     let n = std::fs::read_dir(m.p(&top)).unwrap().count();

@@ -79,11 +79,10 @@ pub fn moto_port() -> u16 {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
             die_with_parent(&mut cmd, libc::SIGKILL);
-            let child = cmd.spawn().expect("start moto_server");
+            let mut child = cmd.spawn().expect("start moto_server");
             tx.send((port, child.id())).unwrap();
-            loop {
-                std::thread::park();
-            }
+            // This thread outlives every test; moto goes when the process does.
+            let _ = child.wait();
         });
         let (port, _pid) = rx.recv().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
