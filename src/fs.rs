@@ -450,6 +450,13 @@ impl Fs {
                 } else {
                     Stage::Previous
                 };
+                if stage == Stage::Current && self.writes.is_pending(s.as_str()) {
+                    // Being created: the first write has not been put yet.
+                    return Ok(Entry {
+                        attr: self.file_attr(ino, 0, SystemTime::now(), true),
+                        ttl: Duration::ZERO,
+                    });
+                }
                 let (v, ttl) = self.version(s, Selector::Stage(stage)).await?;
                 self.observe(ino, &v.id);
                 Entry {
