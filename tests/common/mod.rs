@@ -19,6 +19,7 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::{Credentials, Region};
 use aws_sdk_secretsmanager::primitives::Blob;
 
+#[allow(unused_imports)]
 pub use proxy::{Fault, Proxy};
 
 pub fn rt() -> &'static tokio::runtime::Runtime {
