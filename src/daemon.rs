@@ -140,6 +140,10 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let fs = Fs::new(cfg.fs.clone(), store, stats, invalidator);
 
     clean_stale_mount(&cfg.mountpoint);
+    if !cfg.mountpoint.exists() {
+        std::fs::create_dir_all(&cfg.mountpoint)
+            .map_err(|e| format!("creating mountpoint {}: {e}", cfg.mountpoint.display()))?;
+    }
     let adapter = FuseAdapter::new(fs, rt.handle().clone());
     let mut session = fuser::Session::new(adapter, &cfg.mountpoint, &mount_config(&cfg))
         .map_err(|e| format!("mounting {}: {e}", cfg.mountpoint.display()))?;
