@@ -96,10 +96,27 @@ fn successive_writes_make_successive_versions() {
 
 fn raw_open(path: &Path, flags: i32) -> i32 {
     let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-    // SAFETY: plain open; the fd is inherited by children on purpose.
-    let fd = unsafe { libc::open(c.as_ptr(), flags) };
+    // SAFETY: plain open. Close-on-exec, so that processes other tests
+    // spawn meanwhile do not hold it; children that should get it get a dup.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
     assert!(fd >= 0);
     fd
+}
+
+/// A command that receives `fd` as its fd 3.
+fn with_fd3(program: &str, args: &[&str], fd: i32) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    // SAFETY: dup2 is async-signal-safe; the dup has no close-on-exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 fn raw_write(fd: i32, data: &[u8]) {
@@ -120,12 +137,7 @@ fn only_the_openers_close_commits_and_release_commits_the_rest() {
     // is not the opener's, so no half-written value is put.
     let fd = raw_open(&cur, libc::O_WRONLY | libc::O_TRUNC);
     raw_write(fd, b"part1");
-    assert!(
-        std::process::Command::new("/bin/true")
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(with_fd3("/bin/true", &[], fd).status().unwrap().success());
     assert_eq!(version_ids(&s).len(), 1, "the child's close put nothing");
     raw_write(fd, b"part2");
     assert_eq!(unsafe { libc::close(fd) }, 0);
@@ -135,9 +147,7 @@ fn only_the_openers_close_commits_and_release_commits_the_rest() {
     // The opener closes without writing; a child appends later and exits:
     // the last close (release) commits.
     let fd = raw_open(&cur, libc::O_WRONLY | libc::O_APPEND);
-    let child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("sleep 0.3; printf +child >&{fd}"))
+    let child = with_fd3("sh", &["-c", "sleep 0.3; printf +child >&3"], fd)
         .spawn()
         .unwrap();
     assert_eq!(unsafe { libc::close(fd) }, 0);

@@ -371,7 +371,7 @@ pub fn write_file(path: &Path, data: &[u8], flags: i32) -> Result<(), i32> {
     let c = CString::new(path.as_os_str().as_bytes()).unwrap();
     // SAFETY: plain syscalls on a path and a buffer we own.
     unsafe {
-        let fd = libc::open(c.as_ptr(), flags, 0o600);
+        let fd = libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o600);
         if fd < 0 {
             return Err(*libc::__errno_location());
         }
