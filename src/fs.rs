@@ -19,7 +19,7 @@ use crate::stats::Stats;
 use crate::store::{SecretName, SecretStore, SecretVersion, Selector, Stage, VersionId};
 use crate::tree::{self, Listing, OWN_FILES, STATS_DIR, STATS_FILE};
 
-pub use write::MAX_VALUE_LEN;
+pub use write::{MAX_VALUE_LEN, Ownership};
 
 /// How long the kernel may keep entries for immutable things (versions by id).
 const FOREVER: Duration = Duration::from_secs(24 * 3600);
@@ -97,6 +97,13 @@ pub struct Opened {
     pub fh: u64,
     pub keep_cache: bool,
     pub direct_io: bool,
+}
+
+/// Who made a request: the thread's pid and the user.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub pid: u32,
+    pub uid: u32,
 }
 
 /// Tells the kernel to drop what it caches of an inode (pages, attributes).
@@ -498,17 +505,20 @@ impl Fs {
 
     // ---- operations ---------------------------------------------------
 
-    pub async fn lookup(&self, parent: Ino, name: &str) -> Result<Entry> {
+    pub async fn lookup(&self, parent: Ino, name: &str, caller: Caller) -> Result<Entry> {
         let node = match self.node(parent)? {
             Node::Dir(p) => {
                 if p.is_empty() && name == STATS_DIR {
                     Node::StatsDir
-                } else if let Some(t) = self.temp_node(&p, name) {
+                } else if let Some(t) = self.temp_node(&p, name, caller.uid) {
                     t
                 } else {
                     let info = self.resolve_dir(&p).await?;
                     let s = SecretName::new(&*p);
                     match name {
+                        "current" if info.secret && self.writes.is_replacing(&p, caller.pid) => {
+                            return Err(Error::NotFound);
+                        }
                         "current" if info.secret => Node::Current(s),
                         "previous" if info.secret => Node::Previous(s),
                         "versions" if info.secret => Node::Versions(s),
@@ -543,8 +553,8 @@ impl Fs {
     }
 
     /// Reads a directory whole, for a consistent listing across readdir calls.
-    pub async fn opendir(&self, ino: Ino) -> Result<u64> {
-        let entries = self.dir_entries(ino).await?;
+    pub async fn opendir(&self, ino: Ino, caller: Caller) -> Result<u64> {
+        let entries = self.dir_entries(ino, caller).await?;
         Ok(self.add_handle(Handle::Dir(Arc::new(entries))))
     }
 
@@ -560,7 +570,7 @@ impl Fs {
         }
     }
 
-    async fn dir_entries(&self, ino: Ino) -> Result<Vec<DirEntry>> {
+    async fn dir_entries(&self, ino: Ino, caller: Caller) -> Result<Vec<DirEntry>> {
         let mut out = vec![
             DirEntry {
                 ino,
@@ -608,7 +618,7 @@ impl Fs {
                     let child = tree::join(&p, &c);
                     push(Node::Dir(Arc::from(child)), Kind::Dir, &c);
                 }
-                for (name, node) in self.temp_entries(&p) {
+                for (name, node) in self.temp_entries(&p, caller.uid) {
                     push(node, Kind::File, &name);
                 }
             }

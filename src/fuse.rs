@@ -18,7 +18,7 @@ use fuser::{
 use tracing::Level;
 
 use crate::error::Error;
-use crate::fs::{Attr, Entry, Fs, Kind, Opened};
+use crate::fs::{Attr, Caller, Entry, Fs, Kind, Opened, Ownership};
 use crate::inode::Ino;
 
 pub struct FuseAdapter {
@@ -74,6 +74,13 @@ fn fopen_flags(o: &Opened) -> FopenFlags {
         f |= FopenFlags::FOPEN_DIRECT_IO;
     }
     f
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        pid: req.pid(),
+        uid: req.uid(),
+    }
 }
 
 fn name_str(name: &OsStr) -> Option<String> {
@@ -181,7 +188,7 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let Some(name) = name_str(name) else {
             return reply.error(Errno::ENOENT);
         };
@@ -189,7 +196,10 @@ impl Filesystem for FuseAdapter {
         self.reply_entry(
             "lookup",
             parent.0,
-            async move { fs.lookup(Ino(parent.0), &name).await },
+            {
+                let who = caller(req);
+                async move { fs.lookup(Ino(parent.0), &name, who).await }
+            },
             reply,
         );
     }
@@ -227,11 +237,11 @@ impl Filesystem for FuseAdapter {
         reply: ReplyAttr,
     ) {
         let fs = self.fs.clone();
-        let chmod = mode.is_some() || uid.is_some() || gid.is_some();
+        let owner = Ownership { mode, uid, gid };
         self.reply_attr(
             "setattr",
             ino.0,
-            async move { fs.setattr(Ino(ino.0), fh.map(|f| f.0), size, chmod).await },
+            async move { fs.setattr(Ino(ino.0), fh.map(|f| f.0), size, owner).await },
             reply,
         );
     }
@@ -257,7 +267,7 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let Some(name) = name_str(name) else {
             return reply.error(Errno::ENOENT);
         };
@@ -265,7 +275,10 @@ impl Filesystem for FuseAdapter {
         self.reply_empty(
             "unlink",
             parent.0,
-            async move { fs.unlink(Ino(parent.0), &name).await },
+            {
+                let who = caller(req);
+                async move { fs.unlink(Ino(parent.0), &name, who).await }
+            },
             reply,
         );
     }
@@ -452,11 +465,14 @@ impl Filesystem for FuseAdapter {
         self.reply_empty("fsync", ino.0, async move { fs.fsync(fh.0).await }, reply);
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let fs = self.fs.clone();
         let fs2 = self.fs.clone();
         self.run(
-            async move { fs.opendir(Ino(ino.0)).await },
+            {
+                let who = caller(req);
+                async move { fs.opendir(Ino(ino.0), who).await }
+            },
             move |r| match r {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno(&fs2, "opendir", ino.0, e)),
@@ -516,9 +532,9 @@ impl Filesystem for FuseAdapter {
         };
         let fs = self.fs.clone();
         let fs2 = self.fs.clone();
-        let pid = req.pid();
+        let who = caller(req);
         self.run(
-            async move { fs.create(Ino(parent.0), &name, flags, mode, pid).await },
+            async move { fs.create(Ino(parent.0), &name, flags, mode, who).await },
             move |r| match r {
                 Ok((e, o)) => reply.created(
                     &e.ttl,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::FutureExt;
 use secretsfs::error::Error;
-use secretsfs::fs::{Fs, FsConfig, Invalidate};
+use secretsfs::fs::{Caller, Fs, FsConfig, Invalidate};
 use secretsfs::inode::{Ino, ROOT};
 use secretsfs::stats::Stats;
 use secretsfs::store::local::LocalStore;
@@ -71,6 +71,8 @@ impl SecretStore for Faulty {
     }
 }
 
+const ME: Caller = Caller { pid: 1, uid: 0 };
+
 #[derive(Default)]
 struct Invalidations(AtomicU32);
 
@@ -129,7 +131,7 @@ async fn setup(secrets: &[(&str, &str)]) -> Setup {
 async fn path_ino(fs: &Fs, path: &str) -> Result<Ino, Error> {
     let mut ino = ROOT;
     for c in path.split('/') {
-        ino = fs.lookup(ino, c).await?.attr.ino;
+        ino = fs.lookup(ino, c, ME).await?.attr.ino;
     }
     Ok(ino)
 }
@@ -268,7 +270,7 @@ async fn temporary_files_stay_in_their_directory_and_rename_is_the_put() {
     let s = setup(&[("a", "one"), ("b", "other")]).await;
     let a = path_ino(&s.fs, "a").await.unwrap();
     let (e, o) =
-        s.fs.create(a, ".tmp123", libc::O_WRONLY, 0o600, 1)
+        s.fs.create(a, ".tmp123", libc::O_WRONLY, 0o600, ME)
             .await
             .unwrap();
     s.fs.write(o.fh, 0, b"two").await.unwrap();
@@ -286,7 +288,7 @@ async fn temporary_files_stay_in_their_directory_and_rename_is_the_put() {
         "the temp file is gone"
     );
     let names: Vec<String> = {
-        let fh = s.fs.opendir(a).await.unwrap();
+        let fh = s.fs.opendir(a, ME).await.unwrap();
         s.fs.readdir(fh)
             .unwrap()
             .iter()

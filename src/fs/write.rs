@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use zeroize::Zeroizing;
 
-use super::{Entry, Fs, Handle, Kind, Opened};
+use super::{Caller, Entry, Fs, Handle, Kind, Opened};
 use crate::error::{Error, Result};
 use crate::inode::{Ino, Node};
 use crate::store::{SecretBytes, SecretName, SecretVersion, Selector, Stage};
@@ -17,6 +17,11 @@ use crate::tree::{self, OWN_FILES};
 
 /// Secrets Manager's limit on a value.
 pub const MAX_VALUE_LEN: usize = 65_536;
+/// How long `current` stays hidden from a process replacing it (install).
+const REPLACE_WINDOW: Duration = Duration::from_secs(5);
+/// Programs whose unlink of `current` is the first step of a replacement
+/// (unlink, then create with O_EXCL), not a removal.
+const REPLACERS: [&str; 2] = ["install", "ginstall"];
 /// The API's advice: put a secret at most about once every 10 minutes.
 const CHURN_WARNING: Duration = Duration::from_secs(600);
 
@@ -54,6 +59,19 @@ fn tgid(pid: u32) -> u32 {
         .unwrap_or(pid)
 }
 
+fn entry_now(attr: super::Attr) -> Entry {
+    Entry {
+        attr,
+        ttl: Duration::ZERO,
+    }
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
+}
+
 /// An open-for-writing `current`.
 pub struct WriteState {
     name: SecretName,
@@ -82,6 +100,14 @@ struct TempFile {
     data: Zeroizing<Vec<u8>>,
     mode: u16,
     mtime: SystemTime,
+    /// Only its owner (and root) sees it.
+    owner: u32,
+}
+
+impl TempFile {
+    fn visible_to(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.owner
+    }
 }
 
 /// Write-side bookkeeping shared by all handles.
@@ -92,6 +118,8 @@ pub struct WriteBook {
     put_locks: Mutex<HashMap<SecretName, Arc<tokio::sync::Mutex<()>>>>,
     last_put: Mutex<HashMap<SecretName, std::time::Instant>>,
     temps: Mutex<HashMap<TempKey, TempFile>>,
+    /// (directory, process) for which `current` is being replaced.
+    replacing: Mutex<HashMap<(String, u32), std::time::Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -117,6 +145,24 @@ impl WriteBook {
             .take_while(|n| n.starts_with(lead))
             .filter_map(|n| n[lead.len()..].split('/').next().map(str::to_string))
             .collect()
+    }
+
+    /// Whether `current` in `dir` is hidden from this process because it
+    /// unlinked it to create it anew.
+    pub fn is_replacing(&self, dir: &str, pid: u32) -> bool {
+        let mut r = lock(&self.replacing);
+        if r.is_empty() {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        r.retain(|_, until| *until > now);
+        r.contains_key(&(dir.to_string(), tgid(pid)))
+    }
+
+    fn end_replacing(&self, dir: &str, pid: u32) -> bool {
+        lock(&self.replacing)
+            .remove(&(dir.to_string(), tgid(pid)))
+            .is_some()
     }
 
     fn put_lock(&self, name: &SecretName) -> Arc<tokio::sync::Mutex<()>> {
@@ -310,11 +356,11 @@ impl Fs {
         ino: Ino,
         fh: Option<u64>,
         size: Option<u64>,
-        chmod: bool,
+        owner: Ownership,
     ) -> Result<Entry> {
         let node = self.node(ino)?;
         if let Node::Temp(..) = node {
-            return self.setattr_temp(ino, &node, size, chmod);
+            return self.setattr_temp(ino, &node, size, owner.mode);
         }
         if let Some(size) = size {
             let Node::Current(s) = &node else {
@@ -344,12 +390,21 @@ impl Fs {
             grow(&mut buf, size);
             buf.truncate(size);
             self.put(s, SecretBytes::new(buf.to_vec()), false).await?;
-        } else if chmod {
+        }
+        let e = self.attr_of(ino, &node).await?;
+        // Tools copy modes and owners over (sed -i, vim, install -m 600):
+        // what changes nothing is accepted, any real change is refused.
+        let same = owner
+            .mode
+            .is_none_or(|m| (m & 0o7777) as u16 == e.attr.perm)
+            && owner.uid.is_none_or(|u| u == e.attr.uid)
+            && owner.gid.is_none_or(|g| g == e.attr.gid);
+        if !same {
             return Err(Error::NotPermitted(
                 "modes and owners of secret files are fixed",
             ));
         }
-        self.attr_of(ino, &node).await
+        Ok(e)
     }
 
     /// mkdir: a directory whose `current`, once written, creates the secret.
@@ -412,43 +467,40 @@ impl Fs {
         name: &str,
         flags: i32,
         mode: u32,
-        pid: u32,
+        caller: Caller,
     ) -> Result<(Entry, Opened)> {
+        const ONLY_IN_SECRETS: &str = "files can only be created in a secret's directory";
         if self.cfg.read_only {
             return Err(Error::ReadOnly);
         }
         let Node::Dir(p) = self.node(parent)? else {
-            return Err(Error::Refused(
-                "files can only be created in a secret's directory",
-            ));
+            return Err(Error::Refused(ONLY_IN_SECRETS));
         };
         let info = self.resolve_dir(&p).await?;
         if !info.secret && !info.pending {
-            return Err(Error::Refused(
-                "files can only be created in a secret's directory",
-            ));
+            return Err(Error::Refused(ONLY_IN_SECRETS));
         }
-        if name == "current" && info.pending {
+        if name == "current" {
+            // A new secret (mkdir), or an existing one whose `current` this
+            // process unlinked to create anew: either way, a write handle
+            // that starts empty.
+            let create = info.pending && !info.secret;
+            if !create && !self.writes.end_replacing(&p, caller.pid) {
+                return Err(Error::Exists);
+            }
             let s = SecretName::new(&*p);
-            let node = Node::Current(s.clone());
-            let ino = self.inodes.assign(node, true);
+            let ino = self.inodes.assign(Node::Current(s.clone()), true);
             let opened = self.write_handle(WriteState {
                 name: s,
                 buf: Zeroizing::new(Vec::new()),
                 dirty: true,
                 append: flags & libc::O_APPEND != 0,
-                owner: tgid(pid),
-                create: true,
+                owner: tgid(caller.pid),
+                create,
                 too_large: false,
             });
             let attr = self.file_attr(ino, 0, SystemTime::now(), true);
-            return Ok((
-                Entry {
-                    attr,
-                    ttl: Duration::ZERO,
-                },
-                opened,
-            ));
+            return Ok((entry_now(attr), opened));
         }
         if OWN_FILES.contains(&name) {
             return Err(Error::Exists);
@@ -456,30 +508,45 @@ impl Fs {
         if !tree::valid_component(name) {
             return Err(Error::Invalid("bad file name".into()));
         }
-        let node = self.create_temp(&p, name, mode)?;
+        let node = self.create_temp(&p, name, mode, caller.uid)?;
         let ino = self.inodes.assign(node.clone(), true);
         let attr = self.temp_attr(ino, &node)?;
         let fh = self.add_handle(Handle::Temp(node));
-        Ok((
-            Entry {
-                attr,
-                ttl: Duration::ZERO,
-            },
-            Opened {
-                fh,
-                keep_cache: false,
-                direct_io: true,
-            },
-        ))
+        let opened = Opened {
+            fh,
+            keep_cache: false,
+            direct_io: true,
+        };
+        Ok((entry_now(attr), opened))
     }
 
-    pub async fn unlink(&self, parent: Ino, name: &str) -> Result<()> {
-        if let Node::Dir(p) = self.node(parent)?
-            && lock(&self.writes.temps)
-                .remove(&(p.clone(), Arc::from(name)))
-                .is_some()
+    /// unlink(2): temporary files go; secret files stay (EPERM), except
+    /// that install(1)'s unlink of `current` before creating it anew hides
+    /// `current` from that process alone, briefly, and deletes nothing.
+    pub async fn unlink(&self, parent: Ino, name: &str, caller: Caller) -> Result<()> {
+        let Node::Dir(p) = self.node(parent)? else {
+            return Err(Error::NotPermitted("secret files cannot be removed"));
+        };
+        let key = (p.clone(), Arc::<str>::from(name));
         {
-            self.inodes.remove(&Node::Temp(p, Arc::from(name)));
+            let mut temps = lock(&self.writes.temps);
+            if temps.get(&key).is_some_and(|t| t.visible_to(caller.uid)) {
+                temps.remove(&key);
+                drop(temps);
+                self.inodes.remove(&Node::Temp(key.0, key.1));
+                return Ok(());
+            }
+        }
+        if name == "current"
+            && !self.cfg.read_only
+            && self.resolve_dir(&p).await?.secret
+            && REPLACERS.contains(&comm(tgid(caller.pid)).as_str())
+        {
+            tracing::info!(secret = %p, pid = caller.pid, "install replaces current: hidden from that process until it creates it");
+            lock(&self.writes.replacing).insert(
+                (p.to_string(), tgid(caller.pid)),
+                std::time::Instant::now() + REPLACE_WINDOW,
+            );
             return Ok(());
         }
         Err(Error::NotPermitted("secret files cannot be removed"))
@@ -533,7 +600,7 @@ impl Fs {
 
     // ---- temporary files ----------------------------------------------
 
-    fn create_temp(&self, dir: &Arc<str>, name: &str, mode: u32) -> Result<Node> {
+    fn create_temp(&self, dir: &Arc<str>, name: &str, mode: u32, owner: u32) -> Result<Node> {
         let mut temps = lock(&self.writes.temps);
         let key = (dir.clone(), Arc::<str>::from(name));
         if !temps.contains_key(&key) {
@@ -546,24 +613,26 @@ impl Fs {
                     data: Zeroizing::new(Vec::new()),
                     mode: (mode & 0o777) as u16,
                     mtime: SystemTime::now(),
+                    owner,
                 },
             );
         }
         Ok(Node::Temp(key.0, key.1))
     }
 
-    pub(super) fn temp_node(&self, dir: &Arc<str>, name: &str) -> Option<Node> {
+    pub(super) fn temp_node(&self, dir: &Arc<str>, name: &str, uid: u32) -> Option<Node> {
         let key = (dir.clone(), Arc::<str>::from(name));
         lock(&self.writes.temps)
-            .contains_key(&key)
+            .get(&key)
+            .is_some_and(|t| t.visible_to(uid))
             .then_some(Node::Temp(key.0, key.1))
     }
 
-    pub(super) fn temp_entries(&self, dir: &Arc<str>) -> Vec<(String, Node)> {
+    pub(super) fn temp_entries(&self, dir: &Arc<str>, uid: u32) -> Vec<(String, Node)> {
         lock(&self.writes.temps)
-            .keys()
-            .filter(|(d, _)| d == dir)
-            .map(|(d, n)| (n.to_string(), Node::Temp(d.clone(), n.clone())))
+            .iter()
+            .filter(|((d, _), t)| d == dir && t.visible_to(uid))
+            .map(|((d, n), _)| (n.to_string(), Node::Temp(d.clone(), n.clone())))
             .collect()
     }
 
@@ -628,8 +697,14 @@ impl Fs {
         ino: Ino,
         node: &Node,
         size: Option<u64>,
-        _chmod: bool,
+        mode: Option<u32>,
     ) -> Result<Entry> {
+        if let Some(mode) = mode {
+            self.with_temp(node, |t, _| {
+                t.mode = (mode & 0o777) as u16;
+                Ok(())
+            })?;
+        }
         if let Some(size) = size {
             self.with_temp(node, |t, room| {
                 if size as usize > room {
@@ -640,13 +715,21 @@ impl Fs {
                 Ok(())
             })?;
         }
-        // chmod, chown and utimes on a temporary file are accepted and have
-        // no effect beyond it: the secret's own modes are fixed.
+        // chown and utimes on a temporary file are accepted and ignored: it
+        // lives in memory, and the secret's own modes are fixed.
         Ok(Entry {
             attr: self.temp_attr(ino, node)?,
             ttl: Duration::ZERO,
         })
     }
+}
+
+/// A setattr's mode and owner changes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ownership {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 enum HandleRef {
