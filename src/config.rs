@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use serde::Deserialize;
 
 use crate::fs::FsConfig;
 use crate::store::SecretName;
@@ -58,6 +59,10 @@ pub struct Cli {
     /// On AWS: let mkdir + writing `current` create a secret (CreateSecret).
     #[arg(long)]
     pub allow_create: bool,
+    /// Settings in a TOML file (keys as the long flags, with underscores);
+    /// flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Mount options, comma-separated: the flags above in key[=value] form.
     #[arg(short = 'o', value_name = "OPT,...")]
     pub options: Vec<String>,
@@ -80,10 +85,51 @@ pub struct Config {
 
 /// Options mount(8) and fstab pass along that are the kernel's business or
 /// mount(8)'s own; they are accepted and have no effect here.
-const MOUNT_ONLY: [&str; 14] = [
-    "rw", "defaults", "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail", "nosuid",
-    "nodev", "noexec", "noatime", "relatime",
+/// secretsfs always mounts nosuid,nodev,noexec whatever they say.
+const MOUNT_ONLY: [&str; 22] = [
+    "rw",
+    "defaults",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "users",
+    "_netdev",
+    "nofail",
+    "nosuid",
+    "nodev",
+    "noexec",
+    "noatime",
+    "relatime",
+    "atime",
+    "suid",
+    "dev",
+    "exec",
+    "async",
+    "sync",
+    "dirsync",
+    "x-systemd",
 ];
+
+/// `--config FILE`: the flags' settings in TOML, parsed strictly.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    ttl: Option<u64>,
+    prefix: Option<String>,
+    secrets: Option<Vec<String>>,
+    region: Option<String>,
+    profile: Option<String>,
+    endpoint_url: Option<String>,
+    local: Option<PathBuf>,
+    demo: Option<bool>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    allow_other: Option<bool>,
+    read_only: Option<bool>,
+    mlock: Option<bool>,
+    allow_create: Option<bool>,
+}
 
 impl Cli {
     /// Folds `-o key=value,...` into the flags; unknown keys are errors.
@@ -123,15 +169,54 @@ impl Cli {
                 "read_only" | "ro" => self.read_only = true,
                 "mlock" => self.mlock = true,
                 "allow_create" => self.allow_create = true,
-                k if MOUNT_ONLY.contains(&k) => {}
+                "config" => self.config = Some(need(value)?.into()),
+                // What mount(8) and mount.fuse3 add on their own.
+                "fsname" | "subtype" => {}
+                k if MOUNT_ONLY.contains(&k) || k.starts_with("x-systemd.") => {}
                 _ => return Err(format!("unknown mount option '{key}'")),
             }
         }
         Ok(())
     }
 
+    /// Fills what the flags left unset from the config file.
+    fn apply_file(&mut self) -> Result<(), String> {
+        let Some(path) = &self.config else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--config {}: {e}", path.display()))?;
+        let f: FileConfig = toml::from_str(&text).map_err(|e| {
+            // The full report quotes the offending line, so it names the key.
+            let report = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!("--config {}: {report}", path.display())
+        })?;
+        self.ttl = self.ttl.or(f.ttl);
+        self.prefix = self.prefix.take().or(f.prefix);
+        if self.secrets.is_empty() {
+            self.secrets = f.secrets.unwrap_or_default();
+        }
+        self.region = self.region.take().or(f.region);
+        self.profile = self.profile.take().or(f.profile);
+        self.endpoint_url = self.endpoint_url.take().or(f.endpoint_url);
+        self.local = self.local.take().or(f.local);
+        self.uid = self.uid.or(f.uid);
+        self.gid = self.gid.or(f.gid);
+        self.demo |= f.demo.unwrap_or(false);
+        self.allow_other |= f.allow_other.unwrap_or(false);
+        self.read_only |= f.read_only.unwrap_or(false);
+        self.mlock |= f.mlock.unwrap_or(false);
+        self.allow_create |= f.allow_create.unwrap_or(false);
+        Ok(())
+    }
+
     pub fn into_config(mut self) -> Result<Config, String> {
         self.apply_options()?;
+        self.apply_file()?;
         let mountpoint = self
             .paths
             .last()
@@ -139,7 +224,7 @@ impl Cli {
             .ok_or("a MOUNTPOINT is required")?;
         let ttl = Duration::from_secs(self.ttl.unwrap_or(300));
         if ttl > Duration::from_secs(7 * 24 * 3600) {
-            return Err("--ttl must be at most 604800 seconds (a week)".into());
+            return Err("ttl must be at most 604800 seconds (a week)".into());
         }
         let secrets = if self.secrets.is_empty() {
             None
@@ -227,6 +312,29 @@ mod tests {
         assert!(matches!(c.backend, Backend::Local { .. }));
         assert!(c.allow_other && c.fs.read_only && c.fs.allow_create);
         assert_eq!(c.fs.uid, 5);
+    }
+
+    #[test]
+    fn config_file_is_strict_and_flags_override_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "ttl = 60\nprefix = \"prod/\"\nread_only = true\n").unwrap();
+        let p = path.to_str().unwrap();
+        let c = parse(&["--config", p, "--ttl", "5", "/mnt"]).unwrap();
+        assert_eq!(c.fs.ttl, Duration::from_secs(5));
+        assert_eq!(c.fs.prefix.as_deref(), Some("prod/"));
+        assert!(c.fs.read_only);
+        let c = parse(&["/mnt", "-o", &format!("config={p}")]).unwrap();
+        assert_eq!(c.fs.ttl, Duration::from_secs(60));
+        std::fs::write(&path, "ttl = 60\ntll = 5\n").unwrap();
+        let e = parse(&["--config", p, "/mnt"]).unwrap_err();
+        assert!(e.contains("tll"), "{e}");
+        std::fs::write(&path, "ttl = \"soon\"\n").unwrap();
+        let e = parse(&["--config", p, "/mnt"]).unwrap_err();
+        assert!(e.contains("ttl"), "{e}");
+        std::fs::write(&path, "ttl = 9999999\n").unwrap();
+        let e = parse(&["--config", p, "/mnt"]).unwrap_err();
+        assert!(e.contains("ttl"), "{e}");
     }
 
     #[test]

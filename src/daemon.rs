@@ -122,7 +122,79 @@ fn mount_config(cfg: &Config) -> fuser::Config {
     mc
 }
 
-pub fn run(cfg: Config) -> Result<(), String> {
+/// Whether mount(8) started us (fstab, `mount -t fuse.secretsfs`, systemd's
+/// mount units): it waits for its helper to return, so we daemonise.
+pub fn started_by_mount_helper() -> bool {
+    // mount(8) -> mount.fuse3 (which becomes `sh -c`) -> secretsfs: look at
+    // the parent and the grandparent.
+    let mut pid = std::process::id();
+    for _ in 0..2 {
+        let Some(ppid) = parent_of(pid) else {
+            return false;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
+        if matches!(comm.trim_end(), "mount" | "mount.fuse3" | "mount.fuse") {
+            return true;
+        }
+        pid = ppid;
+    }
+    false
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(1)?.parse().ok().filter(|p| *p > 1)
+}
+
+/// The end of a fork: the parent waits on the pipe, the child serves.
+pub enum Forked {
+    Parent(std::fs::File),
+    Child(std::fs::File),
+}
+
+/// Forks before any thread exists. The child starts a new session and
+/// tells the parent through the pipe when it is mounted (or why not).
+pub fn fork_daemon() -> Result<Forked, String> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the descriptors are fresh and ours.
+    let (r, w) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: single-threaded here (called before logging or the runtime).
+    match unsafe { libc::fork() } {
+        -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
+        0 => {
+            drop(r);
+            // SAFETY: setsid and dup2 onto /dev/null in the fresh child.
+            unsafe {
+                libc::setsid();
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 {
+                    libc::dup2(null, 0);
+                    libc::dup2(null, 1);
+                    libc::close(null);
+                }
+            }
+            Ok(Forked::Child(w))
+        }
+        _ => {
+            drop(w);
+            Ok(Forked::Parent(r))
+        }
+    }
+}
+
+pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), String> {
     harden()?;
     if cfg.mlock {
         lock_memory()?;
@@ -160,6 +232,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         .map_err(|e| format!("starting the session: {e}"))?;
     tracing::info!(mountpoint = %cfg.mountpoint.display(), "mounted");
     sd_notify("READY=1");
+    on_ready();
 
     let signalled = rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};

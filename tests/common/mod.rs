@@ -261,6 +261,14 @@ impl MountBuilder {
     }
 }
 
+impl MountBuilder {
+    /// Starts without waiting for the mount (a test that waits its own way).
+    pub fn start_unwaited(mut self) -> Mount {
+        self.wait = false;
+        self.start()
+    }
+}
+
 impl Mount {
     /// Against moto (the default endpoint).
     pub fn aws() -> MountBuilder {
