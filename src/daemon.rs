@@ -75,7 +75,7 @@ pub fn sd_notify(state: &str) {
         sock.send_to(state.as_bytes(), Path::new(&path))
     };
     if let Err(e) = sent {
-        tracing::warn!(error = %e, "could not notify systemd");
+        tracing::debug!(error = %e, "could not notify systemd");
     }
 }
 

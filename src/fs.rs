@@ -97,6 +97,8 @@ pub struct Opened {
     pub fh: u64,
     pub keep_cache: bool,
     pub direct_io: bool,
+    /// Nothing to do at close: the kernel need not send FLUSH.
+    pub no_flush: bool,
 }
 
 /// Who made a request: the thread's pid and the user.
@@ -706,6 +708,7 @@ impl Fs {
                     fh,
                     keep_cache: false,
                     direct_io: true,
+                    no_flush: false,
                 });
             }
             Node::Temp(..) => return self.open_temp(node),
@@ -718,10 +721,12 @@ impl Fs {
         let (v, _) = self.version(&name, sel).await?;
         let keep_cache = self.observe_open(ino, &v.id);
         let fh = self.add_handle(Handle::Read(v));
+        // A read handle has nothing to commit: no FLUSH at close.
         Ok(Opened {
             fh,
             keep_cache,
             direct_io: false,
+            no_flush: true,
         })
     }
 

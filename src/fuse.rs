@@ -73,6 +73,9 @@ fn fopen_flags(o: &Opened) -> FopenFlags {
     if o.direct_io {
         f |= FopenFlags::FOPEN_DIRECT_IO;
     }
+    if o.no_flush {
+        f |= FopenFlags::FOPEN_NOFLUSH;
+    }
     f
 }
 

@@ -214,6 +214,7 @@ impl Fs {
             fh,
             keep_cache: false,
             direct_io: true,
+            no_flush: false,
         }
     }
 
@@ -254,6 +255,11 @@ impl Fs {
     /// close(2): the opener's close commits; a close of a descriptor that
     /// another process inherited does not commit a half-written value.
     pub async fn flush(&self, fh: u64, pid: u32) -> Result<()> {
+        if self.cfg.read_only {
+            // ENOSYS once and the kernel stops sending FLUSH: a close on a
+            // read-only mount then never reaches the daemon.
+            return Err(Error::NotImplemented);
+        }
         if let Some(HandleRef::Write(w)) = self.handle(fh) {
             let mut st = w.lock().await;
             if st.dirty && tgid(pid) == st.owner {
@@ -516,6 +522,7 @@ impl Fs {
             fh,
             keep_cache: false,
             direct_io: true,
+            no_flush: false,
         };
         Ok((entry_now(attr), opened))
     }
@@ -677,6 +684,7 @@ impl Fs {
             fh,
             keep_cache: false,
             direct_io: true,
+            no_flush: false,
         })
     }
 
