@@ -59,6 +59,9 @@ pub struct Cli {
     /// On AWS: let mkdir + writing `current` create a secret (CreateSecret).
     #[arg(long)]
     pub allow_create: bool,
+    /// FUSE session threads (1-64).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Settings in a TOML file (keys as the long flags, with underscores);
     /// flags override it.
     #[arg(long, value_name = "FILE")]
@@ -81,6 +84,7 @@ pub struct Config {
     pub backend: Backend,
     pub allow_other: bool,
     pub mlock: bool,
+    pub threads: NonZeroUsize,
 }
 
 /// Options mount(8) and fstab pass along that are the kernel's business or
@@ -129,6 +133,7 @@ struct FileConfig {
     read_only: Option<bool>,
     mlock: Option<bool>,
     allow_create: Option<bool>,
+    threads: Option<usize>,
 }
 
 impl Cli {
@@ -164,6 +169,7 @@ impl Cli {
                 "local" => self.local = Some(need(value)?.into()),
                 "uid" => self.uid = Some(num(value)? as u32),
                 "gid" => self.gid = Some(num(value)? as u32),
+                "threads" => self.threads = Some(num(value)? as usize),
                 "demo" => self.demo = true,
                 "allow_other" => self.allow_other = true,
                 "read_only" | "ro" => self.read_only = true,
@@ -206,6 +212,7 @@ impl Cli {
         self.local = self.local.take().or(f.local);
         self.uid = self.uid.or(f.uid);
         self.gid = self.gid.or(f.gid);
+        self.threads = self.threads.or(f.threads);
         self.demo |= f.demo.unwrap_or(false);
         self.allow_other |= f.allow_other.unwrap_or(false);
         self.read_only |= f.read_only.unwrap_or(false);
@@ -267,7 +274,11 @@ impl Cli {
         fs.read_only = self.read_only;
         fs.allow_create = self.allow_create || matches!(backend, Backend::Local { .. });
         fs.cache_capacity = NonZeroUsize::new(4096).expect("non-zero");
+        let threads = NonZeroUsize::new(self.threads.unwrap_or(2))
+            .filter(|n| n.get() <= 64)
+            .ok_or("threads must be between 1 and 64")?;
         Ok(Config {
+            threads,
             mountpoint,
             fs,
             backend,

@@ -499,3 +499,45 @@ fn a_trace_log_holds_no_secret_value() {
         assert!(!log.contains(v), "value {v} leaked into the log");
     }
 }
+
+#[test]
+fn read_only_mount_serves_from_the_page_cache_and_still_sees_changes() {
+    let s = unique("rp-ro");
+    create(&s, "first");
+    let proxy = Proxy::start();
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--secret", &s, "--ttl", "1", "--read-only"])
+        .start();
+    let rel = format!("{s}/current");
+    for _ in 0..100 {
+        assert_eq!(m.read_string(&rel), "first");
+    }
+    assert_eq!(proxy.count_for("GetSecretValue", Some(&s)), 1);
+    put(&s, "second, longer");
+    std::thread::sleep(Duration::from_millis(1300));
+    // The kernel revalidates after the TTL; the daemon refetches and the
+    // cached pages of the old version are dropped.
+    assert_eq!(m.read_string(&rel), "second, longer");
+    put(&s, "3rd");
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(m.read_string(&rel), "3rd");
+}
+
+#[test]
+fn a_mountpoint_left_by_a_crash_is_cleaned_up_at_start() {
+    let store = tempfile::tempdir().unwrap();
+    let mut first = Mount::local(store.path()).arg("--demo").start();
+    let path = first.path.clone();
+    first.crash();
+    let e = std::fs::read_dir(&path).unwrap_err();
+    assert_eq!(errno_of(&e), libc::ENOTCONN);
+    let second = Mount::local(store.path()).at(&path).start();
+    assert_eq!(
+        second.read_string("demo/api-key/current"),
+        "ak_live_0123456789abcdef"
+    );
+    assert!(second.log_text().contains("stale FUSE mount"));
+    drop(second);
+    drop(first);
+}

@@ -188,6 +188,16 @@ pub fn version_ids(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// statfs reaches the filesystem every time: a live daemon answers it.
+fn answers(path: &Path) -> bool {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statfs into a zeroed struct we own.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0
+    }
+}
+
 fn is_mounted(path: &Path) -> bool {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     let want = path.to_str().unwrap();
@@ -208,6 +218,7 @@ pub struct MountBuilder {
     env: Vec<(String, String)>,
     endpoint: Option<String>,
     wait: bool,
+    at: Option<PathBuf>,
 }
 
 impl MountBuilder {
@@ -228,10 +239,22 @@ impl MountBuilder {
         self.endpoint = Some(url);
         self
     }
+    /// Mount at this existing path instead of a fresh one.
+    pub fn at(mut self, path: &Path) -> Self {
+        self.at = Some(path.to_path_buf());
+        self
+    }
+
     pub fn start(self) -> Mount {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mnt");
-        std::fs::create_dir(&path).unwrap();
+        let path = match self.at {
+            Some(p) => p,
+            None => {
+                let p = dir.path().join("mnt");
+                std::fs::create_dir(&p).unwrap();
+                p
+            }
+        };
         let log = dir.path().join("daemon.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_secretsfs"));
         cmd.args(&self.args)
@@ -277,6 +300,7 @@ impl Mount {
             env: vec![],
             endpoint: None,
             wait: true,
+            at: None,
         }
     }
 
@@ -286,7 +310,9 @@ impl Mount {
 
     fn wait_mounted(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !is_mounted(&self.path) {
+        // A stale mount of a crashed daemon is listed too but answers
+        // ENOTCONN: wait for one that answers.
+        while !(is_mounted(&self.path) && answers(&self.path)) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("secretsfs exited early ({status}): {}", self.log_text());
             }
@@ -345,6 +371,13 @@ impl Mount {
 
     pub fn is_mounted(&self) -> bool {
         is_mounted(&self.path)
+    }
+
+    /// SIGKILL: the daemon dies without unmounting, as in a crash.
+    pub fn crash(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     fn force_unmount(&self) {
