@@ -188,10 +188,6 @@ impl Fs {
         })
     }
 
-    pub fn config(&self) -> &FsConfig {
-        &self.cfg
-    }
-
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
     }
@@ -236,18 +232,12 @@ impl Fs {
             Selector::Id(_) => None,
         };
         let key = (name.clone(), sel);
-        if let Some(hit) = self.values.peek_fresh(&key) {
-            return Ok(hit);
-        }
-        let store = self.store.clone();
-        let (n, s) = key.clone();
-        let got = self
-            .values
-            .get(&key, ttl, move || async move {
-                Ok(store.get_value(&n, &s).await?.map(Arc::new))
-            })
-            .await;
-        Ok(got?)
+        let fetch = || {
+            let store = self.store.clone();
+            let (n, s) = key.clone();
+            async move { Ok(store.get_value(&n, &s).await?.map(Arc::new)) }
+        };
+        Ok(self.values.get(&key, ttl, fetch).await?)
     }
 
     /// A version that must exist (the file's content).
@@ -538,11 +528,17 @@ impl Fs {
             Node::StatsDir => return Err(Error::NotFound),
             _ => return Err(Error::NotDir),
         };
-        // The lookup count is taken only once the node is known to exist.
-        let ino = self.inodes.assign(node.clone(), false);
-        let entry = self.attr_of(ino, &node).await?;
-        self.inodes.assign(node, true);
-        Ok(entry)
+        // Counted at once, so that a FORGET of an earlier reference racing
+        // with this lookup cannot drop the inode under it; given back if
+        // the node turns out not to exist.
+        let ino = self.inodes.assign(node.clone(), true);
+        match self.attr_of(ino, &node).await {
+            Ok(entry) => Ok(entry),
+            Err(e) => {
+                self.inodes.forget(ino, 1);
+                Err(e)
+            }
+        }
     }
 
     pub fn forget(&self, ino: Ino, n: u64) {

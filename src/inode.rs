@@ -109,8 +109,24 @@ impl InodeTable {
             None => false,
         };
         if gone && let Some(slot) = inner.by_ino.remove(&ino) {
-            inner.by_node.remove(&slot.node);
+            // The node may have moved to another inode since (rename).
+            if inner.by_node.get(&slot.node) == Some(&ino) {
+                inner.by_node.remove(&slot.node);
+            }
         }
+    }
+
+    /// rename(2) as the kernel sees it: the inode `from` had now stands for
+    /// `to`, with its lookup count; `to`'s old inode lingers until forgotten.
+    pub fn rebind(&self, from: &Node, to: Node) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let Some(ino) = inner.by_node.remove(from) else {
+            return;
+        };
+        if let Some(slot) = inner.by_ino.get_mut(&ino) {
+            slot.node = to.clone();
+        }
+        inner.by_node.insert(to, ino);
     }
 
     /// Drops a node whatever its count (a temporary file that was renamed).
@@ -151,6 +167,23 @@ mod tests {
         t.forget(i1, 1);
         assert_eq!(t.node(i1), None);
         assert_ne!(t.assign(n, false), i1);
+    }
+
+    #[test]
+    fn a_renamed_inode_keeps_its_count_and_the_old_one_lingers() {
+        let t = InodeTable::default();
+        let cur = Node::Current(SecretName::new("a"));
+        let tmp = Node::Temp(Arc::from("a"), Arc::from(".tmp"));
+        let old = t.assign(cur.clone(), true);
+        let moved = t.assign(tmp.clone(), true);
+        t.rebind(&tmp, cur.clone());
+        assert_eq!(t.ino_of(&cur), Some(moved));
+        assert_eq!(t.node(moved), Some(cur.clone()));
+        assert_eq!(t.ino_of(&tmp), None);
+        // Forgetting the old inode leaves the node on the new one.
+        t.forget(old, 1);
+        assert_eq!(t.node(old), None);
+        assert_eq!(t.ino_of(&cur), Some(moved));
     }
 
     #[test]

@@ -326,6 +326,56 @@ fn other_users_are_locked_out_by_default() {
 }
 
 #[test]
+fn allow_other_lets_the_kernel_enforce_modes_and_uid_sets_the_owner() {
+    let s = unique("rp-other");
+    create(&s, "shared");
+    // Owned by root, mode 0600/0400: nobody is let in but refused by mode.
+    let m = Mount::aws().args(["--secret", &s, "--allow-other"]).start();
+    let cat = |path: &std::path::Path| {
+        std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", "cat"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let out = cat(&m.p(&format!("{s}/current")));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+    drop(m);
+    // Owned by nobody: nobody reads it.
+    let m = Mount::aws()
+        .args([
+            "--secret",
+            &s,
+            "--allow-other",
+            "--uid",
+            "65534",
+            "--gid",
+            "65534",
+        ])
+        .start();
+    let out = cat(&m.p(&format!("{s}/current")));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"shared");
+    let md = std::fs::metadata(m.p(&format!("{s}/current"))).unwrap();
+    assert_eq!((md.uid(), md.gid()), (65534, 65534));
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.contains(m.path.to_str().unwrap()))
+        .unwrap();
+    for opt in [
+        "nosuid",
+        "nodev",
+        "noexec",
+        "default_permissions",
+        "allow_other",
+    ] {
+        assert!(line.contains(opt), "{opt} missing: {line}");
+    }
+}
+
+#[test]
 fn sigterm_unmounts_and_exits_zero() {
     let s = unique("rp-term");
     create(&s, "v");

@@ -587,10 +587,12 @@ impl Fs {
                 let t = temps.get(&from).ok_or(Error::NotFound)?;
                 SecretBytes::new(t.data.to_vec())
             };
-            self.put(&SecretName::new(&*p), value, info.pending && !info.secret)
-                .await?;
+            let name = SecretName::new(&*p);
+            self.put(&name, value, info.pending && !info.secret).await?;
             lock(&self.writes.temps).remove(&from);
-            self.inodes.remove(&Node::Temp(from.0, from.1));
+            // The kernel now shows the temporary file's inode as `current`.
+            self.inodes
+                .rebind(&Node::Temp(from.0, from.1), Node::Current(name));
             return Ok(());
         }
         if OWN_FILES.contains(&newname) {
@@ -600,8 +602,10 @@ impl Fs {
         let t = temps.remove(&from).ok_or(Error::NotFound)?;
         temps.insert((q.clone(), Arc::from(newname)), t);
         drop(temps);
-        self.inodes.remove(&Node::Temp(from.0, from.1));
-        self.inodes.remove(&Node::Temp(q, Arc::from(newname)));
+        self.inodes.rebind(
+            &Node::Temp(from.0, from.1),
+            Node::Temp(q, Arc::from(newname)),
+        );
         Ok(())
     }
 
