@@ -372,6 +372,12 @@ fn main() {
     );
 
     println!();
+    if rounds == 1 {
+        println!(
+            "(smoke run under cargo test: the numbers mean nothing; run cargo bench --bench perf)"
+        );
+        return;
+    }
     for (mode, threads, size, ratio) in results {
         let target = match (mode, threads) {
             ("read-only", 1) => 1.5,
