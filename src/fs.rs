@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::inode::{Ino, InodeTable, Node};
 use crate::stats::Stats;
 use crate::store::{SecretName, SecretStore, SecretVersion, Selector, Stage, VersionId};
-use crate::tree::{self, Listing, OWN_FILES, STATS_DIR, STATS_FILE};
+use crate::tree::{self, Listing, OWN_FILES, STATS_DIR, STATS_FILE, Warned};
 
 pub use write::{MAX_VALUE_LEN, Ownership};
 
@@ -154,6 +154,7 @@ pub struct Fs {
     invalidator: Arc<dyn Invalidate>,
     mounted_at: SystemTime,
     writes: write::WriteBook,
+    warned: Arc<Warned>,
 }
 
 impl Fs {
@@ -167,7 +168,7 @@ impl Fs {
         let fixed_listing = cfg
             .secrets
             .as_ref()
-            .map(|names| Arc::new(Listing::build(names.iter().cloned())));
+            .map(|names| Arc::new(Listing::build(names.iter().cloned(), &Warned::default())));
         Arc::new(Self {
             values: Cache::new(cfg.cache_capacity, stale_retry, stats.clone()),
             listings: Cache::new(NonZeroUsize::MIN, stale_retry, stats.clone()),
@@ -184,6 +185,7 @@ impl Fs {
             invalidator,
             mounted_at: SystemTime::now(),
             writes: write::WriteBook::default(),
+            warned: Arc::default(),
             cfg,
         })
     }
@@ -204,11 +206,12 @@ impl Fs {
         }
         let store = self.store.clone();
         let prefix = self.cfg.prefix.clone();
+        let warned = self.warned.clone();
         let got = self
             .listings
             .get(&(), Some(self.cfg.ttl), move || async move {
                 let names = store.list_secrets(prefix.as_deref()).await?;
-                Ok(Arc::new(Listing::build(names)))
+                Ok(Arc::new(Listing::build(names, &warned)))
             })
             .await;
         Ok(got?.value)

@@ -28,6 +28,19 @@ pub fn join(dir: &str, name: &str) -> String {
     }
 }
 
+/// Names already warned about, so that each warning is logged once.
+#[derive(Default)]
+pub struct Warned(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl Warned {
+    fn first_time(&self, name: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string())
+    }
+}
+
 /// The secrets of one listing, as paths.
 #[derive(Default, Debug)]
 pub struct Listing {
@@ -35,14 +48,15 @@ pub struct Listing {
 }
 
 impl Listing {
-    /// Leaves out (with one warning each) names that cannot be paths, and
-    /// warns once about children shadowed by a secret's own files.
-    pub fn build(names: impl IntoIterator<Item = SecretName>) -> Self {
+    /// Leaves out names that cannot be paths, and notes children shadowed by
+    /// a secret's own files; each is logged once per name over the life of
+    /// `warned`, not at every refresh.
+    pub fn build(names: impl IntoIterator<Item = SecretName>, warned: &Warned) -> Self {
         let mut set = BTreeSet::new();
         for n in names {
             if valid_path(n.as_str()) {
                 set.insert(n.as_str().to_string());
-            } else {
+            } else if warned.first_time(n.as_str()) {
                 tracing::warn!(secret = %n.as_str().escape_debug(), "secret name cannot be a path; left out of listings");
             }
         }
@@ -50,6 +64,7 @@ impl Listing {
             if let Some((parent, last)) = n.rsplit_once('/')
                 && OWN_FILES.contains(&last)
                 && set.contains(parent)
+                && warned.first_time(n)
             {
                 tracing::warn!(secret = %n, "secret is shadowed by its parent's own file of the same name");
             }
@@ -99,7 +114,10 @@ mod tests {
     use super::*;
 
     fn listing(names: &[&str]) -> Listing {
-        Listing::build(names.iter().map(|n| SecretName::new(*n)))
+        Listing::build(
+            names.iter().map(|n| SecretName::new(*n)),
+            &Warned::default(),
+        )
     }
 
     #[test]
@@ -118,6 +136,14 @@ mod tests {
         assert!(!l.is_secret("prod") && l.is_prefix("prod"));
         assert!(!l.is_prefix("pro"));
         assert!(!l.is_prefix("top"));
+    }
+
+    #[test]
+    fn each_bad_name_is_warned_about_once() {
+        let warned = Warned::default();
+        Listing::build([SecretName::new("a//b")], &warned);
+        assert!(warned.first_time("ok"), "a name never seen is new");
+        assert!(!warned.first_time("a//b"), "already warned");
     }
 
     #[test]
