@@ -266,3 +266,112 @@ fn a_private_mount_namespace_would_hide_the_mount_from_the_host() {
     let _ = child.wait();
     assert!(!host_sees);
 }
+
+/// Every syscall in systemd's named groups, expanded recursively.
+fn syscall_groups(groups: &[&str]) -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    let mut todo: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    let mut seen = std::collections::HashSet::new();
+    while let Some(g) = todo.pop() {
+        if !seen.insert(g.clone()) {
+            continue;
+        }
+        let text = Command::new("systemd-analyze")
+            .args(["syscall-filter", &g])
+            .output()
+            .unwrap();
+        for line in String::from_utf8_lossy(&text.stdout).lines().skip(1) {
+            let l = line.trim();
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            if l.starts_with('@') {
+                todo.push(l.to_string());
+            } else {
+                out.insert(l.to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_session_stays_inside_the_units_seccomp_and_memory_sandbox() {
+    // What SystemCallFilter=@system-service @mount, RestrictAddressFamilies,
+    // MemoryDenyWriteExecute, LockPersonality and RestrictNamespaces allow,
+    // checked against every syscall of a real session (strace), reads and
+    // writes against moto, mount to unmount.
+    let s = unique("svc-sandbox");
+    create(&s, "sandboxed");
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace");
+    let mut m = Mount::aws()
+        .args(["--secret", &s, "--mlock"])
+        .wrap(["strace", "-f", "-qq", "-o", trace.to_str().unwrap()])
+        .start();
+    assert_eq!(m.read_string(&format!("{s}/current")), "sandboxed");
+    replace_file(&m.p(&format!("{s}/current")), b"sandboxed too").unwrap();
+    assert_eq!(current_string(&s), "sandboxed too");
+    let pid: i32 = m.stats()["pid"].as_i64().unwrap() as i32;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    for l in maps.lines() {
+        let perms = l.split_whitespace().nth(1).unwrap();
+        assert!(
+            !(perms.contains('w') && perms.contains('x')),
+            "W+X mapping: {l}"
+        );
+    }
+    // SIGTERM the daemon itself (not strace) and let strace finish.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(m.terminate().success());
+
+    let allowed = syscall_groups(&["@system-service", "@mount"]);
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        // "<pid> name(args) = ret", possibly "<... name resumed>".
+        let rest = line.split_once(' ').map_or(line, |(_, r)| r).trim_start();
+        if rest.starts_with("<...") || rest.starts_with("+++") || rest.starts_with("---") {
+            continue;
+        }
+        let Some(name) = rest.split('(').next() else {
+            continue;
+        };
+        if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !name.is_empty() {
+            used.insert(name.to_string());
+        }
+        if name == "socket" {
+            assert!(
+                ["AF_UNIX", "AF_INET,", "AF_INET6"]
+                    .iter()
+                    .any(|f| rest.contains(f)),
+                "socket family outside RestrictAddressFamilies: {rest}"
+            );
+        }
+        assert!(
+            name != "personality" && name != "unshare" && name != "setns",
+            "{rest}"
+        );
+        if name.starts_with("clone") {
+            assert!(!rest.contains("CLONE_NEW"), "namespace created: {rest}");
+        }
+        if name == "mmap" || name == "mprotect" {
+            assert!(
+                !(rest.contains("PROT_WRITE") && rest.contains("PROT_EXEC")),
+                "W+X: {rest}"
+            );
+        }
+    }
+    // execve is the wrapper starting the daemon, before any filter applies.
+    used.remove("execve");
+    let outside: Vec<&String> = used.iter().filter(|n| !allowed.contains(*n)).collect();
+    assert!(
+        outside.is_empty(),
+        "syscalls outside @system-service @mount: {outside:?}"
+    );
+    assert!(
+        used.contains("mount") && used.contains("umount2"),
+        "{used:?}"
+    );
+    eprintln!("syscalls of the session: {used:?}");
+}

@@ -219,6 +219,7 @@ pub struct MountBuilder {
     endpoint: Option<String>,
     wait: bool,
     at: Option<PathBuf>,
+    wrapper: Vec<String>,
 }
 
 impl MountBuilder {
@@ -245,6 +246,12 @@ impl MountBuilder {
         self
     }
 
+    /// Run the daemon under this command (`strace -f -o FILE`, say).
+    pub fn wrap<I: IntoIterator<Item = S>, S: Into<String>>(mut self, cmd: I) -> Self {
+        self.wrapper = cmd.into_iter().map(Into::into).collect();
+        self
+    }
+
     pub fn start(self) -> Mount {
         let dir = tempfile::tempdir().unwrap();
         let path = match self.at {
@@ -256,7 +263,15 @@ impl MountBuilder {
             }
         };
         let log = dir.path().join("daemon.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_secretsfs"));
+        let daemon = env!("CARGO_BIN_EXE_secretsfs");
+        let mut cmd = match self.wrapper.split_first() {
+            Some((w, rest)) => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(daemon);
+                c
+            }
+            None => Command::new(daemon),
+        };
         cmd.args(&self.args)
             .arg(&path)
             .env("AWS_ENDPOINT_URL", self.endpoint.unwrap_or_else(moto_url))
@@ -301,6 +316,7 @@ impl Mount {
             endpoint: None,
             wait: true,
             at: None,
+            wrapper: vec![],
         }
     }
 
