@@ -434,14 +434,13 @@ impl Fs {
         if !self.cfg.allow_create {
             return Err(Error::Refused("creating secrets needs --allow-create"));
         }
-        if !self.in_scope(&child)
-            && !self.writes.has_pending_under(&child)
-            && self
-                .cfg
-                .prefix
-                .as_deref()
-                .is_none_or(|pre| !pre.starts_with(&format!("{child}/")))
-        {
+        // Inside the mounted scope, or a directory on the way to the prefix.
+        let toward_prefix = self
+            .cfg
+            .prefix
+            .as_deref()
+            .is_some_and(|pre| pre.starts_with(&format!("{child}/")));
+        if !self.in_scope(&child) && !toward_prefix {
             return Err(Error::Refused("name outside the mounted prefix"));
         }
         lock(&self.writes.pending).insert(child.clone());
