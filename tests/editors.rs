@@ -5,20 +5,9 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 
 const OWN: [&str; 3] = ["current", "previous", "versions"];
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
-}
 
 /// Runs `cmd` in the secret's directory on a fresh secret holding `start`,
 /// and checks: success, one new version holding `want`, no stray files, and
@@ -46,8 +35,8 @@ fn tool_makes_one_version(label: &str, start: &str, cmd: &str, want: &[u8]) {
     let got = string.map(String::into_bytes).or(binary).unwrap();
     assert_eq!(got, want, "{label}");
     assert_eq!(m.read(&format!("{s}/current")).unwrap(), want, "{label}");
-    assert_eq!(listing(&dir), OWN, "{label}: no stray files");
-    assert_eq!(listing(&m.p(&other)), ["current", "versions"], "{label}");
+    assert_eq!(ls(&dir), OWN, "{label}: no stray files");
+    assert_eq!(ls(&m.p(&other)), ["current", "versions"], "{label}");
     assert_eq!(version_ids(&other).len(), 1);
 }
 
@@ -98,7 +87,7 @@ fn vim_keeps_a_requested_backup_only_in_memory() {
     // The backup vim asked for is a temporary file of this mount.
     assert_eq!(m.read_string(&format!("{s}/current~")), "v1\n");
     std::fs::remove_file(m.p(&format!("{s}/current~"))).unwrap();
-    assert_eq!(listing(&m.p(&s)), OWN);
+    assert_eq!(ls(&m.p(&s)), OWN);
 }
 
 #[test]
@@ -212,7 +201,7 @@ fn temporary_files_are_bounded_and_refused_outside_secrets() {
     );
     // A temporary file alone never reaches Secrets Manager.
     assert_eq!(version_ids(&s).len(), 1);
-    assert_eq!(listing(&dir), ["current", "versions"]);
+    assert_eq!(ls(&dir), ["current", "versions"]);
 }
 
 #[test]

@@ -47,10 +47,7 @@ fn writes_and_created_secrets_survive_a_remount() {
     let m = Mount::local(store.path()).start();
     assert_eq!(m.read_string("app/token/current"), "three\n");
     assert_eq!(m.read_string("app/token/previous"), "two");
-    let ids: Vec<String> = std::fs::read_dir(m.p("app/token/versions"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let ids = ls(&m.p("app/token/versions"));
     assert_eq!(ids.len(), 3);
     for id in &ids {
         assert!(

@@ -26,11 +26,7 @@ fn current_previous_and_versions_hold_exact_values() {
         m.read_string(&format!("{s}/versions/{v2}")),
         "second value\n"
     );
-    let mut listed: Vec<String> = std::fs::read_dir(m.p(&format!("{s}/versions")))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    listed.sort();
+    let listed = ls(&m.p(&format!("{s}/versions")));
     let mut api = version_ids(&s);
     api.sort();
     assert_eq!(listed, api);
@@ -40,10 +36,7 @@ fn current_previous_and_versions_hold_exact_values() {
     // No AWSPREVIOUS: no file, ENOENT.
     let e = m.read(&format!("{b}/previous")).unwrap_err();
     assert_eq!(errno_of(&e), libc::ENOENT);
-    let names: Vec<String> = std::fs::read_dir(m.p(&b))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let names = ls(&m.p(&b));
     assert!(!names.contains(&"previous".to_string()), "{names:?}");
     let e = m
         .read(&format!(
@@ -61,18 +54,11 @@ fn nested_names_and_a_secret_that_is_also_a_prefix() {
     create(&db, "db-config");
     create(&pw, "db-password");
     let m = Mount::aws().args(["--prefix", &top]).start();
-    let mut entries: Vec<String> = std::fs::read_dir(m.p(&db))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    entries.sort();
+    let entries = ls(&m.p(&db));
     assert_eq!(entries, ["current", "password", "versions"]);
     assert_eq!(m.read_string(&format!("{db}/current")), "db-config");
     assert_eq!(m.read_string(&format!("{pw}/current")), "db-password");
-    let prod: Vec<String> = std::fs::read_dir(m.p(&format!("{top}/prod")))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let prod = ls(&m.p(&format!("{top}/prod")));
     assert_eq!(prod, ["db"]);
     // A pure prefix has no files of its own.
     let e = m.read(&format!("{top}/prod/current")).unwrap_err();
@@ -108,10 +94,7 @@ fn listing_spans_pages_and_prefix_limits_it() {
         .endpoint(proxy.url())
         .args(["--prefix", &format!("{top}/")])
         .start();
-    let root: Vec<String> = std::fs::read_dir(&m.path)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let root = ls(&m.path);
     assert_eq!(
         root,
         std::slice::from_ref(&top),
@@ -146,11 +129,7 @@ fn secret_flag_exposes_exactly_those_with_no_list_call() {
         .endpoint(proxy.url())
         .args(["--secret", &a, "--secret", &b])
         .start();
-    let mut root: Vec<String> = std::fs::read_dir(&m.path)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    root.sort();
+    let root = ls(&m.path);
     let mut want = vec![a.clone(), b.clone()];
     want.sort();
     assert_eq!(root, want);
@@ -504,10 +483,7 @@ fn stats_file_is_hidden_and_counts() {
     let m = Mount::aws().args(["--secret", &s]).start();
     m.read_string(&format!("{s}/current"));
     m.read_string(&format!("{s}/current"));
-    let names: Vec<String> = std::fs::read_dir(&m.path)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let names = ls(&m.path);
     assert!(!names.iter().any(|n| n == ".secretsfs"));
     let st = m.stats();
     assert_eq!(st["api_calls"]["GetSecretValue"], 1);

@@ -358,10 +358,6 @@ fn mkdir_creates_a_secret_only_with_allow_create() {
     assert_eq!(current_string(&name), "brand-new");
     assert!(is_uuid_v4(&stage(&name, "AWSCURRENT").unwrap().0));
     assert_eq!(m.read_string(&format!("{name}/current")), "brand-new");
-    std::thread::sleep(Duration::from_millis(10));
-    let ls: Vec<String> = std::fs::read_dir(m.p(&name))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert!(ls.contains(&"current".to_string()), "{ls:?}");
+    let entries = ls(&m.p(&name));
+    assert!(entries.contains(&"current".to_string()), "{entries:?}");
 }

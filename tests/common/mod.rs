@@ -462,6 +462,16 @@ pub fn sh(cmd: &str, dir: &Path) -> std::process::Output {
         .expect("run sh")
 }
 
+/// A directory's entry names, sorted.
+pub fn ls(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
 pub fn errno_of(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(0)
 }
