@@ -124,32 +124,80 @@ where
         let flight = {
             let mut shard = self.shard(key);
             self.stats.miss();
-            match shard.inflight.get(key) {
-                Some(f) => f.clone(),
-                None => {
-                    let started = shard.seq;
-                    let fut = fetch();
-                    let cache = Arc::clone(self);
-                    let k = key.clone();
-                    // Spawned so that the fetch completes (and fills the cache)
-                    // even if every caller gives up waiting.
-                    let task = tokio::spawn(async move {
-                        let result = fut.await;
-                        cache.complete(&k, result, ttl, started)
-                    });
-                    let flight = async move {
-                        task.await.unwrap_or_else(|_| {
-                            Err(StoreError::new(StoreErrorKind::Other, "fetch task failed"))
-                        })
+            self.flight(&mut shard, key, ttl, fetch)
+        };
+        flight.await
+    }
+
+    /// Like `get`, but once a value exists an expired one is answered at once
+    /// while a single refresh runs behind it (stale-while-revalidate), so a
+    /// slow refresh delays nobody. For data whose freshness is not promised
+    /// to the request, such as listings; never for secret values.
+    pub async fn get_or_refresh<F, Fut>(
+        self: &Arc<Self>,
+        key: &K,
+        ttl: Option<Duration>,
+        fetch: F,
+    ) -> StoreResult<Cached<V>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = StoreResult<V>> + Send + 'static,
+    {
+        let flight = {
+            let mut shard = self.shard(key);
+            let now = Instant::now();
+            let old = shard.entries.get(key).map(|e| (e.value.clone(), e.expires));
+            match old {
+                Some((value, expires)) => {
+                    self.stats.hit();
+                    if expires.is_some_and(|t| t <= now) {
+                        drop(self.flight(&mut shard, key, ttl, fetch));
                     }
-                    .boxed()
-                    .shared();
-                    shard.inflight.insert(key.clone(), flight.clone());
-                    flight
+                    return Ok(Cached { value, expires });
+                }
+                None => {
+                    self.stats.miss();
+                    self.flight(&mut shard, key, ttl, fetch)
                 }
             }
         };
         flight.await
+    }
+
+    /// The fetch in flight for `key`, starting one if none runs. It is
+    /// spawned, so it completes (and fills the cache) even if every caller
+    /// gives up waiting.
+    fn flight<F, Fut>(
+        self: &Arc<Self>,
+        shard: &mut Shard<K, V>,
+        key: &K,
+        ttl: Option<Duration>,
+        fetch: F,
+    ) -> Flight<V>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = StoreResult<V>> + Send + 'static,
+    {
+        if let Some(f) = shard.inflight.get(key) {
+            return f.clone();
+        }
+        let started = shard.seq;
+        let fut = fetch();
+        let cache = Arc::clone(self);
+        let k = key.clone();
+        let task = tokio::spawn(async move {
+            let result = fut.await;
+            cache.complete(&k, result, ttl, started)
+        });
+        let flight = async move {
+            task.await.unwrap_or_else(|_| {
+                Err(StoreError::new(StoreErrorKind::Other, "fetch task failed"))
+            })
+        }
+        .boxed()
+        .shared();
+        shard.inflight.insert(key.clone(), flight.clone());
+        flight
     }
 
     fn complete(
@@ -396,6 +444,45 @@ mod tests {
             assert!(c.peek_fresh(&k).is_none());
             assert_eq!(c.len(), 0);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refresh_mode_answers_an_expired_value_at_once_and_refreshes_behind() {
+        let (c, _) = cache(10);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let k = "list".to_string();
+        c.get_or_refresh(&k, TTL, counting(&calls, "v1"))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let slow = || {
+            async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok(Arc::new("v2".to_string()))
+            }
+            .boxed()
+        };
+        // Ready at the first poll: nobody waits for the slow refresh.
+        let got = c
+            .get_or_refresh(&k, TTL, slow)
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        assert_eq!(*got.value, "v1");
+        // One refresh runs; later callers get the old value and no new fetch.
+        let again = c
+            .get_or_refresh(&k, TTL, counting(&calls, "v3"))
+            .await
+            .unwrap();
+        assert_eq!(*again.value, "v1");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Sleeping lets the refresh task run (the clock is paused: no wait).
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        let fresh = c
+            .get_or_refresh(&k, TTL, counting(&calls, "v4"))
+            .await
+            .unwrap();
+        assert_eq!(*fresh.value, "v2");
     }
 
     #[tokio::test(start_paused = true)]

@@ -207,9 +207,12 @@ impl Fs {
         let store = self.store.clone();
         let prefix = self.cfg.prefix.clone();
         let warned = self.warned.clone();
+        // A listing past its TTL is answered at once while it refreshes: a
+        // slow ListSecrets (100 pages for 10,000 secrets) must not hold up
+        // lookups of secrets that are cached.
         let got = self
             .listings
-            .get(&(), Some(self.cfg.ttl), move || async move {
+            .get_or_refresh(&(), Some(self.cfg.ttl), move || async move {
                 let names = store.list_secrets(prefix.as_deref()).await?;
                 Ok(Arc::new(Listing::build(names, &warned)))
             })

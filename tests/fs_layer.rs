@@ -22,12 +22,17 @@ struct Faulty {
     inner: LocalStore,
     fail: Mutex<Option<StoreErrorKind>>,
     delay_for: Mutex<Option<(String, Duration)>>,
+    list_delay: Mutex<Option<Duration>>,
     gets: AtomicU64,
 }
 
 #[async_trait]
 impl SecretStore for Faulty {
     async fn list_secrets(&self, prefix: Option<&str>) -> StoreResult<Vec<SecretName>> {
+        let delay = *self.list_delay.lock().unwrap();
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
         self.inner.list_secrets(prefix).await
     }
     async fn get_value(
@@ -107,6 +112,7 @@ async fn setup(secrets: &[(&str, &str)]) -> Setup {
         inner: local,
         fail: Mutex::new(None),
         delay_for: Mutex::new(None),
+        list_delay: Mutex::new(None),
         gets: AtomicU64::new(0),
     });
     let stats = Arc::new(Stats::default());
@@ -296,4 +302,19 @@ async fn temporary_files_stay_in_their_directory_and_rename_is_the_put() {
             .collect()
     };
     assert_eq!(names, [".", "..", "current", "previous", "versions"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_listing_refresh_never_holds_up_lookups() {
+    let s = setup(&[("a", "x"), ("b", "y")]).await;
+    assert_eq!(read_all(&s.fs, "a/current").await.unwrap(), b"x");
+    *s.store.list_delay.lock().unwrap() = Some(Duration::from_secs(30));
+    tokio::time::advance(Duration::from_secs(61)).await;
+    // The listing has expired and its refresh takes 30 s: lookups of the
+    // directories it knows answer at once from the old listing.
+    for name in ["a", "b"] {
+        let e = s.fs.lookup(ROOT, name, ME).now_or_never();
+        assert!(e.expect("ready at the first poll").is_ok(), "{name}");
+    }
+    assert!(s.fs.lookup(ROOT, "nope", ME).await.is_err());
 }
