@@ -95,6 +95,7 @@ async fn open_store(backend: &Backend) -> Result<Arc<dyn SecretStore>, String> {
             if *demo && store.is_empty() {
                 store
                     .seed_demo()
+                    .await
                     .map_err(|e| format!("seeding demo secrets: {e}"))?;
             }
             Arc::new(store)

@@ -42,6 +42,7 @@ struct VersionFile {
     binary_base64: Option<String>,
 }
 
+#[derive(Clone)]
 struct Version {
     id: VersionId,
     created: SystemTime,
@@ -49,7 +50,7 @@ struct Version {
     value: SecretBytes,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Record {
     /// Oldest first.
     versions: Vec<Version>,
@@ -66,6 +67,9 @@ impl Record {
 pub struct LocalStore {
     dir: PathBuf,
     secrets: Mutex<BTreeMap<String, Record>>,
+    /// One change at a time, so that files are written in the order of the
+    /// changes; reads never wait for it.
+    writing: tokio::sync::Mutex<()>,
 }
 
 fn file_name(name: &str) -> String {
@@ -103,6 +107,7 @@ impl LocalStore {
         Ok(Self {
             dir: dir.to_path_buf(),
             secrets: Mutex::new(secrets),
+            writing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -137,7 +142,7 @@ impl LocalStore {
         self.lock().is_empty()
     }
 
-    fn persist(&self, name: &str, record: &Record) -> StoreResult<()> {
+    fn encode(name: &str, record: &Record) -> StoreResult<zeroize::Zeroizing<Vec<u8>>> {
         let file = SecretFile {
             name: name.to_string(),
             versions: record
@@ -162,12 +167,16 @@ impl LocalStore {
                 })
                 .collect(),
         };
-        let bytes = zeroize::Zeroizing::new(serde_json::to_vec_pretty(&file).map_err(|e| {
-            StoreError::new(StoreErrorKind::Other, format!("serialising {name}: {e}"))
-        })?);
-        drop(file);
-        let target = self.dir.join(file_name(name));
-        let tmp = self.dir.join(format!(".{}.tmp", file_name(name)));
+        serde_json::to_vec_pretty(&file)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("serialising {name}: {e}")))
+    }
+
+    /// Temp file, fsync, rename, fsync of the directory: a crash leaves the
+    /// old file or the new one, never a mix. Blocking: runs off the runtime.
+    fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> StoreResult<()> {
+        let target = dir.join(file_name(name));
+        let tmp = dir.join(format!(".{}.tmp", file_name(name)));
         let write = || -> std::io::Result<()> {
             let mut f = fs::OpenOptions::new()
                 .write(true)
@@ -175,44 +184,53 @@ impl LocalStore {
                 .truncate(true)
                 .mode(0o600)
                 .open(&tmp)?;
-            f.write_all(&bytes)?;
+            f.write_all(bytes)?;
             f.sync_all()?;
             fs::rename(&tmp, &target)?;
-            fs::File::open(&self.dir)?.sync_all()
+            fs::File::open(dir)?.sync_all()
         };
         write().map_err(|e| io_err("writing", &target, e))
     }
 
     /// A new AWSCURRENT version whose id is the token (as in AWS); the same
     /// token with the same value is the same version.
-    fn add_version(
+    async fn add_version(
         &self,
         name: &SecretName,
         value: &SecretBytes,
         token: &str,
         create: bool,
     ) -> StoreResult<VersionId> {
-        let mut secrets = self.lock();
-        if create && secrets.contains_key(name.as_str()) {
-            return Err(StoreError::new(
-                StoreErrorKind::ResourceExists,
-                format!("secret {name} already exists"),
-            ));
-        }
-        if !create && !secrets.contains_key(name.as_str()) {
-            return Err(StoreError::not_found(name));
-        }
-        let record = secrets.entry(name.as_str().to_string()).or_default();
-        if let Some(v) = record.versions.iter().find(|v| v.id.as_str() == token) {
-            return if v.value == *value {
-                Ok(v.id.clone())
-            } else {
-                Err(StoreError::new(
-                    StoreErrorKind::ResourceExists,
-                    format!("token already used for another value of {name}"),
-                ))
-            };
-        }
+        let _serial = self.writing.lock().await;
+        // Changed on a copy: memory follows only once the file is written.
+        let mut record = {
+            let secrets = self.lock();
+            let existing = secrets.get(name.as_str());
+            // A retry with the same token (and value) is the same version,
+            // for CreateSecret too.
+            if let Some(v) =
+                existing.and_then(|r| r.versions.iter().find(|v| v.id.as_str() == token))
+            {
+                return if v.value == *value {
+                    Ok(v.id.clone())
+                } else {
+                    Err(StoreError::new(
+                        StoreErrorKind::ResourceExists,
+                        format!("token already used for another value of {name}"),
+                    ))
+                };
+            }
+            match (existing, create) {
+                (Some(_), true) => {
+                    return Err(StoreError::new(
+                        StoreErrorKind::ResourceExists,
+                        format!("secret {name} already exists"),
+                    ));
+                }
+                (None, false) => return Err(StoreError::not_found(name)),
+                (existing, _) => existing.cloned().unwrap_or_default(),
+            }
+        };
         for v in &mut record.versions {
             v.stages.retain(|s| s != Stage::Previous.label());
             if let Some(s) = v.stages.iter_mut().find(|s| *s == Stage::Current.label()) {
@@ -239,12 +257,17 @@ impl LocalStore {
                 true
             }
         });
-        self.persist(name.as_str(), record)?;
+        let bytes = Self::encode(name.as_str(), &record)?;
+        let (dir, file) = (self.dir.clone(), name.as_str().to_string());
+        tokio::task::spawn_blocking(move || Self::write_atomically(&dir, &file, &bytes))
+            .await
+            .map_err(|_| StoreError::new(StoreErrorKind::Other, "store write task failed"))??;
+        self.lock().insert(name.as_str().to_string(), record);
         Ok(VersionId::new(token))
     }
 
     /// Seeds a few secrets to try the tree with (only into an empty store).
-    pub fn seed_demo(&self) -> StoreResult<()> {
+    pub async fn seed_demo(&self) -> StoreResult<()> {
         let demo: [(&str, &[&[u8]]); 4] = [
             (
                 "demo/db/password",
@@ -258,7 +281,8 @@ impl LocalStore {
             let name = SecretName::new(name);
             for (i, v) in values.iter().enumerate() {
                 let token = uuid::Uuid::new_v4().to_string();
-                self.add_version(&name, &SecretBytes::new(v.to_vec()), &token, i == 0)?;
+                self.add_version(&name, &SecretBytes::new(v.to_vec()), &token, i == 0)
+                    .await?;
             }
         }
         Ok(())
@@ -316,7 +340,7 @@ impl SecretStore for LocalStore {
         value: &SecretBytes,
         token: &str,
     ) -> StoreResult<VersionId> {
-        self.add_version(name, value, token, false)
+        self.add_version(name, value, token, false).await
     }
 
     async fn create_secret(
@@ -325,7 +349,7 @@ impl SecretStore for LocalStore {
         value: &SecretBytes,
         token: &str,
     ) -> StoreResult<VersionId> {
-        self.add_version(name, value, token, true)
+        self.add_version(name, value, token, true).await
     }
 }
 
@@ -381,6 +405,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalStore::open(dir.path()).unwrap();
         let n = SecretName::new("x");
+        s.create_secret(&n, &bytes("a"), "t1").await.unwrap();
+        // A retried CreateSecret with its token is the same version.
         s.create_secret(&n, &bytes("a"), "t1").await.unwrap();
         s.put_value(&n, &bytes("b"), "t2").await.unwrap();
         s.put_value(&n, &bytes("b"), "t2").await.unwrap();
@@ -446,7 +472,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let s = LocalStore::open(dir.path()).unwrap();
-        s.seed_demo().unwrap();
+        s.seed_demo().await.unwrap();
         for e in fs::read_dir(dir.path()).unwrap() {
             let e = e.unwrap();
             let name = e.file_name().into_string().unwrap();
