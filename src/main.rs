@@ -8,7 +8,8 @@ use tracing_subscriber::{EnvFilter, fmt};
 
 /// Logs to standard error; a daemonised child logs to journald when there is one.
 fn init_logging(daemonised: bool) {
-    let filter = EnvFilter::from_default_env();
+    // Without RUST_LOG: info (mounts, versions stored, warnings).
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if daemonised
         && std::path::Path::new("/run/systemd/journal/socket").exists()
         && let Ok(journald) = tracing_journald::layer()
