@@ -95,7 +95,8 @@ impl LocalStore {
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            let bytes = fs::read(&path).map_err(|e| io_err("reading", &path, e))?;
+            let bytes =
+                zeroize::Zeroizing::new(fs::read(&path).map_err(|e| io_err("reading", &path, e))?);
             let file: SecretFile = serde_json::from_slice(&bytes).map_err(|e| {
                 StoreError::new(
                     StoreErrorKind::Other,
@@ -116,12 +117,15 @@ impl LocalStore {
         for v in file.versions {
             let value = match (v.string, v.binary_base64) {
                 (Some(s), _) => SecretBytes::new(s.into_bytes()),
-                (None, Some(b)) => SecretBytes::new(B64.decode(b).map_err(|_| {
-                    StoreError::new(
-                        StoreErrorKind::Other,
-                        format!("{}: bad base64 in version {}", path.display(), v.id),
-                    )
-                })?),
+                (None, Some(b)) => {
+                    let b = zeroize::Zeroizing::new(b);
+                    SecretBytes::new(B64.decode(b.as_bytes()).map_err(|_| {
+                        StoreError::new(
+                            StoreErrorKind::Other,
+                            format!("{}: bad base64 in version {}", path.display(), v.id),
+                        )
+                    })?)
+                }
                 (None, None) => SecretBytes::new(Vec::new()),
             };
             versions.push(Version {
@@ -167,9 +171,18 @@ impl LocalStore {
                 })
                 .collect(),
         };
-        serde_json::to_vec_pretty(&file)
+        let bytes = serde_json::to_vec_pretty(&file)
             .map(zeroize::Zeroizing::new)
-            .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("serialising {name}: {e}")))
+            .map_err(|e| {
+                StoreError::new(StoreErrorKind::Other, format!("serialising {name}: {e}"))
+            });
+        // The copies of the values made for serialising are wiped too.
+        let mut file = file;
+        for v in &mut file.versions {
+            zeroize::Zeroize::zeroize(&mut v.string);
+            zeroize::Zeroize::zeroize(&mut v.binary_base64);
+        }
+        bytes
     }
 
     /// Temp file, fsync, rename, fsync of the directory: a crash leaves the
