@@ -85,6 +85,17 @@ pub struct Entry {
     pub ttl: Duration,
 }
 
+impl Entry {
+    /// Attributes the kernel must ask for again every time (they change
+    /// under it: files being written, the stats file).
+    fn uncached(attr: Attr) -> Self {
+        Self {
+            attr,
+            ttl: Duration::ZERO,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct DirEntry {
     pub ino: Ino,
@@ -457,10 +468,12 @@ impl Fs {
                 };
                 if stage == Stage::Current && self.writes.is_pending(s.as_str()) {
                     // Being created: the first write has not been put yet.
-                    return Ok(Entry {
-                        attr: self.file_attr(ino, 0, SystemTime::now(), true),
-                        ttl: Duration::ZERO,
-                    });
+                    return Ok(Entry::uncached(self.file_attr(
+                        ino,
+                        0,
+                        SystemTime::now(),
+                        true,
+                    )));
                 }
                 let (v, ttl) = self.version(s, Selector::Stage(stage)).await?;
                 self.observe(ino, &v.id);
@@ -485,19 +498,13 @@ impl Fs {
                 attr: self.dir_attr(ino, false),
                 ttl: dir_ttl,
             },
-            Node::StatsFile => Entry {
-                attr: self.file_attr(
-                    ino,
-                    self.stats.render().len() as u64,
-                    SystemTime::now(),
-                    false,
-                ),
-                ttl: Duration::ZERO,
-            },
-            Node::Temp(..) => Entry {
-                attr: self.temp_attr(ino, node)?,
-                ttl: Duration::ZERO,
-            },
+            Node::StatsFile => Entry::uncached(self.file_attr(
+                ino,
+                self.stats.render().len() as u64,
+                SystemTime::now(),
+                false,
+            )),
+            Node::Temp(..) => Entry::uncached(self.temp_attr(ino, node)?),
         })
     }
 
@@ -710,7 +717,7 @@ impl Fs {
                     fh,
                     keep_cache: false,
                     direct_io: true,
-                    no_flush: false,
+                    no_flush: true,
                 });
             }
             Node::Temp(..) => return self.open_temp(node),

@@ -59,13 +59,6 @@ fn tgid(pid: u32) -> u32 {
         .unwrap_or(pid)
 }
 
-fn entry_now(attr: super::Attr) -> Entry {
-    Entry {
-        attr,
-        ttl: Duration::ZERO,
-    }
-}
-
 fn comm(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|s| s.trim_end().to_string())
@@ -159,9 +152,9 @@ impl WriteBook {
         r.contains_key(&(dir.to_string(), tgid(pid)))
     }
 
-    fn end_replacing(&self, dir: &str, pid: u32) -> bool {
+    fn end_replacing(&self, dir: &str, tgid: u32) -> bool {
         lock(&self.replacing)
-            .remove(&(dir.to_string(), tgid(pid)))
+            .remove(&(dir.to_string(), tgid))
             .is_some()
     }
 
@@ -490,7 +483,8 @@ impl Fs {
             // process unlinked to create anew: either way, a write handle
             // that starts empty.
             let create = info.pending && !info.secret;
-            if !create && !self.writes.end_replacing(&p, caller.pid) {
+            let owner = tgid(caller.pid);
+            if !create && !self.writes.end_replacing(&p, owner) {
                 return Err(Error::Exists);
             }
             let s = SecretName::new(&*p);
@@ -500,12 +494,12 @@ impl Fs {
                 buf: Zeroizing::new(Vec::new()),
                 dirty: true,
                 append: flags & libc::O_APPEND != 0,
-                owner: tgid(caller.pid),
+                owner,
                 create,
                 too_large: false,
             });
             let attr = self.file_attr(ino, 0, SystemTime::now(), true);
-            return Ok((entry_now(attr), opened));
+            return Ok((Entry::uncached(attr), opened));
         }
         if OWN_FILES.contains(&name) {
             return Err(Error::Exists);
@@ -523,7 +517,7 @@ impl Fs {
             direct_io: true,
             no_flush: false,
         };
-        Ok((entry_now(attr), opened))
+        Ok((Entry::uncached(attr), opened))
     }
 
     /// unlink(2): temporary files go; secret files stay (EPERM), except
@@ -543,17 +537,16 @@ impl Fs {
                 return Ok(());
             }
         }
-        if name == "current"
-            && !self.cfg.read_only
-            && self.resolve_dir(&p).await?.secret
-            && REPLACERS.contains(&comm(tgid(caller.pid)).as_str())
-        {
-            tracing::info!(secret = %p, pid = caller.pid, "install replaces current: hidden from that process until it creates it");
-            lock(&self.writes.replacing).insert(
-                (p.to_string(), tgid(caller.pid)),
-                std::time::Instant::now() + REPLACE_WINDOW,
-            );
-            return Ok(());
+        if name == "current" && !self.cfg.read_only && self.resolve_dir(&p).await?.secret {
+            let owner = tgid(caller.pid);
+            if REPLACERS.contains(&comm(owner).as_str()) {
+                tracing::info!(secret = %p, pid = caller.pid, "install replaces current: hidden from that process until it creates it");
+                lock(&self.writes.replacing).insert(
+                    (p.to_string(), owner),
+                    std::time::Instant::now() + REPLACE_WINDOW,
+                );
+                return Ok(());
+            }
         }
         Err(Error::NotPermitted("secret files cannot be removed"))
     }
@@ -728,10 +721,7 @@ impl Fs {
         }
         // chown and utimes on a temporary file are accepted and ignored: it
         // lives in memory, and the secret's own modes are fixed.
-        Ok(Entry {
-            attr: self.temp_attr(ino, node)?,
-            ttl: Duration::ZERO,
-        })
+        Ok(Entry::uncached(self.temp_attr(ino, node)?))
     }
 }
 
