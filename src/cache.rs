@@ -1,24 +1,29 @@
 //! A TTL cache over time and keys: single flight per key, stale-if-error on
-//! transient failures, an LRU bound, and values dropped (so zeroed) on eviction.
-//! Sharded so that readers of different keys never wait on one lock.
+//! transient failures, a bound in bytes (LRU), and values dropped (so zeroed)
+//! on eviction. Sharded so that readers of different keys never wait on one
+//! lock. A fetch writes its answer only while it is still the key's flight:
+//! an insert or a removal fences every fetch that started before it.
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash};
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use lru::LruCache;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::time::Instant;
 
 use crate::stats::Stats;
 use crate::store::{StoreError, StoreErrorKind, StoreResult};
 
 const SHARDS: usize = 16;
+/// What an entry costs beyond its value's weight (key, node, bookkeeping).
+const ENTRY_OVERHEAD: usize = 128;
 
 /// A value with the instant it stops being fresh (None: never, for immutable data).
 #[derive(Clone, Debug)]
@@ -40,23 +45,57 @@ impl<V> Cached<V> {
 struct Entry<V> {
     value: V,
     expires: Option<Instant>,
-    /// Shard sequence number of the write; a fetch started before a newer
-    /// insert must not overwrite it.
-    seq: u64,
+    weight: usize,
 }
 
 type Flight<V> = Shared<BoxFuture<'static, StoreResult<Cached<V>>>>;
 
 struct Shard<K, V> {
     entries: LruCache<K, Entry<V>>,
-    inflight: HashMap<K, Flight<V>>,
-    seq: u64,
+    /// The fetch in flight per key, with its number: only that fetch may
+    /// write the key.
+    inflight: HashMap<K, (u64, Flight<V>)>,
+    next_flight: u64,
+    bytes: usize,
+}
+
+impl<K: Hash + Eq, V> Shard<K, V> {
+    fn put(&mut self, key: K, entry: Entry<V>, budget: usize) {
+        self.bytes += entry.weight;
+        if let Some(old) = self.entries.put(key, entry) {
+            self.bytes -= old.weight;
+        }
+        // Least recently used first, never the entry just written.
+        while self.bytes > budget && self.entries.len() > 1 {
+            match self.entries.pop_lru() {
+                Some((_, e)) => self.bytes -= e.weight,
+                None => break,
+            }
+        }
+    }
+
+    fn pop(&mut self, key: &K) {
+        if let Some(e) = self.entries.pop(key) {
+            self.bytes -= e.weight;
+        }
+    }
+}
+
+/// Bounds and weights of one cache.
+pub struct Limits<V> {
+    /// Total bytes of entries (values and overhead), spread over the shards.
+    pub max_bytes: usize,
+    /// How many bytes a value holds.
+    pub weigh: fn(&V) -> usize,
+    /// How long a stale value is served before the next retry of the backend.
+    pub stale_retry: Duration,
 }
 
 pub struct Cache<K, V> {
     shards: Box<[Mutex<Shard<K, V>>]>,
     hasher: RandomState,
-    /// How long a stale value is served before the next retry of the backend.
+    shard_budget: usize,
+    weigh: fn(&V) -> usize,
     stale_retry: Duration,
     stats: Arc<Stats>,
 }
@@ -66,29 +105,39 @@ where
     K: Hash + Eq + Clone + Send + Sync + std::fmt::Debug + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    pub fn new(capacity: NonZeroUsize, stale_retry: Duration, stats: Arc<Stats>) -> Arc<Self> {
-        let per_shard =
-            NonZeroUsize::new(capacity.get().div_ceil(SHARDS)).unwrap_or(NonZeroUsize::MIN);
+    pub fn new(limits: Limits<V>, stats: Arc<Stats>) -> Arc<Self> {
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
-                    entries: LruCache::new(per_shard),
+                    entries: LruCache::unbounded(),
                     inflight: HashMap::new(),
-                    seq: 0,
+                    next_flight: 0,
+                    bytes: 0,
                 })
             })
             .collect();
         Arc::new(Self {
             shards,
             hasher: RandomState::new(),
-            stale_retry,
+            shard_budget: (limits.max_bytes / SHARDS).max(1),
+            weigh: limits.weigh,
+            stale_retry: limits.stale_retry,
             stats,
         })
     }
 
-    fn shard(&self, key: &K) -> std::sync::MutexGuard<'_, Shard<K, V>> {
+    fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K, V>> {
         let i = (self.hasher.hash_one(key) as usize) % SHARDS;
-        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+        self.shards[i].lock()
+    }
+
+    fn entry(&self, value: V, expires: Option<Instant>) -> Entry<V> {
+        let weight = (self.weigh)(&value) + ENTRY_OVERHEAD;
+        Entry {
+            value,
+            expires,
+            weight,
+        }
     }
 
     /// A fresh value if there is one, counted as a hit; never calls the backend.
@@ -104,6 +153,11 @@ where
             value: e.value.clone(),
             expires: e.expires,
         })
+    }
+
+    /// Whatever is held for `key`, fresh or not; no hit is counted.
+    pub fn peek_any(&self, key: &K) -> Option<V> {
+        self.shard(key).entries.peek(key).map(|e| e.value.clone())
     }
 
     /// The value for `key`: from memory while fresh, otherwise from `fetch`,
@@ -124,6 +178,29 @@ where
         let flight = {
             let mut shard = self.shard(key);
             self.stats.miss();
+            self.flight(&mut shard, key, ttl, fetch)
+        };
+        flight.await
+    }
+
+    /// Always asks the backend with a fetch that starts now (fencing any
+    /// older one), and the answer replaces what is cached: for callers that must see the value
+    /// as it is now, not a cached copy.
+    pub async fn refetch<F, Fut>(
+        self: &Arc<Self>,
+        key: &K,
+        ttl: Option<Duration>,
+        fetch: F,
+    ) -> StoreResult<Cached<V>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = StoreResult<V>> + Send + 'static,
+    {
+        let flight = {
+            let mut shard = self.shard(key);
+            self.stats.miss();
+            // A fetch that started earlier may predate what the caller must see.
+            shard.inflight.remove(key);
             self.flight(&mut shard, key, ttl, fetch)
         };
         flight.await
@@ -166,7 +243,8 @@ where
 
     /// The fetch in flight for `key`, starting one if none runs. It is
     /// spawned, so it completes (and fills the cache) even if every caller
-    /// gives up waiting.
+    /// gives up waiting; a panic inside it ends it like an error, so the
+    /// key stays fetchable.
     fn flight<F, Fut>(
         self: &Arc<Self>,
         shard: &mut Shard<K, V>,
@@ -178,16 +256,23 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = StoreResult<V>> + Send + 'static,
     {
-        if let Some(f) = shard.inflight.get(key) {
+        if let Some((_, f)) = shard.inflight.get(key) {
             return f.clone();
         }
-        let started = shard.seq;
+        shard.next_flight += 1;
+        let id = shard.next_flight;
         let fut = fetch();
         let cache = Arc::clone(self);
         let k = key.clone();
         let task = tokio::spawn(async move {
-            let result = fut.await;
-            cache.complete(&k, result, ttl, started)
+            let result = AssertUnwindSafe(fut)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::error!(key = ?k, "a backend fetch panicked");
+                    Err(StoreError::new(StoreErrorKind::Other, "fetch panicked"))
+                });
+            cache.complete(&k, result, ttl, id)
         });
         let flight = async move {
             task.await.unwrap_or_else(|_| {
@@ -196,7 +281,7 @@ where
         }
         .boxed()
         .shared();
-        shard.inflight.insert(key.clone(), flight.clone());
+        shard.inflight.insert(key.clone(), (id, flight.clone()));
         flight
     }
 
@@ -205,31 +290,30 @@ where
         key: &K,
         result: StoreResult<V>,
         ttl: Option<Duration>,
-        started: u64,
+        id: u64,
     ) -> StoreResult<Cached<V>> {
         let mut shard = self.shard(key);
+        if shard.inflight.get(key).map(|(i, _)| *i) != Some(id) {
+            // Fenced: an insert or removal came after this fetch started,
+            // so its answer may be older than what the cache now knows.
+            return match shard.entries.peek(key) {
+                Some(newer) => Ok(Cached {
+                    value: newer.value.clone(),
+                    expires: newer.expires,
+                }),
+                None => result.map(|value| Cached {
+                    value,
+                    expires: Some(Instant::now()),
+                }),
+            };
+        }
         shard.inflight.remove(key);
         let now = Instant::now();
         match result {
             Ok(value) => {
-                if let Some(newer) = shard.entries.get(key).filter(|e| e.seq > started) {
-                    // A write landed while we were fetching: it is newer.
-                    return Ok(Cached {
-                        value: newer.value.clone(),
-                        expires: newer.expires,
-                    });
-                }
                 let expires = ttl.map(|t| now + t);
-                shard.seq += 1;
-                let seq = shard.seq;
-                shard.entries.put(
-                    key.clone(),
-                    Entry {
-                        value: value.clone(),
-                        expires,
-                        seq,
-                    },
-                );
+                let entry = self.entry(value.clone(), expires);
+                shard.put(key.clone(), entry, self.shard_budget);
                 Ok(Cached { value, expires })
             }
             Err(e) if e.is_transient() => match shard.entries.get_mut(key) {
@@ -247,41 +331,41 @@ where
             },
             Err(e) => {
                 // Deletion and denial are not papered over: forget the value.
-                shard.entries.pop(key);
+                shard.pop(key);
                 Err(e)
             }
         }
     }
 
-    /// Puts a value known to be current (read-your-writes after a put).
+    /// Puts a value known to be current (read-your-writes after a put);
+    /// fetches already in flight for the key will not overwrite it.
     pub fn insert(&self, key: K, value: V, ttl: Option<Duration>) {
         let mut shard = self.shard(&key);
-        shard.seq += 1;
-        let seq = shard.seq;
+        shard.inflight.remove(&key);
         let expires = ttl.map(|t| Instant::now() + t);
-        shard.entries.put(
-            key,
-            Entry {
-                value,
-                expires,
-                seq,
-            },
-        );
+        let entry = self.entry(value, expires);
+        shard.put(key, entry, self.shard_budget);
     }
 
-    /// Drops a key so that the next read fetches.
+    /// Drops a key so that the next read fetches; a fetch already in
+    /// flight will not bring the old answer back.
     pub fn remove(&self, key: &K) {
         let mut shard = self.shard(key);
-        shard.seq += 1;
-        shard.entries.pop(key);
+        shard.inflight.remove(key);
+        shard.pop(key);
+    }
+
+    /// Entries and bytes held, for bounds checks and the stats.
+    pub fn usage(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(n, b), s| {
+            let s = s.lock();
+            (n + s.entries.len(), b + s.bytes)
+        })
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).entries.len())
-            .sum()
+        self.usage().0
     }
 }
 
@@ -290,16 +374,18 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// Room for `cap` entries of 8 bytes, spread evenly over the shards.
+    fn limits<V>(cap: usize) -> Limits<V> {
+        Limits {
+            max_bytes: cap * (ENTRY_OVERHEAD + 8),
+            weigh: |_| 8,
+            stale_retry: Duration::from_secs(5),
+        }
+    }
+
     fn cache(cap: usize) -> (Arc<Cache<String, Arc<String>>>, Arc<Stats>) {
         let stats = Arc::new(Stats::default());
-        (
-            Cache::new(
-                NonZeroUsize::new(cap).unwrap(),
-                Duration::from_secs(5),
-                stats.clone(),
-            ),
-            stats,
-        )
+        (Cache::new(limits(cap), stats.clone()), stats)
     }
 
     fn counting(
@@ -541,11 +627,7 @@ mod tests {
             }
         }
         let stats = Arc::new(Stats::default());
-        let c: Arc<Cache<u32, Arc<Probe>>> = Cache::new(
-            NonZeroUsize::new(16).unwrap(),
-            Duration::from_secs(5),
-            stats,
-        );
+        let c: Arc<Cache<u32, Arc<Probe>>> = Cache::new(limits(16), stats);
         let dropped = Arc::new(AtomicUsize::new(0));
         for i in 0..100u32 {
             let d = dropped.clone();
@@ -561,6 +643,66 @@ mod tests {
             c.remove(&i);
         }
         assert_eq!(dropped.load(Ordering::SeqCst), 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_fetch_leaves_the_key_fetchable() {
+        let (c, _) = cache(32);
+        let k = "a".to_string();
+        let e = c
+            .get(&k, TTL, || async { panic!("injected") }.boxed())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Other);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let v = c.get(&k, TTL, counting(&calls, "v")).await.unwrap();
+        assert_eq!(*v.value, "v");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_removal_fences_a_fetch_that_started_before_it() {
+        let (c, _) = cache(32);
+        let k = "a".to_string();
+        let c2 = c.clone();
+        let k2 = k.clone();
+        let slow = tokio::spawn(async move {
+            c2.get(&k2, TTL, || {
+                async {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok(Arc::new("before the put".to_string()))
+                }
+                .boxed()
+            })
+            .await
+            .unwrap()
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        c.remove(&k);
+        slow.await.unwrap();
+        assert!(c.peek_any(&k).is_none(), "the fenced answer was not cached");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let v = c.get(&k, TTL, counting(&calls, "after")).await.unwrap();
+        assert_eq!(*v.value, "after");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bound_is_in_bytes_not_entries() {
+        let stats = Arc::new(Stats::default());
+        let c: Arc<Cache<u32, Arc<Vec<u8>>>> = Cache::new(
+            Limits {
+                max_bytes: 4 << 20,
+                weigh: |v: &Arc<Vec<u8>>| v.len(),
+                stale_retry: Duration::from_secs(5),
+            },
+            stats,
+        );
+        for i in 0..200u32 {
+            c.insert(i, Arc::new(vec![0; 64 << 10]), TTL);
+        }
+        let (n, bytes) = c.usage();
+        assert!(bytes <= 4 << 20, "{bytes} bytes");
+        assert!((32..=64).contains(&n), "{n} entries of 64 KiB in 4 MiB");
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct Cli {
     /// FUSE session threads (1-64).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Memory for cached secret values, in MiB (1-4096; default 32).
+    #[arg(long, value_name = "MIB")]
+    pub cache_size: Option<usize>,
     /// Settings in a TOML file (keys as the long flags, with underscores);
     /// flags override it.
     #[arg(long, value_name = "FILE")]
@@ -134,6 +137,16 @@ struct FileConfig {
     mlock: Option<bool>,
     allow_create: Option<bool>,
     threads: Option<usize>,
+    cache_size: Option<usize>,
+}
+
+/// A number for option `key`, in range for its type (no silent wrapping:
+/// uid=4294967297 is an error, not uid 1).
+fn number<T: std::str::FromStr>(key: &str, v: Option<String>) -> Result<T, String> {
+    let v = v.ok_or_else(|| format!("mount option '{key}' needs a value"))?;
+    v.parse().map_err(|_| {
+        format!("mount option '{key}': '{v}' is not a whole number in the allowed range")
+    })
 }
 
 impl Cli {
@@ -154,22 +167,18 @@ impl Cli {
             let key = key.replace('-', "_");
             let need =
                 |v: Option<String>| v.ok_or_else(|| format!("mount option '{key}' needs a value"));
-            let num = |v: Option<String>| -> Result<u64, String> {
-                need(v)?
-                    .parse()
-                    .map_err(|_| format!("mount option '{key}' needs a number"))
-            };
             match key.as_str() {
-                "ttl" => self.ttl = Some(num(value)?),
+                "ttl" => self.ttl = Some(number(&key, value)?),
                 "prefix" => self.prefix = Some(need(value)?),
                 "secret" => self.secrets.push(need(value)?),
                 "region" => self.region = Some(need(value)?),
                 "profile" => self.profile = Some(need(value)?),
                 "endpoint_url" => self.endpoint_url = Some(need(value)?),
                 "local" => self.local = Some(need(value)?.into()),
-                "uid" => self.uid = Some(num(value)? as u32),
-                "gid" => self.gid = Some(num(value)? as u32),
-                "threads" => self.threads = Some(num(value)? as usize),
+                "uid" => self.uid = Some(number(&key, value)?),
+                "gid" => self.gid = Some(number(&key, value)?),
+                "threads" => self.threads = Some(number(&key, value)?),
+                "cache_size" => self.cache_size = Some(number(&key, value)?),
                 "demo" => self.demo = true,
                 "allow_other" => self.allow_other = true,
                 "read_only" | "ro" => self.read_only = true,
@@ -213,6 +222,7 @@ impl Cli {
         self.uid = self.uid.or(f.uid);
         self.gid = self.gid.or(f.gid);
         self.threads = self.threads.or(f.threads);
+        self.cache_size = self.cache_size.or(f.cache_size);
         self.demo |= f.demo.unwrap_or(false);
         self.allow_other |= f.allow_other.unwrap_or(false);
         self.read_only |= f.read_only.unwrap_or(false);
@@ -229,10 +239,12 @@ impl Cli {
             .last()
             .cloned()
             .ok_or("a MOUNTPOINT is required")?;
-        let ttl = Duration::from_secs(self.ttl.unwrap_or(300));
-        if ttl > Duration::from_secs(7 * 24 * 3600) {
-            return Err("ttl must be at most 604800 seconds (a week)".into());
-        }
+        // ttl=0 would make every read an API call and turn caching off for
+        // the kernel too: refused, as a typo more often than a wish.
+        let ttl = match self.ttl.unwrap_or(300) {
+            t @ 1..=604_800 => Duration::from_secs(t),
+            _ => return Err("ttl must be between 1 and 604800 seconds (a week)".into()),
+        };
         let secrets = if self.secrets.is_empty() {
             None
         } else {
@@ -273,7 +285,13 @@ impl Cli {
         fs.gid = self.gid.unwrap_or_else(|| unsafe { libc::getegid() });
         fs.read_only = self.read_only;
         fs.allow_create = self.allow_create || matches!(backend, Backend::Local { .. });
-        fs.cache_capacity = NonZeroUsize::new(4096).expect("non-zero");
+        fs.cache_bytes = match self
+            .cache_size
+            .unwrap_or(crate::fs::DEFAULT_CACHE_BYTES >> 20)
+        {
+            n @ 1..=4096 => NonZeroUsize::new(n << 20).expect("non-zero"),
+            _ => return Err("cache_size must be between 1 and 4096 MiB".into()),
+        };
         let threads = NonZeroUsize::new(self.threads.unwrap_or(2))
             .filter(|n| n.get() <= 64)
             .ok_or("threads must be between 1 and 64")?;
@@ -354,6 +372,29 @@ mod tests {
         assert!(e.contains("frobnicate"), "{e}");
         let e = parse(&["/mnt", "-o", "ttl=soon"]).unwrap_err();
         assert!(e.contains("ttl"), "{e}");
+        for (opt, name) in [
+            ("uid=4294967297", "uid"),
+            ("gid=4294967296", "gid"),
+            ("threads=18446744073709551617", "threads"),
+            ("ttl=99999999999999999999", "ttl"),
+            ("ttl=0", "ttl"),
+            ("ttl=604801", "ttl"),
+            ("threads=0", "threads"),
+            ("threads=65", "threads"),
+            ("cache_size=0", "cache_size"),
+            ("uid=-1", "uid"),
+        ] {
+            let e = parse(&["/mnt", "-o", opt]).unwrap_err();
+            assert!(e.contains(name), "{opt}: {e}");
+        }
+        let e = parse(&["--uid", "4294967296", "/mnt"]).unwrap_err();
+        assert!(e.contains("uid"), "{e}");
+        let e = parse(&["--ttl", "0", "/mnt"]).unwrap_err();
+        assert!(e.contains("ttl"), "{e}");
+        assert_eq!(
+            parse(&["/mnt", "-o", "uid=4294967295"]).unwrap().fs.uid,
+            u32::MAX
+        );
         let e = parse(&["--secret", "a/../b", "/mnt"]).unwrap_err();
         assert!(e.contains("--secret"), "{e}");
     }

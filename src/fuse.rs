@@ -211,12 +211,12 @@ impl Filesystem for FuseAdapter {
         self.fs.forget(Ino(ino.0), nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let fs = self.fs.clone();
         self.reply_attr(
             "getattr",
             ino.0,
-            async move { fs.getattr(Ino(ino.0)).await },
+            async move { fs.getattr(Ino(ino.0), fh.map(|f| f.0)).await },
             reply,
         );
     }

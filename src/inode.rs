@@ -2,7 +2,10 @@
 //! kernel's lookup counts so that forgotten nodes are dropped.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use crate::store::{SecretName, VersionId};
 
@@ -10,6 +13,14 @@ use crate::store::{SecretName, VersionId};
 pub struct Ino(pub u64);
 
 pub const ROOT: Ino = Ino(1);
+
+/// The number a directory listing shows for a node the kernel holds no
+/// inode of: stable, and never one the table hands out (top bit set).
+pub fn unassigned_ino(node: &Node) -> Ino {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    node.hash(&mut h);
+    Ino(h.finish() | 1 << 63)
+}
 
 /// A node of the tree.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -64,12 +75,12 @@ impl Default for InodeTable {
 
 impl InodeTable {
     pub fn node(&self, ino: Ino) -> Option<Node> {
-        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let inner = self.inner.read();
         inner.by_ino.get(&ino).map(|s| s.node.clone())
     }
 
     pub fn ino_of(&self, node: &Node) -> Option<Ino> {
-        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let inner = self.inner.read();
         inner.by_node.get(node).copied()
     }
 
@@ -79,7 +90,7 @@ impl InodeTable {
         if !lookup && let Some(ino) = self.ino_of(&node) {
             return ino;
         }
-        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.write();
         let ino = match inner.by_node.get(&node) {
             Some(ino) => *ino,
             None => {
@@ -96,11 +107,12 @@ impl InodeTable {
         ino
     }
 
-    pub fn forget(&self, ino: Ino, n: u64) {
+    /// Drops `n` of the kernel's references; whether the inode is gone.
+    pub fn forget(&self, ino: Ino, n: u64) -> bool {
         if ino == ROOT {
-            return;
+            return false;
         }
-        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.write();
         let gone = match inner.by_ino.get_mut(&ino) {
             Some(slot) => {
                 slot.lookups = slot.lookups.saturating_sub(n);
@@ -114,12 +126,13 @@ impl InodeTable {
                 inner.by_node.remove(&slot.node);
             }
         }
+        gone
     }
 
     /// rename(2) as the kernel sees it: the inode `from` had now stands for
     /// `to`, with its lookup count; `to`'s old inode lingers until forgotten.
     pub fn rebind(&self, from: &Node, to: Node) {
-        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.write();
         let Some(ino) = inner.by_node.remove(from) else {
             return;
         };
@@ -131,18 +144,14 @@ impl InodeTable {
 
     /// Drops a node whatever its count (a temporary file that was renamed).
     pub fn remove(&self, node: &Node) {
-        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.write();
         if let Some(ino) = inner.by_node.remove(node) {
             inner.by_ino.remove(&ino);
         }
     }
 
     pub fn len(&self) -> usize {
-        self.inner
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .by_ino
-            .len()
+        self.inner.read().by_ino.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -7,6 +7,7 @@ pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod inode;
+pub mod process;
 pub mod stats;
 pub mod store;
 pub mod tree;

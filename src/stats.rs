@@ -9,19 +9,21 @@ pub enum ApiOp {
     ListSecretVersionIds,
     PutSecretValue,
     CreateSecret,
+    DescribeSecret,
 }
 
-const OPS: [(ApiOp, &str); 5] = [
+const OPS: [(ApiOp, &str); 6] = [
     (ApiOp::ListSecrets, "ListSecrets"),
     (ApiOp::GetSecretValue, "GetSecretValue"),
     (ApiOp::ListSecretVersionIds, "ListSecretVersionIds"),
     (ApiOp::PutSecretValue, "PutSecretValue"),
     (ApiOp::CreateSecret, "CreateSecret"),
+    (ApiOp::DescribeSecret, "DescribeSecret"),
 ];
 
 #[derive(Default, Debug)]
 pub struct Stats {
-    api: [AtomicU64; 5],
+    api: [AtomicU64; 6],
     api_errors: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,

@@ -29,15 +29,20 @@ pub fn join(dir: &str, name: &str) -> String {
 }
 
 /// Names already warned about, so that each warning is logged once.
+/// Bounded: past `MAX_WARNED` names the set starts over (a name may then be
+/// warned about once more).
 #[derive(Default)]
-pub struct Warned(std::sync::Mutex<std::collections::HashSet<String>>);
+pub struct Warned(parking_lot::Mutex<std::collections::HashSet<String>>);
+
+const MAX_WARNED: usize = 10_000;
 
 impl Warned {
     fn first_time(&self, name: &str) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string())
+        let mut set = self.0.lock();
+        if set.len() >= MAX_WARNED {
+            set.clear();
+        }
+        set.insert(name.to_string())
     }
 }
 
@@ -101,6 +106,11 @@ impl Listing {
             .filter_map(|n| n[lead.len()..].split('/').next())
             .map(str::to_string)
             .collect()
+    }
+
+    /// Bytes held, roughly: the names and a tree node each.
+    pub fn weight(&self) -> usize {
+        self.names.iter().map(|n| n.len() + 48).sum()
     }
 
     #[cfg(test)]

@@ -13,8 +13,8 @@ use secretsfs::inode::{Ino, ROOT};
 use secretsfs::stats::Stats;
 use secretsfs::store::local::LocalStore;
 use secretsfs::store::{
-    SecretBytes, SecretName, SecretStore, SecretVersion, Selector, StoreError, StoreErrorKind,
-    StoreResult, VersionId,
+    Description, SecretBytes, SecretName, SecretStore, SecretVersion, Selector, StoreError,
+    StoreErrorKind, StoreResult, VersionId,
 };
 
 /// Wraps a store: fails or delays calls for one secret on demand.
@@ -54,6 +54,12 @@ impl SecretStore for Faulty {
     }
     async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>> {
         self.inner.list_version_ids(name).await
+    }
+    async fn describe(&self, name: &SecretName) -> StoreResult<Description> {
+        if let Some(kind) = *self.fail.lock().unwrap() {
+            return Err(StoreError::new(kind, "injected"));
+        }
+        self.inner.describe(name).await
     }
     async fn put_value(
         &self,
@@ -248,7 +254,7 @@ async fn a_changed_version_invalidates_the_kernel_cache_after_the_ttl() {
     let before = s.inval.0.load(Ordering::SeqCst);
     tokio::time::advance(Duration::from_secs(61)).await;
     // The kernel revalidates after the TTL: that getattr sees the change.
-    s.fs.getattr(ino).await.unwrap();
+    s.fs.getattr(ino, None).await.unwrap();
     assert_eq!(s.inval.0.load(Ordering::SeqCst), before + 1);
     let o = s.fs.open(ino, libc::O_RDONLY, 1).await.unwrap();
     assert!(!o.keep_cache);

@@ -207,8 +207,19 @@ fn limits_are_enforced_by_the_daemon() {
     replace_file(&cur, &max).unwrap();
     assert_eq!(current_string(&s).len(), 65_536);
     let versions = version_ids(&s).len();
-    // Emptied: EINVAL at close, nothing put.
-    assert_eq!(replace_file(&cur, b""), Err(libc::EINVAL));
+    // Opened with O_TRUNC and closed without a write (what a shell does
+    // before it writes): nothing put, and no error.
+    assert_eq!(replace_file(&cur, b""), Ok(()));
+    assert_eq!(version_ids(&s).len(), versions);
+    // Emptied (ftruncate): EINVAL at close, nothing put.
+    let fd = raw_open(&cur, libc::O_WRONLY);
+    // SAFETY: fd is open.
+    assert_eq!(unsafe { libc::ftruncate(fd, 0) }, 0);
+    assert_eq!(unsafe { libc::close(fd) }, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EINVAL)
+    );
     // Unchanged: no new version.
     replace_file(&cur, &max).unwrap();
     assert_eq!(version_ids(&s).len(), versions);

@@ -12,8 +12,8 @@ use aws_sdk_secretsmanager::primitives::Blob;
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 
 use super::{
-    SecretBytes, SecretName, SecretStore, SecretVersion, Selector, StoreError, StoreErrorKind,
-    StoreResult, VersionId,
+    Description, SecretBytes, SecretName, SecretStore, SecretVersion, Selector, StoreError,
+    StoreErrorKind, StoreResult, VersionId,
 };
 
 /// Where to find Secrets Manager; unset fields fall back to the standard AWS
@@ -232,6 +232,28 @@ impl SecretStore for AwsStore {
             );
         }
         Ok(ids)
+    }
+
+    async fn describe(&self, name: &SecretName) -> StoreResult<Description> {
+        let out = self
+            .client
+            .describe_secret()
+            .secret_id(name.as_str())
+            .send()
+            .await
+            .map_err(classify_sdk)?;
+        if out.deleted_date().is_some() {
+            return Err(StoreError::not_found(name));
+        }
+        let versions = out
+            .version_ids_to_stages()
+            .map(|m| {
+                m.iter()
+                    .map(|(id, labels)| (VersionId::new(id.as_str()), labels.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Description { versions })
     }
 
     async fn put_value(

@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    SecretBytes, SecretName, SecretStore, SecretVersion, Selector, Stage, StoreError,
+    Description, SecretBytes, SecretName, SecretStore, SecretVersion, Selector, Stage, StoreError,
     StoreErrorKind, StoreResult, VersionId,
 };
 
@@ -345,6 +345,20 @@ impl SecretStore for LocalStore {
             .get(name.as_str())
             .ok_or_else(|| StoreError::not_found(name))?;
         Ok(record.versions.iter().map(|v| v.id.clone()).collect())
+    }
+
+    async fn describe(&self, name: &SecretName) -> StoreResult<Description> {
+        let secrets = self.lock();
+        let record = secrets
+            .get(name.as_str())
+            .ok_or_else(|| StoreError::not_found(name))?;
+        Ok(Description {
+            versions: record
+                .versions
+                .iter()
+                .map(|v| (v.id.clone(), v.stages.clone()))
+                .collect(),
+        })
     }
 
     async fn put_value(

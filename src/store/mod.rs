@@ -112,6 +112,23 @@ pub struct SecretVersion {
     pub created: SystemTime,
 }
 
+/// What DescribeSecret says of a secret's versions: ids and their staging
+/// labels, no values (no decrypt).
+#[derive(Clone, Debug, Default)]
+pub struct Description {
+    pub versions: Vec<(VersionId, Vec<String>)>,
+}
+
+impl Description {
+    /// The version carrying a staging label, if any.
+    pub fn with_stage(&self, stage: Stage) -> Option<&VersionId> {
+        self.versions
+            .iter()
+            .find(|(_, labels)| labels.iter().any(|l| l == stage.label()))
+            .map(|(id, _)| id)
+    }
+}
+
 /// What can go wrong talking to a store, classified once so every layer above
 /// can decide (transient or not) without looking at SDK types.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -171,6 +188,8 @@ pub trait SecretStore: Send + Sync + 'static {
         selector: &Selector,
     ) -> StoreResult<Option<SecretVersion>>;
     async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>>;
+    /// Which version carries which label (DescribeSecret): no value, no decrypt.
+    async fn describe(&self, name: &SecretName) -> StoreResult<Description>;
     /// A new version labelled AWSCURRENT; `token` makes retries idempotent.
     async fn put_value(
         &self,
@@ -224,6 +243,10 @@ impl<S: SecretStore> SecretStore for Instrumented<S> {
         let r = self.inner.list_version_ids(name).await;
         self.count(ApiOp::ListSecretVersionIds, r)
     }
+    async fn describe(&self, name: &SecretName) -> StoreResult<Description> {
+        let r = self.inner.describe(name).await;
+        self.count(ApiOp::DescribeSecret, r)
+    }
     async fn put_value(
         &self,
         name: &SecretName,
@@ -258,6 +281,9 @@ impl SecretStore for Arc<dyn SecretStore> {
     }
     async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>> {
         (**self).list_version_ids(name).await
+    }
+    async fn describe(&self, name: &SecretName) -> StoreResult<Description> {
+        (**self).describe(name).await
     }
     async fn put_value(
         &self,

@@ -1,23 +1,32 @@
 //! The filesystem's logic, free of fuser: async functions over inode numbers
-//! that return plain structs or an `Error`. The tree comes from listings and
-//! direct lookups; file contents come through the cache.
+//! that return plain structs or an `Error`. `Fs` composes the owners of its
+//! state and is their only caller: the namespace (what paths are), open
+//! handles, the kernel's view per inode, writes, and temporary files. Data
+//! flows one way: fuse.rs -> fs -> those parts -> cache -> store.
 
+mod edit;
+mod handles;
+mod kernel;
+mod namespace;
+mod temp;
 mod write;
 
-use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::time::Instant;
-
-use crate::cache::{Cache, Cached};
+use crate::cache::{Cache, Cached, Limits};
 use crate::error::{Error, Result};
 use crate::inode::{Ino, InodeTable, Node};
 use crate::stats::Stats;
 use crate::store::{SecretName, SecretStore, SecretVersion, Selector, Stage, VersionId};
-use crate::tree::{self, Listing, OWN_FILES, STATS_DIR, STATS_FILE, Warned};
+use crate::tree::{self, OWN_FILES, STATS_DIR, STATS_FILE};
+
+use handles::{Handle, Handles};
+use kernel::KernelView;
+use namespace::{DirInfo, Namespace};
+use temp::Temps;
+use write::Writes;
 
 pub use write::{MAX_VALUE_LEN, Ownership};
 
@@ -37,11 +46,16 @@ pub struct FsConfig {
     pub gid: u32,
     pub read_only: bool,
     pub allow_create: bool,
-    pub cache_capacity: NonZeroUsize,
+    /// Bytes of secret values (and version lists) cached.
+    pub cache_bytes: NonZeroUsize,
     /// Bounds on editors' temporary files, per mount.
     pub temp_max_files: usize,
     pub temp_max_bytes: usize,
 }
+
+/// Default bound on cached values: 32 MiB (about 500 values of the maximum
+/// size, or tens of thousands of typical ones).
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 
 impl FsConfig {
     pub fn new(ttl: Duration) -> Self {
@@ -54,7 +68,7 @@ impl FsConfig {
             gid: 0,
             read_only: false,
             allow_create: false,
-            cache_capacity: NonZeroUsize::new(4096).expect("non-zero"),
+            cache_bytes: NonZeroUsize::new(DEFAULT_CACHE_BYTES).expect("non-zero"),
             temp_max_files: 64,
             temp_max_bytes: 4 << 20,
         }
@@ -124,25 +138,34 @@ pub trait Invalidate: Send + Sync + 'static {
     fn inval_inode(&self, ino: Ino);
 }
 
+/// How much state the filesystem holds, for the memory bound and its tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sizes {
+    pub inodes: usize,
+    pub kernel_views: usize,
+    pub handles: usize,
+    pub direct_names: usize,
+    pub missing_names: usize,
+    pub pending_dirs: usize,
+    pub cached_values: usize,
+    pub value_bytes: usize,
+    pub version_list_bytes: usize,
+    pub listing_bytes: usize,
+    pub temp_files: usize,
+    pub temp_bytes: usize,
+    pub put_locks: usize,
+}
+
 type ValueKey = (SecretName, Selector);
 type Value = Option<Arc<SecretVersion>>;
 
-/// What an open file handle holds.
-enum Handle {
-    Read(Arc<SecretVersion>),
-    Plain(Arc<[u8]>),
-    Write(Arc<tokio::sync::Mutex<write::WriteState>>),
-    /// An editor's temporary file; its bytes live in the write book.
-    Temp(Node),
-    Dir(Arc<Vec<DirEntry>>),
+fn weigh_value(v: &Value) -> usize {
+    v.as_ref()
+        .map_or(0, |v| v.value.len() + v.id.as_str().len() + 64)
 }
 
-/// What a directory path is.
-#[derive(Clone, Copy, Debug)]
-struct DirInfo {
-    secret: bool,
-    /// Created by mkdir, no version yet.
-    pending: bool,
+fn weigh_ids(v: &Arc<Vec<VersionId>>) -> usize {
+    v.iter().map(|id| id.as_str().len() + 24).sum()
 }
 
 pub struct Fs {
@@ -151,21 +174,13 @@ pub struct Fs {
     stats: Arc<Stats>,
     inodes: InodeTable,
     values: Arc<Cache<ValueKey, Value>>,
-    listings: Arc<Cache<(), Arc<Listing>>>,
     version_ids: Arc<Cache<SecretName, Arc<Vec<VersionId>>>>,
-    fixed_listing: Option<Arc<Listing>>,
-    handles: Mutex<HashMap<u64, Handle>>,
-    next_fh: AtomicU64,
-    /// Names not in the listing that direct lookups found.
-    direct: Mutex<BTreeSet<String>>,
-    /// Names recently found missing.
-    negative: Mutex<HashMap<String, Instant>>,
-    /// Version whose pages the kernel holds, per file inode.
-    kernel_view: Mutex<HashMap<Ino, VersionId>>,
-    invalidator: Arc<dyn Invalidate>,
+    names: Namespace,
+    handles: Handles,
+    kernel: KernelView,
+    writes: Writes,
+    temps: Temps,
     mounted_at: SystemTime,
-    writes: write::WriteBook,
-    warned: Arc<Warned>,
 }
 
 impl Fs {
@@ -176,27 +191,32 @@ impl Fs {
         invalidator: Arc<dyn Invalidate>,
     ) -> Arc<Self> {
         let stale_retry = cfg.ttl.min(Duration::from_secs(5));
-        let fixed_listing = cfg
-            .secrets
-            .as_ref()
-            .map(|names| Arc::new(Listing::build(names.iter().cloned(), &Warned::default())));
         Arc::new(Self {
-            values: Cache::new(cfg.cache_capacity, stale_retry, stats.clone()),
-            listings: Cache::new(NonZeroUsize::MIN, stale_retry, stats.clone()),
-            version_ids: Cache::new(cfg.cache_capacity, stale_retry, stats.clone()),
-            fixed_listing,
+            values: Cache::new(
+                Limits {
+                    max_bytes: cfg.cache_bytes.get(),
+                    weigh: weigh_value,
+                    stale_retry,
+                },
+                stats.clone(),
+            ),
+            version_ids: Cache::new(
+                Limits {
+                    max_bytes: cfg.cache_bytes.get() / 4,
+                    weigh: weigh_ids,
+                    stale_retry,
+                },
+                stats.clone(),
+            ),
+            names: Namespace::new(&cfg, store.clone(), stats.clone()),
             store,
             stats,
             inodes: InodeTable::default(),
-            handles: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
-            direct: Mutex::new(BTreeSet::new()),
-            negative: Mutex::new(HashMap::new()),
-            kernel_view: Mutex::new(HashMap::new()),
-            invalidator,
+            handles: Handles::default(),
+            kernel: KernelView::new(invalidator),
+            writes: Writes::default(),
+            temps: Temps::new(cfg.temp_max_files, cfg.temp_max_bytes),
             mounted_at: SystemTime::now(),
-            writes: write::WriteBook::default(),
-            warned: Arc::default(),
             cfg,
         })
     }
@@ -205,56 +225,55 @@ impl Fs {
         &self.stats
     }
 
+    pub fn sizes(&self) -> Sizes {
+        let (direct_names, missing_names, pending_dirs, listing_bytes) = self.names.sizes();
+        let (cached_values, value_bytes) = self.values.usage();
+        let (_, temp_files, temp_bytes) = self.temps.sizes();
+        Sizes {
+            inodes: self.inodes.len(),
+            kernel_views: self.kernel.len(),
+            handles: self.handles.len(),
+            direct_names,
+            missing_names,
+            pending_dirs,
+            cached_values,
+            value_bytes,
+            version_list_bytes: self.version_ids.usage().1,
+            listing_bytes,
+            temp_files,
+            temp_bytes,
+            put_locks: self.writes.len(),
+        }
+    }
+
     fn node(&self, ino: Ino) -> Result<Node> {
         self.inodes.node(ino).ok_or(Error::NotFound)
     }
 
     // ---- data sources -------------------------------------------------
 
-    async fn listing(&self) -> Result<Arc<Listing>> {
-        if let Some(l) = &self.fixed_listing {
-            return Ok(l.clone());
-        }
-        let store = self.store.clone();
-        let prefix = self.cfg.prefix.clone();
-        let warned = self.warned.clone();
-        // A listing past its TTL is answered at once while it refreshes: a
-        // slow ListSecrets (100 pages for 10,000 secrets) must not hold up
-        // lookups of secrets that are cached.
-        let got = self
-            .listings
-            .get_or_refresh(&(), Some(self.cfg.ttl), move || async move {
-                let names = store.list_secrets(prefix.as_deref()).await?;
-                Ok(Arc::new(Listing::build(names, &warned)))
-            })
-            .await;
-        Ok(got?.value)
-    }
-
-    /// The listing, or an empty one when listing is not possible (then only
-    /// direct lookups find secrets).
-    async fn listing_or_empty(&self) -> Arc<Listing> {
-        match self.listing().await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::debug!(error = %e, "listing failed; falling back to direct lookups");
-                Arc::new(Listing::default())
-            }
+    fn value_ttl(&self, sel: &Selector) -> Option<Duration> {
+        match sel {
+            Selector::Stage(_) => Some(self.cfg.ttl),
+            Selector::Id(_) => None,
         }
     }
 
     async fn value(&self, name: &SecretName, sel: Selector) -> Result<Cached<Value>> {
-        let ttl = match sel {
-            Selector::Stage(_) => Some(self.cfg.ttl),
-            Selector::Id(_) => None,
-        };
+        let ttl = self.value_ttl(&sel);
         let key = (name.clone(), sel);
         let fetch = || {
             let store = self.store.clone();
             let (n, s) = key.clone();
             async move { Ok(store.get_value(&n, &s).await?.map(Arc::new)) }
         };
-        Ok(self.values.get(&key, ttl, fetch).await?)
+        let got = self.values.get(&key, ttl, fetch).await;
+        if let Err(e) = &got
+            && e.kind == crate::store::StoreErrorKind::NotFound
+        {
+            self.names.lost(name.as_str());
+        }
+        Ok(got?)
     }
 
     /// A version that must exist (the file's content).
@@ -268,79 +287,20 @@ impl Fs {
         c.value.map(|v| (v, ttl)).ok_or(Error::NotFound)
     }
 
-    fn in_scope(&self, path: &str) -> bool {
-        if let Some(names) = &self.cfg.secrets {
-            return names.iter().any(|n| n.as_str() == path);
-        }
-        self.cfg
-            .prefix
-            .as_deref()
-            .is_none_or(|p| path.starts_with(p))
-    }
-
-    fn negative_hit(&self, path: &str) -> bool {
-        let mut neg = self.negative.lock().unwrap_or_else(|p| p.into_inner());
-        match neg.get(path) {
-            Some(t) if *t > Instant::now() => true,
-            Some(_) => {
-                neg.remove(path);
-                false
-            }
-            None => false,
-        }
-    }
-
-    fn remember_missing(&self, path: &str) {
-        let mut neg = self.negative.lock().unwrap_or_else(|p| p.into_inner());
-        if neg.len() > 10_000 {
-            let now = Instant::now();
-            neg.retain(|_, t| *t > now);
-        }
-        neg.insert(path.to_string(), Instant::now() + self.cfg.negative_ttl);
-    }
-
-    fn forget_missing(&self, path: &str) {
-        self.negative
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(path);
-    }
-
-    fn set_has_under(set: &BTreeSet<String>, path: &str) -> bool {
-        let lead = format!("{path}/");
-        set.range(lead.clone()..)
-            .next()
-            .is_some_and(|n| n.starts_with(&lead))
-    }
-
-    /// Whether `path` is a directory, and what kind: from the listing, from
-    /// names found directly, from mkdir; otherwise by asking the backend.
+    /// Whether `path` is a directory, and what kind: from the namespace,
+    /// otherwise by asking the backend for the secret directly.
     async fn resolve_dir(&self, path: &str) -> Result<DirInfo> {
         if path.is_empty() {
-            return Ok(DirInfo {
-                secret: false,
-                pending: false,
-            });
+            return Ok(DirInfo::PLAIN);
         }
-        let listing = self.listing_or_empty().await;
-        let pending = self.writes.is_pending(path);
-        let (direct, direct_under) = {
-            let d = self.direct.lock().unwrap_or_else(|p| p.into_inner());
-            (d.contains(path), Self::set_has_under(&d, path))
-        };
-        let secret = listing.is_secret(path) || direct;
-        if secret
-            || pending
-            || listing.is_prefix(path)
-            || direct_under
-            || self.writes.has_pending_under(path)
+        let listing = self.names.listing_or_empty().await;
+        if let Some(info) = self.names.known(path, &listing) {
+            return Ok(info);
+        }
+        if self.names.is_fixed()
+            || !self.names.in_scope(path, self.cfg.secrets.as_deref())
+            || self.names.negative_hit(path)
         {
-            return Ok(DirInfo {
-                secret,
-                pending: pending && !secret,
-            });
-        }
-        if self.fixed_listing.is_some() || !self.in_scope(path) || self.negative_hit(path) {
             return Err(Error::NotFound);
         }
         // Not in the last listing: ask directly, so that a principal without
@@ -350,17 +310,11 @@ impl Fs {
             .await
         {
             Ok(_) => {
-                self.direct
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(path.to_string());
-                Ok(DirInfo {
-                    secret: true,
-                    pending: false,
-                })
+                self.names.found_direct(path);
+                Ok(DirInfo::SECRET)
             }
             Err(Error::NotFound) => {
-                self.remember_missing(path);
+                self.names.remember_missing(path);
                 Err(Error::NotFound)
             }
             Err(e) => Err(e),
@@ -401,54 +355,6 @@ impl Fs {
         }
     }
 
-    /// Records that the kernel was told about `id` for `ino`; if it held
-    /// another version, its cached pages go.
-    fn observe(&self, ino: Ino, id: &VersionId) {
-        let changed = {
-            let mut view = self.kernel_view.lock().unwrap_or_else(|p| p.into_inner());
-            match view.get(&ino) {
-                Some(old) if old == id => false,
-                Some(_) => {
-                    // In no-open mode there is no open to refresh the view.
-                    if self.cfg.read_only {
-                        view.insert(ino, id.clone());
-                    }
-                    true
-                }
-                None => {
-                    if self.cfg.read_only {
-                        view.insert(ino, id.clone());
-                    }
-                    false
-                }
-            }
-        };
-        if changed {
-            tracing::debug!(ino = ino.0, version = %id, "version changed; invalidating kernel cache");
-            self.invalidator.inval_inode(ino);
-        }
-    }
-
-    /// At open: whether the kernel's pages for `ino` hold `id` (keep them).
-    fn observe_open(&self, ino: Ino, id: &VersionId) -> bool {
-        let mut view = self.kernel_view.lock().unwrap_or_else(|p| p.into_inner());
-        let same = view.get(&ino) == Some(id);
-        if !same {
-            view.insert(ino, id.clone());
-        }
-        same
-    }
-
-    fn invalidate_node(&self, node: &Node) {
-        if let Some(ino) = self.inodes.ino_of(node) {
-            self.kernel_view
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&ino);
-            self.invalidator.inval_inode(ino);
-        }
-    }
-
     async fn attr_of(&self, ino: Ino, node: &Node) -> Result<Entry> {
         let dir_ttl = self.cfg.ttl;
         Ok(match node {
@@ -466,7 +372,7 @@ impl Fs {
                 } else {
                     Stage::Previous
                 };
-                if stage == Stage::Current && self.writes.is_pending(s.as_str()) {
+                if stage == Stage::Current && self.names.is_pending(s.as_str()) {
                     // Being created: the first write has not been put yet.
                     return Ok(Entry::uncached(self.file_attr(
                         ino,
@@ -476,7 +382,7 @@ impl Fs {
                     )));
                 }
                 let (v, ttl) = self.version(s, Selector::Stage(stage)).await?;
-                self.observe(ino, &v.id);
+                self.kernel.tell(ino, &v.id);
                 Entry {
                     attr: self.file_attr(
                         ino,
@@ -504,8 +410,26 @@ impl Fs {
                 SystemTime::now(),
                 false,
             )),
-            Node::Temp(..) => Entry::uncached(self.temp_attr(ino, node)?),
+            Node::Temp(d, n) => {
+                let file = self
+                    .temps
+                    .named(&(d.clone(), n.clone()))
+                    .ok_or(Error::NotFound)?;
+                Entry::uncached(self.temp_attr(ino, &file.lock()))
+            }
         })
+    }
+
+    fn temp_attr(&self, ino: Ino, t: &temp::TempFile) -> Attr {
+        Attr {
+            ino,
+            kind: Kind::File,
+            size: t.bytes().len() as u64,
+            mtime: t.mtime,
+            perm: t.mode,
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+        }
     }
 
     // ---- operations ---------------------------------------------------
@@ -513,10 +437,11 @@ impl Fs {
     pub async fn lookup(&self, parent: Ino, name: &str, caller: Caller) -> Result<Entry> {
         let node = match self.node(parent)? {
             Node::Dir(p) => {
+                let key = (p.clone(), Arc::<str>::from(name));
                 if p.is_empty() && name == STATS_DIR {
                     Node::StatsDir
-                } else if let Some(t) = self.temp_node(&p, name, caller.uid) {
-                    t
+                } else if self.temps.get(&key, caller.uid).is_some() {
+                    Node::Temp(key.0, key.1)
                 } else {
                     let info = self.resolve_dir(&p).await?;
                     let s = SecretName::new(&*p);
@@ -548,17 +473,26 @@ impl Fs {
         match self.attr_of(ino, &node).await {
             Ok(entry) => Ok(entry),
             Err(e) => {
-                self.inodes.forget(ino, 1);
+                self.forget(ino, 1);
                 Err(e)
             }
         }
     }
 
     pub fn forget(&self, ino: Ino, n: u64) {
-        self.inodes.forget(ino, n);
+        if self.inodes.forget(ino, n) {
+            self.kernel.forget(ino);
+        }
     }
 
-    pub async fn getattr(&self, ino: Ino) -> Result<Entry> {
+    /// Attributes; with a handle (fstat), those of the file it holds, which
+    /// may have been renamed or unlinked since.
+    pub async fn getattr(&self, ino: Ino, fh: Option<u64>) -> Result<Entry> {
+        if let Some(Handle::Temp(t)) = fh.and_then(|fh| self.handles.get(fh))
+            && t.file.lock().target.is_none()
+        {
+            return Ok(Entry::uncached(self.temp_attr(ino, &t.file.lock())));
+        }
         let node = self.node(ino)?;
         self.attr_of(ino, &node).await
     }
@@ -566,19 +500,23 @@ impl Fs {
     /// Reads a directory whole, for a consistent listing across readdir calls.
     pub async fn opendir(&self, ino: Ino, caller: Caller) -> Result<u64> {
         let entries = self.dir_entries(ino, caller).await?;
-        Ok(self.add_handle(Handle::Dir(Arc::new(entries))))
+        Ok(self.handles.add(Handle::Dir(Arc::new(entries))))
     }
 
     pub fn readdir(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>> {
-        match self
-            .handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh)
-        {
-            Some(Handle::Dir(d)) => Ok(d.clone()),
+        match self.handles.get(fh) {
+            Some(Handle::Dir(d)) => Ok(d),
             _ => Err(Error::BadHandle),
         }
+    }
+
+    /// The inode number a listing shows: the node's own if the kernel knows
+    /// it, otherwise a stable number derived from the node, so that listing
+    /// allocates nothing (readdir gives the kernel no reference to forget).
+    fn listed_ino(&self, node: &Node) -> Ino {
+        self.inodes
+            .ino_of(node)
+            .unwrap_or_else(|| crate::inode::unassigned_ino(node))
     }
 
     async fn dir_entries(&self, ino: Ino, caller: Caller) -> Result<Vec<DirEntry>> {
@@ -595,9 +533,8 @@ impl Fs {
             },
         ];
         let mut push = |node: Node, kind: Kind, name: &str| {
-            let ino = self.inodes.assign(node, false);
             out.push(DirEntry {
-                ino,
+                ino: self.listed_ino(&node),
                 kind,
                 name: name.to_string(),
             });
@@ -617,11 +554,11 @@ impl Fs {
                 }
                 let mut children = if p.is_empty() {
                     // The root lists what ListSecrets says; a failure is the caller's.
-                    self.listing().await?.children(&p)
+                    self.names.listing().await?.children(&p)
                 } else {
-                    self.listing_or_empty().await.children(&p)
+                    self.names.listing_or_empty().await.children(&p)
                 };
-                children.extend(self.extra_children(&p));
+                children.extend(self.names.extra_children(&p));
                 for c in children {
                     if info.secret && OWN_FILES.contains(&c.as_str()) {
                         continue;
@@ -629,21 +566,12 @@ impl Fs {
                     let child = tree::join(&p, &c);
                     push(Node::Dir(Arc::from(child)), Kind::Dir, &c);
                 }
-                for (name, node) in self.temp_entries(&p, caller.uid) {
-                    push(node, Kind::File, &name);
+                for name in self.temps.names_in(&p, caller.uid) {
+                    push(Node::Temp(p.clone(), name.clone()), Kind::File, &name);
                 }
             }
             Node::Versions(s) => {
-                let store = self.store.clone();
-                let n = s.clone();
-                let ids = self
-                    .version_ids
-                    .get(&s, Some(self.cfg.ttl), move || async move {
-                        Ok(Arc::new(store.list_version_ids(&n).await?))
-                    })
-                    .await?
-                    .value;
-                for id in ids.iter() {
+                for id in self.version_list(&s).await?.iter() {
                     push(
                         Node::Version(s.clone(), id.clone()),
                         Kind::File,
@@ -657,41 +585,20 @@ impl Fs {
         Ok(out)
     }
 
-    /// Children that the listing does not know: direct finds, mkdir'd names.
-    fn extra_children(&self, p: &str) -> BTreeSet<String> {
-        let lead = if p.is_empty() {
-            String::new()
-        } else {
-            format!("{p}/")
-        };
-        let mut out = BTreeSet::new();
-        let direct = self.direct.lock().unwrap_or_else(|p| p.into_inner());
-        for n in direct
-            .range(lead.clone()..)
-            .take_while(|n| n.starts_with(&lead))
-        {
-            if let Some(c) = n[lead.len()..].split('/').next() {
-                out.insert(c.to_string());
-            }
-        }
-        out.extend(self.writes.pending_children(&lead));
-        out
+    async fn version_list(&self, s: &SecretName) -> Result<Arc<Vec<VersionId>>> {
+        let store = self.store.clone();
+        let n = s.clone();
+        Ok(self
+            .version_ids
+            .get(s, Some(self.cfg.ttl), move || async move {
+                Ok(Arc::new(store.list_version_ids(&n).await?))
+            })
+            .await?
+            .value)
     }
 
     pub fn releasedir(&self, fh: u64) {
-        self.handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh);
-    }
-
-    fn add_handle(&self, h: Handle) -> u64 {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(fh, h);
-        fh
+        self.handles.remove(fh);
     }
 
     /// Opens a file. A read handle pins one version from open to close.
@@ -703,16 +610,18 @@ impl Fs {
         }
         let node = self.node(ino)?;
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let sel = match &node {
-            Node::Current(s) if writing => return self.open_write(s, flags, pid).await,
-            Node::Current(_) => Selector::Stage(Stage::Current),
+        let (name, sel) = match node {
+            Node::Current(s) if writing => return self.open_write(&s, flags, pid).await,
             Node::Previous(_) | Node::Version(..) | Node::StatsFile if writing => {
                 return Err(Error::Refused("read-only file"));
             }
-            Node::Previous(_) => Selector::Stage(Stage::Previous),
-            Node::Version(_, id) => Selector::Id(id.clone()),
+            Node::Current(s) => (s, Selector::Stage(Stage::Current)),
+            Node::Previous(s) => (s, Selector::Stage(Stage::Previous)),
+            Node::Version(s, id) => (s, Selector::Id(id)),
             Node::StatsFile => {
-                let fh = self.add_handle(Handle::Plain(Arc::from(self.stats.render())));
+                let fh = self
+                    .handles
+                    .add(Handle::Plain(Arc::from(self.stats.render())));
                 return Ok(Opened {
                     fh,
                     keep_cache: false,
@@ -720,40 +629,31 @@ impl Fs {
                     no_flush: true,
                 });
             }
-            Node::Temp(..) => return self.open_temp(node),
+            Node::Temp(d, n) => return self.open_temp(&(d, n), flags, pid),
             _ => return Err(Error::IsDir),
         };
-        let name = match &node {
-            Node::Current(s) | Node::Previous(s) | Node::Version(s, _) => s.clone(),
-            _ => unreachable!("selector chosen for a secret file"),
-        };
-        let (v, _) = self.version(&name, sel).await?;
-        let keep_cache = self.observe_open(ino, &v.id);
-        let fh = self.add_handle(Handle::Read(v));
+        let (version, _) = self.version(&name, sel).await?;
+        let mode = self.kernel.open_read(ino, &version.id);
+        let fh = self.handles.add(Handle::Read { ino, version, mode });
         // A read handle has nothing to commit: no FLUSH at close.
         Ok(Opened {
             fh,
-            keep_cache,
-            direct_io: false,
+            keep_cache: mode.keep_cache,
+            direct_io: mode.direct_io,
             no_flush: true,
         })
     }
 
     pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let handle = {
-            let handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
-            match handles.get(&fh) {
-                Some(Handle::Read(v)) => return Ok(slice(v.value.as_bytes(), offset, size)),
-                Some(Handle::Plain(b)) => return Ok(slice(b, offset, size)),
-                Some(Handle::Write(w)) => Some(w.clone()),
-                Some(Handle::Temp(n)) => return self.read_temp(n, offset, size),
-                Some(Handle::Dir(_)) => return Err(Error::IsDir),
-                None => None,
+        match self.handles.get(fh) {
+            Some(Handle::Read { version, .. }) => {
+                return Ok(slice(version.value.as_bytes(), offset, size));
             }
-        };
-        if let Some(w) = handle {
-            let w = w.lock().await;
-            return Ok(slice(w.buf(), offset, size));
+            Some(Handle::Plain(b)) => return Ok(slice(&b, offset, size)),
+            Some(Handle::Write(w)) => return Ok(slice(w.lock().await.buf(), offset, size)),
+            Some(Handle::Temp(t)) => return Ok(t.file.lock().read(offset, size)),
+            Some(Handle::Dir(_)) => return Err(Error::IsDir),
+            None => {}
         }
         // No handle: no-open mode reads the inode's current version.
         let (name, sel) = match self.node(ino)? {
@@ -761,27 +661,28 @@ impl Fs {
             Node::Previous(s) => (s, Selector::Stage(Stage::Previous)),
             Node::Version(s, id) => (s, Selector::Id(id)),
             Node::StatsFile => return Ok(slice(&self.stats.render(), offset, size)),
-            node @ Node::Temp(..) => return self.read_temp(&node, offset, size),
-            _ => return Err(Error::IsDir),
+            _ => return Err(Error::BadHandle),
         };
         let (v, _) = self.version(&name, sel).await?;
         Ok(slice(v.value.as_bytes(), offset, size))
     }
 
     pub async fn release(&self, fh: u64) {
-        let h = self
-            .handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh);
-        if let Some(Handle::Write(w)) = h {
-            self.release_write(w).await;
+        match self.handles.remove(fh) {
+            Some(Handle::Read { ino, version, mode }) => {
+                self.kernel.close_read(ino, &version.id, mode)
+            }
+            Some(Handle::Write(w)) => self.release_write(w).await,
+            Some(Handle::Temp(t)) => self.release_temp(t).await,
+            _ => {}
         }
     }
 }
 
 fn slice(data: &[u8], offset: u64, size: u32) -> Vec<u8> {
-    let start = (offset as usize).min(data.len());
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(data.len());
     let end = start.saturating_add(size as usize).min(data.len());
     data[start..end].to_vec()
 }

@@ -1,0 +1,324 @@
+//! Changes to the tree and to file sizes: truncate and chmod, mkdir of a
+//! new secret, and the editors' temporary files (create, open, unlink,
+//! rename onto `current`, which is the put).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use zeroize::Zeroizing;
+
+use super::handles::{Handle, TempHandle};
+use super::temp::{TempKey, TempRef};
+use super::write::{MAX_VALUE_LEN, Ownership, WriteState};
+use super::{Caller, Entry, Fs, Opened};
+use crate::error::{Error, Result};
+use crate::inode::{Ino, Node};
+use crate::process;
+use crate::store::{SecretBytes, SecretName};
+use crate::tree::{self, OWN_FILES};
+
+/// Programs whose unlink of `current` is the first step of a replacement
+/// (unlink, then create with O_EXCL), not a removal.
+const REPLACERS: [&str; 2] = ["install", "ginstall"];
+
+const TEMP_OPENED: Opened = Opened {
+    fh: 0,
+    keep_cache: false,
+    direct_io: true,
+    no_flush: false,
+};
+
+impl Fs {
+    pub async fn setattr(
+        &self,
+        ino: Ino,
+        fh: Option<u64>,
+        size: Option<u64>,
+        owner: Ownership,
+    ) -> Result<Entry> {
+        let handle = fh.and_then(|fh| self.handles.get(fh));
+        if let Some(Handle::Temp(t)) = &handle {
+            return self.setattr_temp(ino, &t.file, size, owner.mode);
+        }
+        let node = self.node(ino)?;
+        if let Node::Temp(d, n) = &node {
+            let file = self
+                .temps
+                .named(&(d.clone(), n.clone()))
+                .ok_or(Error::NotFound)?;
+            return self.setattr_temp(ino, &file, size, owner.mode);
+        }
+        if let Some(size) = size {
+            let Node::Current(s) = &node else {
+                return Err(Error::Refused("read-only file"));
+            };
+            if self.cfg.read_only {
+                return Err(Error::ReadOnly);
+            }
+            let size = usize::try_from(size).unwrap_or(usize::MAX);
+            if size > MAX_VALUE_LEN {
+                return Err(Error::TooLarge);
+            }
+            if let Some(Handle::Write(w)) = handle {
+                w.lock().await.resize(size);
+                let mut e = self.attr_of(ino, &node).await?;
+                e.attr.size = size as u64;
+                return Ok(Entry::uncached(e.attr));
+            }
+            // truncate(2) on the path: no handle to hold the change, so it is
+            // a put of its own, from the value current now.
+            let cur = self.current_now(s).await?.ok_or(Error::NotFound)?;
+            let mut buf = Zeroizing::new(cur.value.as_bytes().to_vec());
+            super::write::grow(&mut buf, size);
+            self.put(s, SecretBytes::new(buf.to_vec()), false).await?;
+        }
+        let e = self.attr_of(ino, &node).await?;
+        // Tools copy modes and owners over (sed -i, vim, install -m 600):
+        // what changes nothing is accepted, any real change is refused.
+        let same = owner
+            .mode
+            .is_none_or(|m| (m & 0o7777) as u16 == e.attr.perm)
+            && owner.uid.is_none_or(|u| u == e.attr.uid)
+            && owner.gid.is_none_or(|g| g == e.attr.gid);
+        if !same {
+            return Err(Error::NotPermitted(
+                "modes and owners of secret files are fixed",
+            ));
+        }
+        Ok(e)
+    }
+
+    /// mkdir: a directory whose `current`, once written, creates the secret.
+    pub async fn mkdir(&self, parent: Ino, name: &str) -> Result<Entry> {
+        if self.cfg.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let Node::Dir(p) = self.node(parent)? else {
+            return Err(Error::Refused("cannot create a directory here"));
+        };
+        if !tree::valid_component(name) {
+            return Err(Error::Invalid("not a valid secret name component".into()));
+        }
+        let child = tree::join(&p, name);
+        let parent_info = self.resolve_dir(&p).await?;
+        if (parent_info.secret && OWN_FILES.contains(&name))
+            || self.resolve_dir(&child).await.is_ok()
+        {
+            return Err(Error::Exists);
+        }
+        if !self.cfg.allow_create {
+            return Err(Error::Refused("creating secrets needs --allow-create"));
+        }
+        // Inside the mounted scope, or a directory on the way to the prefix.
+        let toward_prefix = self
+            .cfg
+            .prefix
+            .as_deref()
+            .is_some_and(|pre| pre.starts_with(&format!("{child}/")));
+        if !self.names.in_scope(&child, self.cfg.secrets.as_deref()) && !toward_prefix {
+            return Err(Error::Refused("name outside the mounted prefix"));
+        }
+        self.names.add_pending(&child)?;
+        let node = Node::Dir(Arc::from(child));
+        let ino = self.inodes.assign(node.clone(), true);
+        self.attr_of(ino, &node).await
+    }
+
+    pub async fn rmdir(&self, parent: Ino, name: &str) -> Result<()> {
+        let Node::Dir(p) = self.node(parent)? else {
+            return Err(Error::NotDir);
+        };
+        let child = tree::join(&p, name);
+        if self.names.remove_pending(&child) {
+            self.inodes.remove(&Node::Dir(Arc::from(child)));
+            return Ok(());
+        }
+        Err(Error::NotPermitted(
+            "secrets cannot be removed through the mount",
+        ))
+    }
+
+    /// create(2): `current` of a secret made by mkdir, or a temporary file.
+    pub async fn create(
+        &self,
+        parent: Ino,
+        name: &str,
+        flags: i32,
+        mode: u32,
+        caller: Caller,
+    ) -> Result<(Entry, Opened)> {
+        const ONLY_IN_SECRETS: &str = "files can only be created in a secret's directory";
+        if self.cfg.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let Node::Dir(p) = self.node(parent)? else {
+            return Err(Error::Refused(ONLY_IN_SECRETS));
+        };
+        let info = self.resolve_dir(&p).await?;
+        if !info.secret && !info.pending {
+            return Err(Error::Refused(ONLY_IN_SECRETS));
+        }
+        let owner = process::tgid(caller.pid);
+        if name == "current" {
+            // A new secret (mkdir), or an existing one whose `current` this
+            // process unlinked to create anew: either way, a write handle
+            // that starts empty.
+            let create = info.pending && !info.secret;
+            if !create && !self.writes.end_replacing(&p, owner) {
+                return Err(Error::Exists);
+            }
+            let s = SecretName::new(&*p);
+            let ino = self.inodes.assign(Node::Current(s.clone()), true);
+            let mut state = WriteState::new(s, Zeroizing::new(Vec::new()), flags, owner);
+            if create {
+                state = state.creating();
+            }
+            let opened = self.write_handle(state);
+            let attr = self.file_attr(ino, 0, SystemTime::now(), true);
+            return Ok((Entry::uncached(attr), opened));
+        }
+        if OWN_FILES.contains(&name) {
+            return Err(Error::Exists);
+        }
+        if !tree::valid_component(name) {
+            return Err(Error::Invalid("bad file name".into()));
+        }
+        let key: TempKey = (p.clone(), Arc::from(name));
+        let file = self.temps.create(&key, mode, caller.uid)?;
+        let ino = self.inodes.assign(Node::Temp(key.0, key.1), true);
+        let attr = self.temp_attr(ino, &file.lock());
+        let fh = self.handles.add(Handle::Temp(TempHandle {
+            file,
+            append: flags & libc::O_APPEND != 0,
+            owner,
+        }));
+        Ok((Entry::uncached(attr), Opened { fh, ..TEMP_OPENED }))
+    }
+
+    /// open(2) of a temporary file: O_TRUNC and O_APPEND as on any file.
+    pub(super) fn open_temp(&self, key: &TempKey, flags: i32, pid: u32) -> Result<Opened> {
+        let file = self.temps.named(key).ok_or(Error::NotFound)?;
+        if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
+            file.lock().resize(0)?;
+        }
+        let fh = self.handles.add(Handle::Temp(TempHandle {
+            file,
+            append: flags & libc::O_APPEND != 0,
+            owner: process::tgid(pid),
+        }));
+        Ok(Opened { fh, ..TEMP_OPENED })
+    }
+
+    /// A temporary file that became `current` and was written since: put
+    /// it (the owner's close, an fsync, or the last close).
+    pub(super) async fn commit_temp(&self, file: &TempRef) -> Result<()> {
+        let (target, value) = {
+            let mut f = file.lock();
+            let Some(target) = f.target.clone().filter(|_| f.dirty) else {
+                return Ok(());
+            };
+            f.dirty = false;
+            (target, SecretBytes::new(f.bytes().to_vec()))
+        };
+        self.put(&target, value, false).await.map(|_| ())
+    }
+
+    pub(super) async fn release_temp(&self, t: TempHandle) {
+        if let Err(e) = self.commit_temp(&t.file).await {
+            tracing::error!(error = %e, "write at last close failed; value not stored");
+        }
+    }
+
+    fn setattr_temp(
+        &self,
+        ino: Ino,
+        file: &TempRef,
+        size: Option<u64>,
+        mode: Option<u32>,
+    ) -> Result<Entry> {
+        let mut f = file.lock();
+        if let Some(mode) = mode {
+            f.mode = (mode & 0o777) as u16;
+        }
+        if let Some(size) = size {
+            f.resize(usize::try_from(size).map_err(|_| Error::NoSpace)?)?;
+        }
+        // chown and utimes on a temporary file are accepted and ignored: it
+        // lives in memory, and the secret's own modes are fixed.
+        Ok(Entry::uncached(self.temp_attr(ino, &f)))
+    }
+
+    /// unlink(2): temporary files go (open descriptors keep them); secret
+    /// files stay (EPERM), except that install(1)'s unlink of `current`
+    /// before creating it anew hides `current` from that process alone,
+    /// briefly, and deletes nothing.
+    pub async fn unlink(&self, parent: Ino, name: &str, caller: Caller) -> Result<()> {
+        let Node::Dir(p) = self.node(parent)? else {
+            return Err(Error::NotPermitted("secret files cannot be removed"));
+        };
+        let key: TempKey = (p.clone(), Arc::from(name));
+        if self.temps.unlink(&key, caller.uid) {
+            self.inodes.remove(&Node::Temp(key.0, key.1));
+            return Ok(());
+        }
+        if name == "current" && !self.cfg.read_only && self.resolve_dir(&p).await?.secret {
+            let owner = process::tgid(caller.pid);
+            if REPLACERS.contains(&process::comm(owner).as_str()) {
+                tracing::info!(secret = %p, pid = caller.pid, "install replaces current: hidden from that process until it creates it");
+                self.writes.start_replacing(&p, owner);
+                return Ok(());
+            }
+        }
+        Err(Error::NotPermitted("secret files cannot be removed"))
+    }
+
+    /// rename(2): a temporary file onto `current` is the put; between
+    /// temporary files of one directory it is a move; nothing else.
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &str,
+        newparent: Ino,
+        newname: &str,
+    ) -> Result<()> {
+        let (Node::Dir(p), Node::Dir(q)) = (self.node(parent)?, self.node(newparent)?) else {
+            return Err(Error::NotPermitted("only temporary files can be renamed"));
+        };
+        let from: TempKey = (p.clone(), Arc::from(name));
+        let Some(file) = self.temps.named(&from) else {
+            return Err(Error::NotPermitted("only temporary files can be renamed"));
+        };
+        if p != q {
+            return Err(Error::NotPermitted(
+                "temporary files stay in their directory",
+            ));
+        }
+        if newname == "current" {
+            let info = self.resolve_dir(&p).await?;
+            let secret = SecretName::new(&*p);
+            let value = SecretBytes::new(file.lock().bytes().to_vec());
+            self.put(&secret, value, info.pending && !info.secret)
+                .await?;
+            {
+                // Open descriptors of the file now write to `current`.
+                let mut f = file.lock();
+                f.target = Some(secret.clone());
+                f.dirty = false;
+            }
+            self.temps.unlink(&from, 0);
+            // The kernel now shows the temporary file's inode as `current`.
+            self.inodes
+                .rebind(&Node::Temp(from.0, from.1), Node::Current(secret));
+            return Ok(());
+        }
+        if OWN_FILES.contains(&newname) {
+            return Err(Error::NotPermitted("previous and versions are read-only"));
+        }
+        self.temps.rename(&from, (q.clone(), Arc::from(newname)))?;
+        self.inodes.rebind(
+            &Node::Temp(from.0, from.1),
+            Node::Temp(q, Arc::from(newname)),
+        );
+        Ok(())
+    }
+}
