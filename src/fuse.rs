@@ -18,8 +18,9 @@ use fuser::{
 use tracing::Level;
 
 use crate::error::Error;
-use crate::fs::{Attr, Caller, Entry, Fs, Kind, Opened, Ownership};
+use crate::fs::{Attr, Caller, Closer, Entry, Fs, Kind, Opened, Ownership};
 use crate::inode::Ino;
+use crate::process;
 
 pub struct FuseAdapter {
     fs: Arc<Fs>,
@@ -434,10 +435,18 @@ impl Filesystem for FuseAdapter {
     ) {
         let fs = self.fs.clone();
         let pid = req.pid();
+        let commits = self.fs.may_commit(fh.0);
         self.reply_empty(
             "flush",
             ino.0,
-            async move { fs.flush(fh.0, pid).await },
+            async move {
+                let closer = if commits {
+                    inspect_closer(pid).await
+                } else {
+                    Closer::by(pid)
+                };
+                fs.flush(fh.0, closer).await
+            },
             reply,
         );
     }
@@ -550,6 +559,33 @@ impl Filesystem for FuseAdapter {
             },
         );
     }
+}
+
+/// How long /proc may take to say who is closing. Reading a task's
+/// /proc/PID/stat can block while that task exits (seen: the last thread
+/// of a process whose leader already exited, flushing at exit), and that
+/// task waits for our answer: so it is read off the FUSE threads, bounded.
+const PROC_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
+
+async fn proc_read<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let job = tokio::task::spawn_blocking(f);
+    tokio::time::timeout(PROC_WAIT, job).await.ok()?.ok()
+}
+
+/// Who closes: the thread group of the FLUSH's thread, and whether it is
+/// dying of a signal (checked while it waits for us, so /proc has it).
+async fn inspect_closer(pid: u32) -> Closer {
+    let tgid = proc_read(move || process::tgid(pid)).await.unwrap_or(pid);
+    let killed = proc_read(move || process::killed_by_signal(pid))
+        .await
+        .unwrap_or_else(|| {
+            tracing::debug!(
+                pid,
+                "/proc did not answer for the closing task; an ordinary close"
+            );
+            false
+        });
+    Closer { tgid, killed }
 }
 
 /// Sends invalidations to the kernel from a thread of its own: never from

@@ -54,9 +54,9 @@ fn main() -> ExitCode {
             init_logging(true);
             // Whoever speaks first (ready, or the error) closes the pipe, so
             // that the parent's read ends.
-            let pipe = std::sync::Arc::new(std::sync::Mutex::new(Some(pipe)));
-            let speak = |p: &std::sync::Mutex<Option<std::fs::File>>, msg: &[u8]| {
-                if let Some(mut f) = p.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let pipe = std::sync::Arc::new(parking_lot::Mutex::new(Some(pipe)));
+            let speak = |p: &parking_lot::Mutex<Option<std::fs::File>>, msg: &[u8]| {
+                if let Some(mut f) = p.lock().take() {
                     let _ = f.write_all(msg);
                 }
             };

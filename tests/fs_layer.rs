@@ -1,39 +1,83 @@
 //! The filesystem layer with no kernel: `fs::Fs` over the local store and a
 //! fault-injecting wrapper (slow, failing), on tokio's paused clock.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::FutureExt;
 use secretsfs::error::Error;
-use secretsfs::fs::{Caller, Fs, FsConfig, Invalidate};
+use secretsfs::fs::{Caller, Closer, Fs, FsConfig, Invalidate};
 use secretsfs::inode::{Ino, ROOT};
 use secretsfs::stats::Stats;
 use secretsfs::store::local::LocalStore;
 use secretsfs::store::{
-    Description, SecretBytes, SecretName, SecretStore, SecretVersion, Selector, StoreError,
+    Description, SecretBytes, SecretName, SecretStore, SecretVersion, Selector, Stage, StoreError,
     StoreErrorKind, StoreResult, VersionId,
 };
 
-/// Wraps a store: fails or delays calls for one secret on demand.
+/// Wraps a store: fails, delays, panics, holds or hides calls on demand.
 struct Faulty {
     inner: LocalStore,
     fail: Mutex<Option<StoreErrorKind>>,
     delay_for: Mutex<Option<(String, Duration)>>,
     list_delay: Mutex<Option<Duration>>,
     gets: AtomicU64,
+    /// The next get_value or list_secrets panics.
+    panic_once: AtomicBool,
+    /// Names ListSecrets does not show (found only by direct lookup).
+    unlisted: Mutex<HashSet<String>>,
+    /// Names that no longer exist.
+    deleted: Mutex<HashSet<String>>,
+    /// While set for an operation ("get" or "ids"), that call reads its
+    /// answer, then waits for a permit before returning it (a slow
+    /// response in flight).
+    hold: Mutex<Option<(&'static str, Arc<tokio::sync::Semaphore>)>>,
+}
+
+impl Faulty {
+    fn gone(&self, name: &SecretName) -> StoreResult<()> {
+        if self.deleted.lock().unwrap().contains(name.as_str()) {
+            return Err(StoreError::not_found(name));
+        }
+        Ok(())
+    }
+
+    async fn held(&self, op: &str) {
+        let gate = self.hold.lock().unwrap().clone();
+        if let Some((o, g)) = gate
+            && o == op
+        {
+            g.acquire().await.unwrap().forget();
+        }
+    }
+
+    fn hold(&self, op: &'static str) -> Arc<tokio::sync::Semaphore> {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        *self.hold.lock().unwrap() = Some((op, gate.clone()));
+        gate
+    }
 }
 
 #[async_trait]
 impl SecretStore for Faulty {
     async fn list_secrets(&self, prefix: Option<&str>) -> StoreResult<Vec<SecretName>> {
+        if self.panic_once.swap(false, Ordering::SeqCst) {
+            panic!("injected panic in ListSecrets");
+        }
         let delay = *self.list_delay.lock().unwrap();
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
-        self.inner.list_secrets(prefix).await
+        let names = self.inner.list_secrets(prefix).await?;
+        let hidden = self.unlisted.lock().unwrap().clone();
+        let deleted = self.deleted.lock().unwrap().clone();
+        Ok(names
+            .into_iter()
+            .filter(|n| !hidden.contains(n.as_str()) && !deleted.contains(n.as_str()))
+            .collect())
     }
     async fn get_value(
         &self,
@@ -41,6 +85,9 @@ impl SecretStore for Faulty {
         sel: &Selector,
     ) -> StoreResult<Option<SecretVersion>> {
         self.gets.fetch_add(1, Ordering::SeqCst);
+        if self.panic_once.swap(false, Ordering::SeqCst) {
+            panic!("injected panic in GetSecretValue");
+        }
         let delay = self.delay_for.lock().unwrap().clone();
         if let Some((n, d)) = delay
             && n == name.as_str()
@@ -50,15 +97,22 @@ impl SecretStore for Faulty {
         if let Some(kind) = *self.fail.lock().unwrap() {
             return Err(StoreError::new(kind, "injected"));
         }
-        self.inner.get_value(name, sel).await
+        self.gone(name)?;
+        let answer = self.inner.get_value(name, sel).await;
+        self.held("get").await;
+        answer
     }
     async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>> {
-        self.inner.list_version_ids(name).await
+        self.gone(name)?;
+        let answer = self.inner.list_version_ids(name).await;
+        self.held("ids").await;
+        answer
     }
     async fn describe(&self, name: &SecretName) -> StoreResult<Description> {
         if let Some(kind) = *self.fail.lock().unwrap() {
             return Err(StoreError::new(kind, "injected"));
         }
+        self.gone(name)?;
         self.inner.describe(name).await
     }
     async fn put_value(
@@ -102,6 +156,10 @@ struct Setup {
 }
 
 async fn setup(secrets: &[(&str, &str)]) -> Setup {
+    setup_with(secrets, |_| {}).await
+}
+
+async fn setup_with(secrets: &[(&str, &str)], tune: impl FnOnce(&mut FsConfig)) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let local = LocalStore::open(dir.path()).unwrap();
     for (n, v) in secrets {
@@ -120,11 +178,16 @@ async fn setup(secrets: &[(&str, &str)]) -> Setup {
         delay_for: Mutex::new(None),
         list_delay: Mutex::new(None),
         gets: AtomicU64::new(0),
+        panic_once: AtomicBool::new(false),
+        unlisted: Mutex::default(),
+        deleted: Mutex::default(),
+        hold: Mutex::new(None),
     });
     let stats = Arc::new(Stats::default());
     let inval = Arc::new(Invalidations::default());
     let mut cfg = FsConfig::new(Duration::from_secs(60));
     cfg.allow_create = true;
+    tune(&mut cfg);
     let fs = Fs::new(
         cfg,
         store.clone() as Arc<dyn SecretStore>,
@@ -213,7 +276,9 @@ async fn one_handle_sees_one_version_while_the_secret_changes() {
             .await
             .unwrap();
     s.fs.write(w.fh, 0, b"version-two!").await.unwrap();
-    s.fs.flush(w.fh, std::process::id()).await.unwrap();
+    s.fs.flush(w.fh, Closer::by(std::process::id()))
+        .await
+        .unwrap();
     s.fs.release(w.fh).await;
     // The old handle still reads the version it opened.
     assert_eq!(s.fs.read(ino, reader.fh, 7, 100).await.unwrap(), b"-one");
@@ -271,7 +336,10 @@ async fn a_failed_put_returns_its_error_and_keeps_the_cache() {
             .unwrap();
     s.fs.write(w.fh, 0, b"new").await.unwrap();
     *s.store.fail.lock().unwrap() = Some(StoreErrorKind::LimitExceeded);
-    assert_eq!(s.fs.flush(w.fh, 1).await.unwrap_err().errno(), libc::EDQUOT);
+    assert_eq!(
+        s.fs.flush(w.fh, Closer::by(1)).await.unwrap_err().errno(),
+        libc::EDQUOT
+    );
     s.fs.release(w.fh).await;
     *s.store.fail.lock().unwrap() = None;
     assert_eq!(read_all(&s.fs, "app/current").await.unwrap(), b"old");
@@ -323,4 +391,339 @@ async fn a_slow_listing_refresh_never_holds_up_lookups() {
         assert!(e.expect("ready at the first poll").is_ok(), "{name}");
     }
     assert!(s.fs.lookup(ROOT, "nope", ME).await.is_err());
+}
+
+const PID: fn() -> u32 = std::process::id;
+
+/// open + write + the opener's close + release; the close's result.
+async fn write_all(fs: &Fs, path: &str, data: &[u8], flags: i32) -> Result<(), Error> {
+    let ino = path_ino(fs, path).await?;
+    let o = fs.open(ino, libc::O_WRONLY | flags, PID()).await?;
+    let r = match fs.write(o.fh, 0, data).await {
+        Ok(_) => fs.flush(o.fh, Closer::by(PID())).await,
+        Err(e) => Err(e),
+    };
+    fs.release(o.fh).await;
+    r
+}
+
+async fn names(fs: &Fs, path: &str) -> Vec<String> {
+    let ino = if path.is_empty() {
+        ROOT
+    } else {
+        path_ino(fs, path).await.unwrap()
+    };
+    let fh = fs.opendir(ino, ME).await.unwrap();
+    let out = fs
+        .readdir(fh)
+        .unwrap()
+        .iter()
+        .map(|e| e.name.clone())
+        .filter(|n| n != "." && n != "..")
+        .collect();
+    fs.releasedir(fh);
+    out
+}
+
+async fn external_put(s: &Setup, name: &str, value: &str) {
+    s.store
+        .inner
+        .put_value(
+            &SecretName::new(name),
+            &SecretBytes::new(value.as_bytes().to_vec()),
+            &uuid::Uuid::new_v4().to_string(),
+        )
+        .await
+        .unwrap();
+}
+
+async fn api_current(s: &Setup, name: &str) -> Vec<u8> {
+    s.store
+        .inner
+        .get_value(&SecretName::new(name), &Selector::Stage(Stage::Current))
+        .await
+        .unwrap()
+        .unwrap()
+        .value
+        .as_bytes()
+        .to_vec()
+}
+
+// Issue item 1: an old reader must not pin the old value for later opens.
+#[tokio::test(start_paused = true)]
+async fn an_old_reader_makes_later_opens_bypass_the_page_cache_until_it_closes() {
+    let s = setup(&[("app", "one")]).await;
+    let ino = path_ino(&s.fs, "app/current").await.unwrap();
+    let a = s.fs.open(ino, libc::O_RDONLY, PID()).await.unwrap();
+    assert!(!a.direct_io);
+    write_all(&s.fs, "app/current", b"two", libc::O_TRUNC)
+        .await
+        .unwrap();
+    let b = s.fs.open(ino, libc::O_RDONLY, PID()).await.unwrap();
+    assert!(
+        b.direct_io && !b.keep_cache,
+        "A can still fill the page cache with 'one': B must bypass it"
+    );
+    assert_eq!(s.fs.read(ino, a.fh, 0, 10).await.unwrap(), b"one");
+    assert_eq!(s.fs.read(ino, b.fh, 0, 10).await.unwrap(), b"two");
+    s.fs.release(a.fh).await;
+    s.fs.release(b.fh).await;
+    let c = s.fs.open(ino, libc::O_RDONLY, PID()).await.unwrap();
+    assert!(
+        !c.keep_cache && !c.direct_io,
+        "the pages may hold 'one': dropped at this open"
+    );
+    s.fs.release(c.fh).await;
+    let d = s.fs.open(ino, libc::O_RDONLY, PID()).await.unwrap();
+    assert!(d.keep_cache, "pages of 'two' only: kept");
+    s.fs.release(d.fh).await;
+}
+
+// Issue item 2: O_TRUNC and O_APPEND on every open of a temporary file.
+#[tokio::test(start_paused = true)]
+async fn temporary_files_honour_o_trunc_and_o_append() {
+    let s = setup(&[("app", "v")]).await;
+    let dir = path_ino(&s.fs, "app").await.unwrap();
+    let (_, o) =
+        s.fs.create(dir, "t", libc::O_WRONLY, 0o600, ME)
+            .await
+            .unwrap();
+    s.fs.write(o.fh, 0, b"abcdefgh").await.unwrap();
+    s.fs.release(o.fh).await;
+    write_all(&s.fs, "app/t", b"XY", libc::O_TRUNC)
+        .await
+        .unwrap();
+    assert_eq!(read_all(&s.fs, "app/t").await.unwrap(), b"XY");
+    write_all(&s.fs, "app/t", b"12", libc::O_APPEND)
+        .await
+        .unwrap();
+    assert_eq!(read_all(&s.fs, "app/t").await.unwrap(), b"XY12");
+}
+
+// Issue item 3: handles hold the temporary file, not its name.
+#[tokio::test(start_paused = true)]
+async fn a_temporary_file_handle_outlives_its_name_and_writes_through_to_current() {
+    let s = setup(&[("app", "v")]).await;
+    let dir = path_ino(&s.fs, "app").await.unwrap();
+    let (_, o) =
+        s.fs.create(dir, "a", libc::O_RDWR, 0o600, ME)
+            .await
+            .unwrap();
+    s.fs.write(o.fh, 0, b"abc").await.unwrap();
+    s.fs.rename(dir, "a", dir, "b").await.unwrap();
+    s.fs.write(o.fh, 3, b"def").await.unwrap();
+    s.fs.fsync(o.fh).await.unwrap();
+    assert_eq!(read_all(&s.fs, "app/b").await.unwrap(), b"abcdef");
+    s.fs.unlink(dir, "b", ME).await.unwrap();
+    s.fs.write(o.fh, 6, b"ghi").await.unwrap();
+    assert_eq!(s.fs.read(ROOT, o.fh, 0, 100).await.unwrap(), b"abcdefghi");
+    s.fs.flush(o.fh, Closer::by(PID())).await.unwrap();
+    s.fs.release(o.fh).await;
+    assert_eq!(
+        s.fs.sizes().temp_files,
+        0,
+        "the orphan went with its last handle"
+    );
+
+    // Renamed onto current, then written: the writer's close puts again.
+    let (_, o) =
+        s.fs.create(dir, "c", libc::O_RDWR, 0o600, ME)
+            .await
+            .unwrap();
+    s.fs.write(o.fh, 0, b"v1").await.unwrap();
+    s.fs.rename(dir, "c", dir, "current").await.unwrap();
+    assert_eq!(api_current(&s, "app").await, b"v1");
+    s.fs.write(o.fh, 2, b"-more").await.unwrap();
+    s.fs.flush(o.fh, Closer::by(PID())).await.unwrap();
+    s.fs.release(o.fh).await;
+    assert_eq!(api_current(&s, "app").await, b"v1-more");
+    assert_eq!(read_all(&s.fs, "app/current").await.unwrap(), b"v1-more");
+}
+
+// Issue item 4: "unchanged" is judged against Secrets Manager at commit.
+#[tokio::test(start_paused = true)]
+async fn writing_back_a_value_replaced_elsewhere_puts_it_and_appends_start_from_the_real_value() {
+    let s = setup(&[("app", "X")]).await;
+    assert_eq!(read_all(&s.fs, "app/current").await.unwrap(), b"X");
+    external_put(&s, "app", "Y").await;
+    write_all(&s.fs, "app/current", b"X", libc::O_TRUNC)
+        .await
+        .unwrap();
+    assert_eq!(
+        api_current(&s, "app").await,
+        b"X",
+        "the write was not dropped"
+    );
+    assert_eq!(read_all(&s.fs, "app/previous").await.unwrap(), b"Y");
+    external_put(&s, "app", "fresh").await;
+    write_all(&s.fs, "app/current", b"+x", libc::O_APPEND)
+        .await
+        .unwrap();
+    assert_eq!(api_current(&s, "app").await, b"fresh+x");
+    assert_eq!(read_all(&s.fs, "app/previous").await.unwrap(), b"fresh");
+}
+
+// Issue item 5: the exit of a writer killed by a signal commits nothing.
+#[tokio::test(start_paused = true)]
+async fn a_killed_writer_commits_nothing_even_at_release() {
+    let s = setup(&[("app", "whole")]).await;
+    let ino = path_ino(&s.fs, "app/current").await.unwrap();
+    let o =
+        s.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC, PID())
+            .await
+            .unwrap();
+    s.fs.write(o.fh, 0, b"ha").await.unwrap();
+    let killed = Closer {
+        tgid: PID(),
+        killed: true,
+    };
+    s.fs.flush(o.fh, killed).await.unwrap();
+    s.fs.release(o.fh).await;
+    assert_eq!(api_current(&s, "app").await, b"whole");
+    assert_eq!(
+        s.store
+            .inner
+            .list_version_ids(&SecretName::new("app"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+// Issue item 6: a panic in a fetch leaves the key (and the listing) fetchable.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_fetch_leaves_the_key_and_the_listing_fetchable() {
+    let s = setup(&[("app", "v")]).await;
+    s.store.panic_once.store(true, Ordering::SeqCst);
+    let fh = s.fs.opendir(ROOT, ME).await;
+    assert!(fh.is_err(), "the listing's fetch panicked");
+    assert_eq!(names(&s.fs, "").await, ["app"]);
+    s.store.panic_once.store(true, Ordering::SeqCst);
+    assert!(read_all(&s.fs, "app/current").await.is_err());
+    assert_eq!(read_all(&s.fs, "app/current").await.unwrap(), b"v");
+}
+
+// Issue item 7: fetches in flight across a put do not bring old answers back.
+#[tokio::test(start_paused = true)]
+async fn a_version_listing_in_flight_during_a_put_is_not_cached() {
+    let s = setup(&[("app", "v1")]).await;
+    assert_eq!(read_all(&s.fs, "app/current").await.unwrap(), b"v1");
+    let gate = s.store.hold("ids");
+    let fs = s.fs.clone();
+    let old = tokio::spawn(async move { names(&fs, "app/versions").await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    write_all(&s.fs, "app/current", b"v2", libc::O_TRUNC)
+        .await
+        .unwrap();
+    gate.add_permits(10);
+    assert_eq!(old.await.unwrap().len(), 1, "it answered before the put");
+    assert_eq!(names(&s.fs, "app/versions").await.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_value_fetch_in_flight_during_a_put_is_not_cached() {
+    let s = setup(&[("app", "v1")]).await;
+    assert_eq!(read_all(&s.fs, "app/current").await.unwrap(), b"v1");
+    let ino = path_ino(&s.fs, "app/current").await.unwrap();
+    let w =
+        s.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC, PID())
+            .await
+            .unwrap();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    // A refresh of current starts, reads "v1", and is slow to answer.
+    let gate = s.store.hold("get");
+    let fs = s.fs.clone();
+    let old = tokio::spawn(async move { fs.getattr(ino, None).await.unwrap().attr.size });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Meanwhile this mount puts "v2-longer".
+    s.fs.write(w.fh, 0, b"v2-longer").await.unwrap();
+    s.fs.flush(w.fh, Closer::by(PID())).await.unwrap();
+    s.fs.release(w.fh).await;
+    gate.add_permits(10);
+    old.await.unwrap();
+    *s.store.hold.lock().unwrap() = None;
+    assert_eq!(read_all(&s.fs, "app/current").await.unwrap(), b"v2-longer");
+    assert_eq!(s.fs.getattr(ino, None).await.unwrap().attr.size, 9);
+}
+
+// Issue item 8: state stays bounded over a long life with churning secrets.
+#[tokio::test(start_paused = true)]
+async fn state_stays_bounded_through_lookups_forgets_and_deletions() {
+    let many: Vec<(String, String)> = (0..60)
+        .map(|i| (format!("s{i}"), "x".repeat(60_000)))
+        .collect();
+    let refs: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let s = setup_with(&refs, |c| {
+        c.cache_bytes = std::num::NonZeroUsize::new(1 << 20).unwrap();
+    })
+    .await;
+    // Half the secrets cannot be listed: they are found by direct lookup.
+    for i in 0..30 {
+        s.store.unlisted.lock().unwrap().insert(format!("s{i}"));
+    }
+    for round in 0..3 {
+        names(&s.fs, "").await;
+        // Every successful lookup is one reference the kernel forgets later.
+        let mut looked_up = Vec::new();
+        for i in 0..60 {
+            let Ok(dir) = s.fs.lookup(ROOT, &format!("s{i}"), ME).await else {
+                continue;
+            };
+            looked_up.push(dir.attr.ino);
+            let fh = s.fs.opendir(dir.attr.ino, ME).await.unwrap();
+            s.fs.releasedir(fh);
+            let Ok(cur) = s.fs.lookup(dir.attr.ino, "current", ME).await else {
+                continue;
+            };
+            let ino = cur.attr.ino;
+            looked_up.push(ino);
+            let o = s.fs.open(ino, libc::O_RDONLY, PID()).await.unwrap();
+            assert_eq!(
+                s.fs.read(ino, o.fh, 0, 1 << 20).await.unwrap().len(),
+                60_000
+            );
+            s.fs.release(o.fh).await;
+        }
+        for ino in looked_up {
+            s.fs.forget(ino, 1);
+        }
+        for i in 0..2_000 {
+            assert!(
+                s.fs.lookup(ROOT, &format!("missing-{round}-{i}"), ME)
+                    .await
+                    .is_err()
+            );
+        }
+        // Some secrets are deleted; the next reads find them gone.
+        for i in (round * 10)..(round * 10 + 10) {
+            s.store.deleted.lock().unwrap().insert(format!("s{i}"));
+        }
+        tokio::time::advance(Duration::from_secs(61)).await;
+    }
+    let z = s.fs.sizes();
+    assert_eq!(z.inodes, 1, "only the root is left: {z:?}");
+    assert_eq!(z.kernel_views, 0, "{z:?}");
+    assert_eq!(z.handles, 0, "{z:?}");
+    assert_eq!(z.put_locks, 0, "{z:?}");
+    assert!(z.value_bytes <= 1 << 20, "{z:?}");
+    assert!(
+        z.direct_names <= 30 - 20,
+        "deleted direct names are dropped: {z:?}"
+    );
+    assert!(z.missing_names <= 10_000, "{z:?}");
+}
+
+// Issue item 9: one invalidation per change, however many getattrs.
+#[tokio::test(start_paused = true)]
+async fn a_change_is_invalidated_once_not_at_every_getattr() {
+    let s = setup(&[("app", "a")]).await;
+    let ino = path_ino(&s.fs, "app/current").await.unwrap();
+    external_put(&s, "app", "b").await;
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let before = s.inval.0.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        s.fs.getattr(ino, None).await.unwrap();
+    }
+    assert_eq!(s.inval.0.load(Ordering::SeqCst), before + 1);
 }

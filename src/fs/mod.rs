@@ -133,6 +133,24 @@ pub struct Caller {
     pub uid: u32,
 }
 
+/// Who closes a file: the process (thread group) and whether it is dying
+/// of a signal, in which case its close is not one it asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct Closer {
+    pub tgid: u32,
+    pub killed: bool,
+}
+
+impl Closer {
+    /// A close made by the process itself.
+    pub fn by(tgid: u32) -> Self {
+        Self {
+            tgid,
+            killed: false,
+        }
+    }
+}
+
 /// Tells the kernel to drop what it caches of an inode (pages, attributes).
 pub trait Invalidate: Send + Sync + 'static {
     fn inval_inode(&self, ino: Ino);

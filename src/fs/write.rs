@@ -12,7 +12,7 @@ use tokio::sync::OwnedMutexGuard;
 use zeroize::Zeroizing;
 
 use super::handles::Handle;
-use super::{Fs, Opened};
+use super::{Closer, Fs, Opened};
 use crate::error::{Error, Result};
 use crate::inode::Node;
 use crate::process;
@@ -267,7 +267,7 @@ impl Fs {
     /// close(2): the opener's close commits; a close of a descriptor that
     /// another process inherited does not commit a half-written value, and
     /// neither does the close made by the exit of a writer killed by a signal.
-    pub async fn flush(&self, fh: u64, pid: u32) -> Result<()> {
+    pub async fn flush(&self, fh: u64, closer: Closer) -> Result<()> {
         if self.cfg.read_only {
             // ENOSYS once and the kernel stops sending FLUSH: a close on a
             // read-only mount then never reaches the daemon.
@@ -276,12 +276,12 @@ impl Fs {
         match self.handles.get(fh) {
             Some(Handle::Write(w)) => {
                 let mut st = w.lock().await;
-                if process::tgid(pid) != st.owner {
+                if closer.tgid != st.owner {
                     return Ok(());
                 }
-                if process::killed_by_signal(pid) {
+                if closer.killed {
                     if matches!(st.phase, Phase::Dirty) {
-                        tracing::info!(secret = %st.name, pid, "writer killed by a signal; nothing stored");
+                        tracing::info!(secret = %st.name, pid = closer.tgid, "writer killed by a signal; nothing stored");
                         st.phase = Phase::Abandoned;
                     }
                     return Ok(());
@@ -293,13 +293,21 @@ impl Fs {
                 }
             }
             Some(Handle::Temp(t)) => {
-                if process::tgid(pid) != t.owner || process::killed_by_signal(pid) {
+                if closer.tgid != t.owner || closer.killed {
                     return Ok(());
                 }
                 self.commit_temp(&t.file).await
             }
             _ => Ok(()),
         }
+    }
+
+    /// Whether a close of this handle can commit (so who closes matters).
+    pub fn may_commit(&self, fh: u64) -> bool {
+        matches!(
+            self.handles.get(fh),
+            Some(Handle::Write(_) | Handle::Temp(_))
+        )
     }
 
     pub async fn fsync(&self, fh: u64) -> Result<()> {

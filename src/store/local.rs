@@ -8,7 +8,6 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -66,7 +65,7 @@ impl Record {
 
 pub struct LocalStore {
     dir: PathBuf,
-    secrets: Mutex<BTreeMap<String, Record>>,
+    secrets: parking_lot::Mutex<BTreeMap<String, Record>>,
     /// One change at a time, so that files are written in the order of the
     /// changes; reads never wait for it.
     writing: tokio::sync::Mutex<()>,
@@ -107,7 +106,7 @@ impl LocalStore {
         }
         Ok(Self {
             dir: dir.to_path_buf(),
-            secrets: Mutex::new(secrets),
+            secrets: parking_lot::Mutex::new(secrets),
             writing: tokio::sync::Mutex::new(()),
         })
     }
@@ -138,8 +137,8 @@ impl LocalStore {
         Ok(Record { versions })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Record>> {
-        self.secrets.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, BTreeMap<String, Record>> {
+        self.secrets.lock()
     }
 
     pub fn is_empty(&self) -> bool {
