@@ -593,23 +593,31 @@ mod tests {
         assert!(c.len() <= 32, "len {}", c.len());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn an_insert_during_a_fetch_wins_over_the_fetch() {
-        let (c, _) = cache(10);
-        let k = "a".to_string();
-        let c2 = c.clone();
-        let k2 = k.clone();
-        let slow = tokio::spawn(async move {
-            c2.get(&k2, TTL, || {
-                async {
+    /// A fetch of `k` that answers `value` after 100 ms, spawned.
+    fn slow_get(
+        c: &Arc<Cache<String, Arc<String>>>,
+        k: &str,
+        value: &'static str,
+    ) -> tokio::task::JoinHandle<Cached<Arc<String>>> {
+        let (c, k) = (c.clone(), k.to_string());
+        tokio::spawn(async move {
+            c.get(&k, TTL, || {
+                async move {
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    Ok(Arc::new("old".to_string()))
+                    Ok(Arc::new(value.to_string()))
                 }
                 .boxed()
             })
             .await
             .unwrap()
-        });
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_insert_during_a_fetch_wins_over_the_fetch() {
+        let (c, _) = cache(10);
+        let k = "a".to_string();
+        let slow = slow_get(&c, &k, "old");
         tokio::time::sleep(Duration::from_millis(10)).await;
         c.insert(k.clone(), Arc::new("written".to_string()), TTL);
         assert_eq!(*slow.await.unwrap().value, "written");
@@ -664,19 +672,7 @@ mod tests {
     async fn a_removal_fences_a_fetch_that_started_before_it() {
         let (c, _) = cache(32);
         let k = "a".to_string();
-        let c2 = c.clone();
-        let k2 = k.clone();
-        let slow = tokio::spawn(async move {
-            c2.get(&k2, TTL, || {
-                async {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    Ok(Arc::new("before the put".to_string()))
-                }
-                .boxed()
-            })
-            .await
-            .unwrap()
-        });
+        let slow = slow_get(&c, &k, "before the put");
         tokio::time::sleep(Duration::from_millis(10)).await;
         c.remove(&k);
         slow.await.unwrap();
