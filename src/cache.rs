@@ -178,13 +178,14 @@ where
         let flight = {
             let mut shard = self.shard(key);
             self.stats.miss();
-            self.flight(&mut shard, key, ttl, fetch)
+            self.flight(&mut shard, key, ttl, fetch, false)
         };
         flight.await
     }
 
     /// Always asks the backend with a fetch that starts now (fencing any
-    /// older one), and the answer replaces what is cached: for callers that must see the value
+    /// older one, and fenced itself by later inserts), never answered with
+    /// a stale value; the answer replaces what is cached: for callers that must see the value
     /// as it is now, not a cached copy.
     pub async fn refetch<F, Fut>(
         self: &Arc<Self>,
@@ -201,7 +202,7 @@ where
             self.stats.miss();
             // A fetch that started earlier may predate what the caller must see.
             shard.inflight.remove(key);
-            self.flight(&mut shard, key, ttl, fetch)
+            self.flight(&mut shard, key, ttl, fetch, true)
         };
         flight.await
     }
@@ -228,13 +229,13 @@ where
                 Some((value, expires)) => {
                     self.stats.hit();
                     if expires.is_some_and(|t| t <= now) {
-                        drop(self.flight(&mut shard, key, ttl, fetch));
+                        drop(self.flight(&mut shard, key, ttl, fetch, false));
                     }
                     return Ok(Cached { value, expires });
                 }
                 None => {
                     self.stats.miss();
-                    self.flight(&mut shard, key, ttl, fetch)
+                    self.flight(&mut shard, key, ttl, fetch, false)
                 }
             }
         };
@@ -251,6 +252,7 @@ where
         key: &K,
         ttl: Option<Duration>,
         fetch: F,
+        strict: bool,
     ) -> Flight<V>
     where
         F: FnOnce() -> Fut,
@@ -272,7 +274,7 @@ where
                     tracing::error!(key = ?k, "a backend fetch panicked");
                     Err(StoreError::new(StoreErrorKind::Other, "fetch panicked"))
                 });
-            cache.complete(&k, result, ttl, id)
+            cache.complete(&k, result, ttl, id, strict)
         });
         let flight = async move {
             task.await.unwrap_or_else(|_| {
@@ -291,21 +293,18 @@ where
         result: StoreResult<V>,
         ttl: Option<Duration>,
         id: u64,
+        strict: bool,
     ) -> StoreResult<Cached<V>> {
         let mut shard = self.shard(key);
         if shard.inflight.get(key).map(|(i, _)| *i) != Some(id) {
-            // Fenced: an insert or removal came after this fetch started,
-            // so its answer may be older than what the cache now knows.
-            return match shard.entries.peek(key) {
-                Some(newer) => Ok(Cached {
-                    value: newer.value.clone(),
-                    expires: newer.expires,
-                }),
-                None => result.map(|value| Cached {
-                    value,
-                    expires: Some(Instant::now()),
-                }),
-            };
+            // Fenced: an insert, a removal or a newer fetch came after this
+            // fetch started, so its answer may be older than what the cache
+            // knows or will know. Its callers get it (it was true when they
+            // asked); the cache does not.
+            return result.map(|value| Cached {
+                value,
+                expires: Some(Instant::now()),
+            });
         }
         shard.inflight.remove(key);
         let now = Instant::now();
@@ -316,7 +315,7 @@ where
                 shard.put(key.clone(), entry, self.shard_budget);
                 Ok(Cached { value, expires })
             }
-            Err(e) if e.is_transient() => match shard.entries.get_mut(key) {
+            Err(e) if e.is_transient() && !strict => match shard.entries.get_mut(key) {
                 Some(old) => {
                     self.stats.stale();
                     tracing::warn!(key = ?key, error = %e, "backend failed transiently; serving the last value fetched");
@@ -329,6 +328,7 @@ where
                 }
                 None => Err(e),
             },
+            Err(e) if e.is_transient() => Err(e),
             Err(e) => {
                 // Deletion and denial are not papered over: forget the value.
                 shard.pop(key);
@@ -620,7 +620,7 @@ mod tests {
         let slow = slow_get(&c, &k, "old");
         tokio::time::sleep(Duration::from_millis(10)).await;
         c.insert(k.clone(), Arc::new("written".to_string()), TTL);
-        assert_eq!(*slow.await.unwrap().value, "written");
+        slow.await.unwrap();
         assert_eq!(*c.peek_fresh(&k).unwrap().value, "written");
     }
 

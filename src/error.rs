@@ -36,6 +36,9 @@ pub enum Error {
     NotDir,
     #[error("bad file handle")]
     BadHandle,
+    /// A writer sharing the handle was killed mid-write: nothing is stored.
+    #[error("a process writing this file was killed by a signal; nothing stored")]
+    Abandoned,
     /// Answering open with ENOSYS puts the kernel in no-open mode.
     #[error("not implemented")]
     NotImplemented,
@@ -51,7 +54,7 @@ impl Error {
             Error::TooLarge => libc::EFBIG,
             Error::Quota(_) => libc::EDQUOT,
             Error::Invalid(_) => libc::EINVAL,
-            Error::Unavailable(_) => libc::EIO,
+            Error::Unavailable(_) | Error::Abandoned => libc::EIO,
             Error::Exists => libc::EEXIST,
             Error::NoSpace => libc::ENOSPC,
             Error::IsDir => libc::EISDIR,
@@ -74,7 +77,8 @@ impl Error {
             | Error::BadHandle
             | Error::TooLarge
             | Error::Invalid(_)
-            | Error::NoSpace => Level::INFO,
+            | Error::NoSpace
+            | Error::Abandoned => Level::INFO,
             Error::AccessDenied(_) | Error::Quota(_) | Error::Unavailable(_) => Level::WARN,
         }
     }

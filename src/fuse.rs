@@ -403,7 +403,7 @@ impl Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -417,7 +417,10 @@ impl Filesystem for FuseAdapter {
         let fs2 = self.fs.clone();
         let data = zeroize::Zeroizing::new(data.to_vec());
         self.run(
-            async move { fs.write(fh.0, offset, &data).await },
+            {
+                let pid = req.pid();
+                async move { fs.write(fh.0, offset, &data, pid).await }
+            },
             move |r| match r {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno(&fs2, "write", ino.0, e)),

@@ -284,6 +284,32 @@ fn a_writer_killed_by_a_signal_commits_nothing() {
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
     nothing_committed(&m, &s, 1, "old", "two threads");
 
+    // A child that inherited the descriptor writes and is killed; the
+    // opener (timeout) then exits normally: its close stores nothing.
+    let status = run_writer(
+        "sh",
+        &[
+            "-c",
+            "exec >>current; timeout -s KILL 1 sh -c 'printf PARTIAL; sleep 5'",
+        ],
+        &dir,
+    );
+    assert!(!status.success(), "{status:?}");
+    nothing_committed(&m, &s, 1, "old", "killed child");
+
+    // A temporary file renamed onto current, then written by a process
+    // that is killed: the half write never reaches the secret.
+    let py = "import os\n\
+              fd = os.open('.tmp1', os.O_RDWR | os.O_CREAT, 0o600)\n\
+              os.write(fd, b'old')\n\
+              os.rename('.tmp1', 'current')\n\
+              os.ftruncate(fd, 0)\n\
+              os.pwrite(fd, b'HALF', 0)\n\
+              os.kill(os.getpid(), 9)\n";
+    let status = run_writer("python3", &["-c", py], &dir);
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    nothing_committed(&m, &s, 1, "old", "renamed temporary file");
+
     // Control: the same writer exiting normally commits at its exit.
     let status = run_writer(
         "sh",

@@ -35,6 +35,8 @@ struct Faulty {
     /// answer, then waits for a permit before returning it (a slow
     /// response in flight).
     hold: Mutex<Option<(&'static str, Arc<tokio::sync::Semaphore>)>>,
+    /// The hold applies to the next call only.
+    hold_once: AtomicBool,
 }
 
 impl Faulty {
@@ -50,6 +52,9 @@ impl Faulty {
         if let Some((o, g)) = gate
             && o == op
         {
+            if self.hold_once.swap(false, Ordering::SeqCst) {
+                *self.hold.lock().unwrap() = None;
+            }
             g.acquire().await.unwrap().forget();
         }
     }
@@ -113,7 +118,9 @@ impl SecretStore for Faulty {
             return Err(StoreError::new(kind, "injected"));
         }
         self.gone(name)?;
-        self.inner.describe(name).await
+        let answer = self.inner.describe(name).await;
+        self.held("describe").await;
+        answer
     }
     async fn put_value(
         &self,
@@ -182,6 +189,7 @@ async fn setup_with(secrets: &[(&str, &str)], tune: impl FnOnce(&mut FsConfig)) 
         unlisted: Mutex::default(),
         deleted: Mutex::default(),
         hold: Mutex::new(None),
+        hold_once: AtomicBool::new(false),
     });
     let stats = Arc::new(Stats::default());
     let inval = Arc::new(Invalidations::default());
@@ -275,7 +283,7 @@ async fn one_handle_sees_one_version_while_the_secret_changes() {
         s.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC, std::process::id())
             .await
             .unwrap();
-    s.fs.write(w.fh, 0, b"version-two!").await.unwrap();
+    s.fs.write(w.fh, 0, b"version-two!", PID()).await.unwrap();
     s.fs.flush(w.fh, Closer::by(std::process::id()))
         .await
         .unwrap();
@@ -334,7 +342,7 @@ async fn a_failed_put_returns_its_error_and_keeps_the_cache() {
         s.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC, 1)
             .await
             .unwrap();
-    s.fs.write(w.fh, 0, b"new").await.unwrap();
+    s.fs.write(w.fh, 0, b"new", PID()).await.unwrap();
     *s.store.fail.lock().unwrap() = Some(StoreErrorKind::LimitExceeded);
     assert_eq!(
         s.fs.flush(w.fh, Closer::by(1)).await.unwrap_err().errno(),
@@ -353,7 +361,7 @@ async fn temporary_files_stay_in_their_directory_and_rename_is_the_put() {
         s.fs.create(a, ".tmp123", libc::O_WRONLY, 0o600, ME)
             .await
             .unwrap();
-    s.fs.write(o.fh, 0, b"two").await.unwrap();
+    s.fs.write(o.fh, 0, b"two", PID()).await.unwrap();
     s.fs.release(o.fh).await;
     assert_eq!(e.attr.perm, 0o600);
     assert!(
@@ -399,7 +407,7 @@ const PID: fn() -> u32 = std::process::id;
 async fn write_all(fs: &Fs, path: &str, data: &[u8], flags: i32) -> Result<(), Error> {
     let ino = path_ino(fs, path).await?;
     let o = fs.open(ino, libc::O_WRONLY | flags, PID()).await?;
-    let r = match fs.write(o.fh, 0, data).await {
+    let r = match fs.write(o.fh, 0, data, PID()).await {
         Ok(_) => fs.flush(o.fh, Closer::by(PID())).await,
         Err(e) => Err(e),
     };
@@ -488,7 +496,7 @@ async fn temporary_files_honour_o_trunc_and_o_append() {
         s.fs.create(dir, "t", libc::O_WRONLY, 0o600, ME)
             .await
             .unwrap();
-    s.fs.write(o.fh, 0, b"abcdefgh").await.unwrap();
+    s.fs.write(o.fh, 0, b"abcdefgh", PID()).await.unwrap();
     s.fs.release(o.fh).await;
     write_all(&s.fs, "app/t", b"XY", libc::O_TRUNC)
         .await
@@ -509,13 +517,13 @@ async fn a_temporary_file_handle_outlives_its_name_and_writes_through_to_current
         s.fs.create(dir, "a", libc::O_RDWR, 0o600, ME)
             .await
             .unwrap();
-    s.fs.write(o.fh, 0, b"abc").await.unwrap();
+    s.fs.write(o.fh, 0, b"abc", PID()).await.unwrap();
     s.fs.rename(dir, "a", dir, "b").await.unwrap();
-    s.fs.write(o.fh, 3, b"def").await.unwrap();
+    s.fs.write(o.fh, 3, b"def", PID()).await.unwrap();
     s.fs.fsync(o.fh).await.unwrap();
     assert_eq!(read_all(&s.fs, "app/b").await.unwrap(), b"abcdef");
     s.fs.unlink(dir, "b", ME).await.unwrap();
-    s.fs.write(o.fh, 6, b"ghi").await.unwrap();
+    s.fs.write(o.fh, 6, b"ghi", PID()).await.unwrap();
     assert_eq!(s.fs.read(ROOT, o.fh, 0, 100).await.unwrap(), b"abcdefghi");
     s.fs.flush(o.fh, Closer::by(PID())).await.unwrap();
     s.fs.release(o.fh).await;
@@ -530,10 +538,10 @@ async fn a_temporary_file_handle_outlives_its_name_and_writes_through_to_current
         s.fs.create(dir, "c", libc::O_RDWR, 0o600, ME)
             .await
             .unwrap();
-    s.fs.write(o.fh, 0, b"v1").await.unwrap();
+    s.fs.write(o.fh, 0, b"v1", PID()).await.unwrap();
     s.fs.rename(dir, "c", dir, "current").await.unwrap();
     assert_eq!(api_current(&s, "app").await, b"v1");
-    s.fs.write(o.fh, 2, b"-more").await.unwrap();
+    s.fs.write(o.fh, 2, b"-more", PID()).await.unwrap();
     s.fs.flush(o.fh, Closer::by(PID())).await.unwrap();
     s.fs.release(o.fh).await;
     assert_eq!(api_current(&s, "app").await, b"v1-more");
@@ -572,7 +580,7 @@ async fn a_killed_writer_commits_nothing_even_at_release() {
         s.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC, PID())
             .await
             .unwrap();
-    s.fs.write(o.fh, 0, b"ha").await.unwrap();
+    s.fs.write(o.fh, 0, b"ha", PID()).await.unwrap();
     let killed = Closer {
         tgid: PID(),
         killed: true,
@@ -637,7 +645,7 @@ async fn a_value_fetch_in_flight_during_a_put_is_not_cached() {
     let old = tokio::spawn(async move { fs.getattr(ino, None).await.unwrap().attr.size });
     tokio::time::sleep(Duration::from_millis(10)).await;
     // Meanwhile this mount puts "v2-longer".
-    s.fs.write(w.fh, 0, b"v2-longer").await.unwrap();
+    s.fs.write(w.fh, 0, b"v2-longer", PID()).await.unwrap();
     s.fs.flush(w.fh, Closer::by(PID())).await.unwrap();
     s.fs.release(w.fh).await;
     gate.add_permits(10);
@@ -726,4 +734,74 @@ async fn a_change_is_invalidated_once_not_at_every_getattr() {
         s.fs.getattr(ino, None).await.unwrap();
     }
     assert_eq!(s.inval.0.load(Ordering::SeqCst), before + 1);
+}
+
+// A DescribeSecret answer that lands after a put of this mount must not put
+// the value it describes back into the cache (found by review).
+#[tokio::test(start_paused = true)]
+async fn a_slow_open_for_append_does_not_undo_a_put_made_meanwhile() {
+    let s = setup(&[("app", "AAAA-old")]).await;
+    assert_eq!(read_all(&s.fs, "app/current").await.unwrap(), b"AAAA-old");
+    let ino = path_ino(&s.fs, "app/current").await.unwrap();
+    s.store.hold_once.store(true, Ordering::SeqCst);
+    let gate = s.store.hold("describe");
+    let fs = s.fs.clone();
+    let slow = tokio::spawn(async move { fs.open(ino, libc::O_WRONLY, PID()).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    write_all(&s.fs, "app/current", b"BBBB-new", libc::O_TRUNC)
+        .await
+        .unwrap();
+    gate.add_permits(1);
+    let o = slow.await.unwrap();
+    s.fs.release(o.fh).await;
+    assert_eq!(api_current(&s, "app").await, b"BBBB-new");
+    assert_eq!(read_all(&s.fs, "app/current").await.unwrap(), b"BBBB-new");
+}
+
+// A child that inherited a write handle is killed mid-write: nothing is
+// stored, and the opener's close says so (found by review).
+#[tokio::test(start_paused = true)]
+async fn a_killed_writer_that_is_not_the_opener_commits_nothing() {
+    let s = setup(&[("app", "whole")]).await;
+    let ino = path_ino(&s.fs, "app/current").await.unwrap();
+    let o =
+        s.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC, PID())
+            .await
+            .unwrap();
+    // pid 1 stands for the child that writes.
+    s.fs.write(o.fh, 0, b"PART", 1).await.unwrap();
+    let child = Closer {
+        tgid: 1,
+        killed: true,
+    };
+    s.fs.flush(o.fh, child).await.unwrap();
+    let e = s.fs.flush(o.fh, Closer::by(PID())).await.unwrap_err();
+    assert_eq!(e.errno(), libc::EIO);
+    s.fs.release(o.fh).await;
+    assert_eq!(api_current(&s, "app").await, b"whole");
+}
+
+// A temporary file renamed onto current, then written by a process that is
+// killed: the half write never reaches the secret (found by review).
+#[tokio::test(start_paused = true)]
+async fn a_killed_writer_of_a_renamed_temporary_file_commits_nothing() {
+    let s = setup(&[("app", "v")]).await;
+    let dir = path_ino(&s.fs, "app").await.unwrap();
+    let (_, o) =
+        s.fs.create(dir, ".t", libc::O_RDWR, 0o600, ME)
+            .await
+            .unwrap();
+    s.fs.write(o.fh, 0, b"complete", PID()).await.unwrap();
+    s.fs.rename(dir, ".t", dir, "current").await.unwrap();
+    s.fs.setattr(ROOT, Some(o.fh), Some(0), Default::default())
+        .await
+        .unwrap();
+    s.fs.write(o.fh, 0, b"HALF", PID()).await.unwrap();
+    let killed = Closer {
+        tgid: PID(),
+        killed: true,
+    };
+    s.fs.flush(o.fh, killed).await.unwrap();
+    s.fs.release(o.fh).await;
+    assert_eq!(api_current(&s, "app").await, b"complete");
 }

@@ -264,7 +264,7 @@ impl World {
                     append,
                 }) = &mut self.slots[slot]
                 {
-                    self.fs.write(*fh, offset.into(), &data).await.unwrap();
+                    self.fs.write(*fh, offset.into(), &data, 1).await.unwrap();
                     let at = if *append { buf.len() } else { offset as usize };
                     if buf.len() < at + data.len() {
                         buf.resize(at + data.len(), 0);

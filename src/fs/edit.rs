@@ -183,6 +183,11 @@ impl Fs {
         if !tree::valid_component(name) {
             return Err(Error::Invalid("bad file name".into()));
         }
+        // A name that is a child secret's directory stays that directory.
+        let listing = self.names.listing_or_empty().await;
+        if self.names.known(&tree::join(&p, name), &listing).is_some() {
+            return Err(Error::Exists);
+        }
         let key: TempKey = (p.clone(), Arc::from(name));
         let file = self.temps.create(&key, mode, caller.uid)?;
         let ino = self.inodes.assign(Node::Temp(key.0, key.1), true);
@@ -214,6 +219,9 @@ impl Fs {
     pub(super) async fn commit_temp(&self, file: &TempRef) -> Result<()> {
         let (target, value) = {
             let mut f = file.lock();
+            if f.abandoned {
+                return Err(Error::Abandoned);
+            }
             let Some(target) = f.target.clone().filter(|_| f.dirty) else {
                 return Ok(());
             };
@@ -224,7 +232,9 @@ impl Fs {
     }
 
     pub(super) async fn release_temp(&self, t: TempHandle) {
-        if let Err(e) = self.commit_temp(&t.file).await {
+        if let Err(e) = self.commit_temp(&t.file).await
+            && !matches!(e, Error::Abandoned)
+        {
             tracing::error!(error = %e, "write at last close failed; value not stored");
         }
     }

@@ -35,6 +35,9 @@ pub struct TempFile {
     pub target: Option<SecretName>,
     /// Written since it became `current` (or since the last put of it).
     pub dirty: bool,
+    /// A process holding it was killed by a signal while it had unput
+    /// writes as `current`: it is never put again.
+    pub abandoned: bool,
     usage: Arc<Mutex<Usage>>,
     max_bytes: usize,
 }
@@ -50,6 +53,16 @@ impl Drop for TempFile {
 impl TempFile {
     pub fn visible_to(&self, uid: u32) -> bool {
         uid == 0 || uid == self.uid
+    }
+
+    /// A holder was killed by a signal: unput writes as `current` may be
+    /// half a value, so they never reach the secret.
+    pub fn abandon(&mut self) {
+        if self.target.is_some() && self.dirty {
+            tracing::info!(secret = %self.target.as_ref().map_or("", |t| t.as_str()), "writer killed by a signal; nothing stored");
+            self.abandoned = true;
+            self.dirty = false;
+        }
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -128,6 +141,7 @@ impl Temps {
             uid,
             target: None,
             dirty: false,
+            abandoned: false,
             usage: self.usage.clone(),
             max_bytes: self.max_bytes,
         }));

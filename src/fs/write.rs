@@ -75,6 +75,9 @@ pub struct WriteState {
     create: bool,
     /// A write went past the limit: this handle never puts.
     too_large: bool,
+    /// Processes that wrote since the last commit: if one of them is killed
+    /// by a signal, the buffer may hold half of what it meant to write.
+    writers: Vec<u32>,
 }
 
 pub type WriteRef = Arc<tokio::sync::Mutex<WriteState>>;
@@ -89,6 +92,7 @@ impl WriteState {
             owner,
             create: false,
             too_large: false,
+            writers: Vec::new(),
         }
     }
 
@@ -101,9 +105,12 @@ impl WriteState {
         &self.buf
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) -> Result<u32> {
+    fn write(&mut self, offset: u64, data: &[u8], writer: u32) -> Result<u32> {
         if matches!(self.phase, Phase::Abandoned) {
-            return Err(Error::BadHandle);
+            return Err(Error::Abandoned);
+        }
+        if !self.writers.contains(&writer) {
+            self.writers.push(writer);
         }
         let off = if self.append {
             self.buf.len()
@@ -250,12 +257,13 @@ impl Fs {
         }
     }
 
-    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+    /// A write by the process (thread) `pid`.
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8], pid: u32) -> Result<u32> {
         if self.cfg.read_only {
             return Err(Error::ReadOnly);
         }
         match self.handles.get(fh) {
-            Some(Handle::Write(w)) => w.lock().await.write(offset, data),
+            Some(Handle::Write(w)) => w.lock().await.write(offset, data, process::tgid(pid)),
             Some(Handle::Temp(t)) => {
                 let off = usize::try_from(offset).map_err(|_| Error::NoSpace)?;
                 t.file.lock().write(off, data, t.append)
@@ -276,24 +284,31 @@ impl Fs {
         match self.handles.get(fh) {
             Some(Handle::Write(w)) => {
                 let mut st = w.lock().await;
-                if closer.tgid != st.owner {
-                    return Ok(());
-                }
                 if closer.killed {
-                    if matches!(st.phase, Phase::Dirty) {
+                    // Its exit's close: never a commit; and if it wrote, what
+                    // the buffer holds may be half a value, for every holder.
+                    if matches!(st.phase, Phase::Dirty) && st.writers.contains(&closer.tgid) {
                         tracing::info!(secret = %st.name, pid = closer.tgid, "writer killed by a signal; nothing stored");
                         st.phase = Phase::Abandoned;
                     }
                     return Ok(());
                 }
+                if closer.tgid != st.owner {
+                    return Ok(());
+                }
                 match st.phase.clone() {
                     Phase::Dirty => self.commit(&mut st).await,
                     Phase::Failed(e) => Err(e),
+                    Phase::Abandoned => Err(Error::Abandoned),
                     _ => Ok(()),
                 }
             }
             Some(Handle::Temp(t)) => {
-                if closer.tgid != t.owner || closer.killed {
+                if closer.killed {
+                    t.file.lock().abandon();
+                    return Ok(());
+                }
+                if closer.tgid != t.owner {
                     return Ok(());
                 }
                 self.commit_temp(&t.file).await
@@ -317,6 +332,7 @@ impl Fs {
                 match st.phase.clone() {
                     Phase::Dirty => self.commit(&mut st).await,
                     Phase::Failed(e) => Err(e),
+                    Phase::Abandoned => Err(Error::Abandoned),
                     _ => Ok(()),
                 }
             }
@@ -337,6 +353,7 @@ impl Fs {
     }
 
     async fn commit(&self, st: &mut WriteState) -> Result<()> {
+        st.writers.clear();
         let result = if st.too_large {
             Err(Error::TooLarge)
         } else {
@@ -355,35 +372,41 @@ impl Fs {
 
     /// AWSCURRENT as it is in Secrets Manager now: the cached copy when
     /// DescribeSecret says it is still the current version, otherwise
-    /// fetched (and cached). Never a stale copy.
+    /// fetched. Never a stale copy. It goes through the cache's fenced
+    /// fetch, so an answer that lands after a put of this mount cannot
+    /// replace what the put cached.
     pub(super) async fn current_now(
         &self,
         name: &SecretName,
     ) -> Result<Option<Arc<SecretVersion>>> {
         let key = (name.clone(), Selector::Stage(Stage::Current));
-        let ttl = Some(self.cfg.ttl);
         let cached = self.values.peek_any(&key).flatten();
-        match self.store.describe(name).await {
-            Ok(d) => {
-                if let (Some(id), Some(c)) = (d.with_stage(Stage::Current), &cached)
-                    && *id == c.id
-                {
-                    self.values.insert(key, cached.clone(), ttl);
-                    return Ok(cached);
+        let store = self.store.clone();
+        let n = name.clone();
+        let fetch = move || async move {
+            match store.describe(&n).await {
+                Ok(d) => {
+                    if let (Some(id), Some(c)) = (d.with_stage(Stage::Current), &cached)
+                        && *id == c.id
+                    {
+                        return Ok(cached);
+                    }
                 }
+                Err(e) if e.kind == StoreErrorKind::AccessDenied => {
+                    tracing::debug!(secret = %n, "DescribeSecret denied; reading AWSCURRENT instead");
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) if e.kind == StoreErrorKind::AccessDenied => {
-                tracing::debug!(secret = %name, "DescribeSecret denied; reading AWSCURRENT instead");
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let fresh = self
-            .store
-            .get_value(name, &Selector::Stage(Stage::Current))
+            Ok(store
+                .get_value(&n, &Selector::Stage(Stage::Current))
+                .await?
+                .map(Arc::new))
+        };
+        Ok(self
+            .values
+            .refetch(&key, Some(self.cfg.ttl), fetch)
             .await?
-            .map(Arc::new);
-        self.values.insert(key, fresh.clone(), ttl);
-        Ok(fresh)
+            .value)
     }
 
     /// PutSecretValue (or CreateSecret) with a fresh token, then the cache
