@@ -203,12 +203,27 @@ fn a_temporary_file_handle_keeps_working_after_rename_and_unlink() {
 fn a_write_back_to_a_value_changed_elsewhere_is_stored() {
     let s = unique("co-back");
     create(&s, "X");
-    let m = Mount::aws().args(["--secret", &s, "--ttl", "300"]).start();
+    let proxy = Proxy::start();
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--secret", &s, "--ttl", "300"])
+        .start();
     let cur = format!("{s}/current");
     assert_eq!(m.read_string(&cur), "X");
     put(&s, "Y");
     // The mount's cache still says X; Secrets Manager says Y.
+    let (describes, gets) = (proxy.count("DescribeSecret"), proxy.count("GetSecretValue"));
     assert_eq!(replace_file(&m.p(&cur), b"X"), Ok(()));
+    assert_eq!(proxy.count("PutSecretValue"), 1);
+    assert!(
+        proxy.count("DescribeSecret") > describes,
+        "judged at commit"
+    );
+    assert_eq!(
+        proxy.count("GetSecretValue"),
+        gets + 1,
+        "AWSCURRENT moved: fetched once to compare"
+    );
     assert_eq!(current_string(&s), "X", "the write-back is stored");
     assert_eq!(version_ids(&s).len(), 3);
     assert_eq!(stage(&s, "AWSPREVIOUS").unwrap().1.as_deref(), Some("Y"));
@@ -220,7 +235,11 @@ fn a_write_back_to_a_value_changed_elsewhere_is_stored() {
 fn an_append_starts_from_the_value_current_at_open_time() {
     let s = unique("co-append");
     create(&s, "base");
-    let m = Mount::aws().args(["--secret", &s, "--ttl", "300"]).start();
+    let proxy = Proxy::start();
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--secret", &s, "--ttl", "300"])
+        .start();
     let cur = format!("{s}/current");
     assert_eq!(m.read_string(&cur), "base");
     put(&s, "fresh");
@@ -236,6 +255,7 @@ fn an_append_starts_from_the_value_current_at_open_time() {
     assert_eq!(current_string(&s), "01AB456789");
     assert_eq!(m.read_string(&cur), "01AB456789");
     assert_eq!(version_ids(&s).len(), 5);
+    assert_eq!(proxy.count("PutSecretValue"), 2);
 }
 
 /// Runs `program args` in `dir` to its end (it is expected to die).
