@@ -46,6 +46,9 @@ struct Entry<V> {
     value: V,
     expires: Option<Instant>,
     weight: usize,
+    /// When a refresh of this value first failed (or hung); None while the
+    /// backend answers.
+    stale_since: Option<Instant>,
 }
 
 type Flight<V> = Shared<BoxFuture<'static, StoreResult<Cached<V>>>>;
@@ -89,6 +92,12 @@ pub struct Limits<V> {
     pub weigh: fn(&V) -> usize,
     /// How long a stale value is served before the next retry of the backend.
     pub stale_retry: Duration,
+    /// How long a value may be served after its refreshes started failing
+    /// (None: no limit; zero: never).
+    pub max_stale: Option<Duration>,
+    /// How long a reader of an expired value waits for its refresh before
+    /// it is given the value it had (the refresh goes on).
+    pub refresh_wait: Duration,
 }
 
 pub struct Cache<K, V> {
@@ -97,6 +106,8 @@ pub struct Cache<K, V> {
     shard_budget: usize,
     weigh: fn(&V) -> usize,
     stale_retry: Duration,
+    max_stale: Option<Duration>,
+    refresh_wait: Duration,
     stats: Arc<Stats>,
 }
 
@@ -122,6 +133,8 @@ where
             shard_budget: (limits.max_bytes / SHARDS).max(1),
             weigh: limits.weigh,
             stale_retry: limits.stale_retry,
+            max_stale: limits.max_stale,
+            refresh_wait: limits.refresh_wait,
             stats,
         })
     }
@@ -137,6 +150,7 @@ where
             value,
             expires,
             weight,
+            stale_since: None,
         }
     }
 
@@ -175,12 +189,47 @@ where
         if let Some(hit) = self.peek_fresh(key) {
             return Ok(hit);
         }
-        let flight = {
+        let (flight, has_old) = {
             let mut shard = self.shard(key);
             self.stats.miss();
-            self.flight(&mut shard, key, ttl, fetch, false)
+            let has_old = shard.entries.peek(key).is_some();
+            (self.flight(&mut shard, key, ttl, fetch, false), has_old)
         };
-        flight.await
+        if !has_old || self.max_stale == Some(Duration::ZERO) {
+            return flight.await;
+        }
+        // A value is held: a refresh that does not answer soon does not
+        // hold its reader hostage (it goes on behind).
+        match tokio::time::timeout(self.refresh_wait, flight).await {
+            Ok(r) => r,
+            Err(_) => self
+                .serve_stale(key, "refresh is slow", ttl)
+                .ok_or_else(|| StoreError::new(StoreErrorKind::Transient, "refresh timed out")),
+        }
+    }
+
+    /// The held value of `key` as a stale answer, unless it has been stale
+    /// for longer than `max_stale`; it is then served without asking again
+    /// for a short interval (min(TTL, stale_retry)), not refetched at every read.
+    fn serve_stale(&self, key: &K, why: &str, ttl: Option<Duration>) -> Option<Cached<V>> {
+        let mut shard = self.shard(key);
+        let now = Instant::now();
+        let old = shard.entries.get_mut(key)?;
+        let since = *old.stale_since.get_or_insert(now);
+        let age = now.duration_since(since);
+        if self.max_stale.is_some_and(|m| m.is_zero() || age > m) {
+            tracing::error!(key = ?key, failing_for_secs = age.as_secs(), reason = why,
+                "backend failing for longer than --max-stale; the last value is no longer served");
+            return None;
+        }
+        self.stats.stale(age);
+        tracing::warn!(key = ?key, failing_for_secs = age.as_secs(), reason = why, "serving the last value fetched");
+        let retry = ttl.map_or(self.stale_retry, |t| t.min(self.stale_retry));
+        old.expires = Some(now + retry);
+        Some(Cached {
+            value: old.value.clone(),
+            expires: old.expires,
+        })
     }
 
     /// Always asks the backend with a fetch that starts now (fencing any
@@ -315,19 +364,11 @@ where
                 shard.put(key.clone(), entry, self.shard_budget);
                 Ok(Cached { value, expires })
             }
-            Err(e) if e.is_transient() && !strict => match shard.entries.get_mut(key) {
-                Some(old) => {
-                    self.stats.stale();
-                    tracing::warn!(key = ?key, error = %e, "backend failed transiently; serving the last value fetched");
-                    let retry = ttl.map_or(self.stale_retry, |t| t.min(self.stale_retry));
-                    old.expires = Some(now + retry);
-                    Ok(Cached {
-                        value: old.value.clone(),
-                        expires: old.expires,
-                    })
-                }
-                None => Err(e),
-            },
+            Err(e) if e.is_transient() && !strict && shard.entries.peek(key).is_some() => {
+                drop(shard);
+                tracing::warn!(key = ?key, error = %e, "backend failed transiently");
+                self.serve_stale(key, "backend failed", ttl).ok_or(e)
+            }
             Err(e) if e.is_transient() => Err(e),
             Err(e) => {
                 // Deletion and denial are not papered over: forget the value.
@@ -380,6 +421,8 @@ mod tests {
             max_bytes: cap * (ENTRY_OVERHEAD + 8),
             weigh: |_| 8,
             stale_retry: Duration::from_secs(5),
+            max_stale: None,
+            refresh_wait: Duration::from_secs(1),
         }
     }
 
@@ -653,6 +696,59 @@ mod tests {
         assert_eq!(dropped.load(Ordering::SeqCst), 100);
     }
 
+    fn stale_cache(max_stale: Option<Duration>) -> Arc<Cache<String, Arc<String>>> {
+        let limits = Limits {
+            max_stale,
+            ..limits(32)
+        };
+        Cache::new(limits, Arc::new(Stats::default()))
+    }
+
+    fn hung() -> BoxFuture<'static, StoreResult<Arc<String>>> {
+        async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(Arc::new("late".to_string()))
+        }
+        .boxed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_refresh_holds_a_reader_of_a_cached_value_for_a_second_at_most() {
+        let c = stale_cache(None);
+        let k = "a".to_string();
+        let calls = Arc::new(AtomicUsize::new(0));
+        c.get(&k, TTL, counting(&calls, "v1")).await.unwrap();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let start = Instant::now();
+        let v = c.get(&k, TTL, hung).await.unwrap();
+        assert_eq!(*v.value, "v1");
+        assert!(start.elapsed() <= Duration::from_secs(1));
+        // The refresh went on and lands.
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert_eq!(*c.peek_fresh(&k).unwrap().value, "late");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_max_stale_a_failing_backend_is_an_error() {
+        let c = stale_cache(Some(Duration::from_secs(10)));
+        let k = "a".to_string();
+        let calls = Arc::new(AtomicUsize::new(0));
+        c.get(&k, TTL, counting(&calls, "v1")).await.unwrap();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let down = || failing(StoreErrorKind::Transient);
+        assert_eq!(*c.get(&k, TTL, down()).await.unwrap().value, "v1");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(*c.get(&k, TTL, down()).await.unwrap().value, "v1");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let e = c.get(&k, TTL, down()).await.unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Transient);
+        // Zero: never stale, and a hung refresh is waited for.
+        let never = stale_cache(Some(Duration::ZERO));
+        never.get(&k, TTL, counting(&calls, "v1")).await.unwrap();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(never.get(&k, TTL, down()).await.is_err());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_panicking_fetch_leaves_the_key_fetchable() {
         let (c, _) = cache(32);
@@ -690,6 +786,8 @@ mod tests {
                 max_bytes: 4 << 20,
                 weigh: |v: &Arc<Vec<u8>>| v.len(),
                 stale_retry: Duration::from_secs(5),
+                max_stale: None,
+                refresh_wait: Duration::from_secs(1),
             },
             stats,
         );

@@ -62,6 +62,10 @@ pub struct Cli {
     /// FUSE session threads (1-64).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// How long a value is served while its refreshes fail (e.g. 90s, 30m,
+    /// 2h, 1d; 0 = never serve a stale value; default 1h).
+    #[arg(long, value_name = "DURATION")]
+    pub max_stale: Option<String>,
     /// Memory for cached secret values, in MiB (1-4096; default 32).
     #[arg(long, value_name = "MIB")]
     pub cache_size: Option<usize>,
@@ -138,6 +142,25 @@ struct FileConfig {
     allow_create: Option<bool>,
     threads: Option<usize>,
     cache_size: Option<usize>,
+    max_stale: Option<String>,
+}
+
+/// `90`, `90s`, `30m`, `2h`, `1d`: a duration; the option's name in errors.
+fn duration(key: &str, v: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{key}: '{v}' is not a duration such as 90s, 30m, 2h or 1d");
+    let (num, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult)
+        .filter(|s| *s <= 365 * 86_400)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{key}: '{v}' is longer than a year"))
 }
 
 /// A number for option `key`, in range for its type (no silent wrapping:
@@ -179,6 +202,7 @@ impl Cli {
                 "gid" => self.gid = Some(number(&key, value)?),
                 "threads" => self.threads = Some(number(&key, value)?),
                 "cache_size" => self.cache_size = Some(number(&key, value)?),
+                "max_stale" => self.max_stale = Some(need(value)?),
                 "demo" => self.demo = true,
                 "allow_other" => self.allow_other = true,
                 "read_only" | "ro" => self.read_only = true,
@@ -223,6 +247,7 @@ impl Cli {
         self.gid = self.gid.or(f.gid);
         self.threads = self.threads.or(f.threads);
         self.cache_size = self.cache_size.or(f.cache_size);
+        self.max_stale = self.max_stale.take().or(f.max_stale);
         self.demo |= f.demo.unwrap_or(false);
         self.allow_other |= f.allow_other.unwrap_or(false);
         self.read_only |= f.read_only.unwrap_or(false);
@@ -285,6 +310,10 @@ impl Cli {
         fs.gid = self.gid.unwrap_or_else(|| unsafe { libc::getegid() });
         fs.read_only = self.read_only;
         fs.allow_create = self.allow_create || matches!(backend, Backend::Local { .. });
+        fs.max_stale = match &self.max_stale {
+            Some(v) => Some(duration("max_stale", v)?),
+            None => Some(crate::fs::DEFAULT_MAX_STALE),
+        };
         fs.cache_bytes = match self
             .cache_size
             .unwrap_or(crate::fs::DEFAULT_CACHE_BYTES >> 20)
@@ -394,6 +423,25 @@ mod tests {
         assert_eq!(
             parse(&["/mnt", "-o", "uid=4294967295"]).unwrap().fs.uid,
             u32::MAX
+        );
+        for (v, secs) in [
+            ("0", 0),
+            ("90", 90),
+            ("90s", 90),
+            ("30m", 1800),
+            ("2h", 7200),
+            ("1d", 86_400),
+        ] {
+            let c = parse(&["--max-stale", v, "/mnt"]).unwrap();
+            assert_eq!(c.fs.max_stale, Some(Duration::from_secs(secs)), "{v}");
+        }
+        for v in ["soon", "5x", "-1", "400d"] {
+            let e = parse(&["/mnt", "-o", &format!("max_stale={v}")]).unwrap_err();
+            assert!(e.contains("max_stale"), "{v}: {e}");
+        }
+        assert_eq!(
+            parse(&["/mnt"]).unwrap().fs.max_stale,
+            Some(Duration::from_secs(3600))
         );
         let e = parse(&["--secret", "a/../b", "/mnt"]).unwrap_err();
         assert!(e.contains("--secret"), "{e}");

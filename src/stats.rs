@@ -28,6 +28,8 @@ pub struct Stats {
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     stale_served: AtomicU64,
+    /// Age in seconds of the oldest stale value served.
+    stale_max_age: AtomicU64,
     fs_errors: AtomicU64,
 }
 
@@ -47,8 +49,10 @@ impl Stats {
     pub fn miss(&self) {
         self.cache_misses.fetch_add(1, Relaxed);
     }
-    pub fn stale(&self) {
+    /// A stale value served, `age` after its refreshes began failing.
+    pub fn stale(&self, age: std::time::Duration) {
         self.stale_served.fetch_add(1, Relaxed);
+        self.stale_max_age.fetch_max(age.as_secs(), Relaxed);
     }
     pub fn fs_error(&self) {
         self.fs_errors.fetch_add(1, Relaxed);
@@ -75,6 +79,7 @@ impl Stats {
             "cache_hits": self.hits(),
             "cache_misses": self.misses(),
             "stale_served": self.stale_count(),
+            "stale_max_age_secs": self.stale_max_age.load(Relaxed),
             "errors": self.fs_errors.load(Relaxed),
             "pid": std::process::id(),
             // The kernel's word on the hardening, for operators and tests.

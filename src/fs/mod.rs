@@ -48,10 +48,19 @@ pub struct FsConfig {
     pub allow_create: bool,
     /// Bytes of secret values (and version lists) cached.
     pub cache_bytes: NonZeroUsize,
+    /// How long a value may be served after its refreshes began failing
+    /// (None: no limit; zero: never).
+    pub max_stale: Option<Duration>,
     /// Bounds on editors' temporary files, per mount.
     pub temp_max_files: usize,
     pub temp_max_bytes: usize,
 }
+
+/// How long a value is served while its refreshes fail, by default.
+pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(3600);
+/// How long a reader of an expired value waits for its refresh before it
+/// gets the value held (counted as stale) while the refresh goes on.
+pub const REFRESH_WAIT: Duration = Duration::from_secs(1);
 
 /// Default bound on cached values: 32 MiB (about 500 values of the maximum
 /// size, or tens of thousands of typical ones).
@@ -69,6 +78,7 @@ impl FsConfig {
             read_only: false,
             allow_create: false,
             cache_bytes: NonZeroUsize::new(DEFAULT_CACHE_BYTES).expect("non-zero"),
+            max_stale: Some(DEFAULT_MAX_STALE),
             temp_max_files: 64,
             temp_max_bytes: 4 << 20,
         }
@@ -215,6 +225,8 @@ impl Fs {
                     max_bytes: cfg.cache_bytes.get(),
                     weigh: weigh_value,
                     stale_retry,
+                    max_stale: cfg.max_stale,
+                    refresh_wait: REFRESH_WAIT,
                 },
                 stats.clone(),
             ),
@@ -223,6 +235,8 @@ impl Fs {
                     max_bytes: cfg.cache_bytes.get() / 4,
                     weigh: weigh_ids,
                     stale_retry,
+                    max_stale: cfg.max_stale,
+                    refresh_wait: REFRESH_WAIT,
                 },
                 stats.clone(),
             ),

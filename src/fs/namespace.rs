@@ -122,6 +122,9 @@ impl Namespace {
                     max_bytes: LISTING_BYTES,
                     weigh: |l: &Arc<Listing>| l.weight(),
                     stale_retry: cfg.ttl.min(Duration::from_secs(5)),
+                    // Listings are refreshed behind the reader anyway.
+                    max_stale: None,
+                    refresh_wait: super::REFRESH_WAIT,
                 },
                 stats,
             ),
