@@ -203,11 +203,7 @@ fn a_temporary_file_handle_keeps_working_after_rename_and_unlink() {
 fn a_write_back_to_a_value_changed_elsewhere_is_stored() {
     let s = unique("co-back");
     create(&s, "X");
-    let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--secret", &s, "--ttl", "300"])
-        .start();
+    let (proxy, m) = mount_via_proxy(&s, &["--ttl", "300"]);
     let cur = format!("{s}/current");
     assert_eq!(m.read_string(&cur), "X");
     put(&s, "Y");
@@ -235,11 +231,7 @@ fn a_write_back_to_a_value_changed_elsewhere_is_stored() {
 fn an_append_starts_from_the_value_current_at_open_time() {
     let s = unique("co-append");
     create(&s, "base");
-    let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--secret", &s, "--ttl", "300"])
-        .start();
+    let (proxy, m) = mount_via_proxy(&s, &["--ttl", "300"]);
     let cur = format!("{s}/current");
     assert_eq!(m.read_string(&cur), "base");
     put(&s, "fresh");

@@ -24,11 +24,7 @@ fn slowest_read(m: &Mount, rel: &str, want: &str, until: Instant) -> Duration {
 fn a_hung_api_holds_up_reads_of_a_cached_value_for_a_second_at_most() {
     let s = unique("re-hung");
     create(&s, "cached");
-    let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--secret", &s, "--ttl", "2"])
-        .start();
+    let (proxy, m) = mount_via_proxy(&s, &["--ttl", "2"]);
     let rel = format!("{s}/current");
     assert_eq!(m.read_string(&rel), "cached");
     proxy.fault(
@@ -47,11 +43,7 @@ fn a_hung_api_holds_up_reads_of_a_cached_value_for_a_second_at_most() {
 fn past_max_stale_an_outage_is_an_error_and_the_log_says_since_when() {
     let s = unique("re-stale");
     create(&s, "before");
-    let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--secret", &s, "--ttl", "1", "--max-stale", "3s"])
-        .start();
+    let (proxy, m) = mount_via_proxy(&s, &["--ttl", "1", "--max-stale", "3s"]);
     let rel = format!("{s}/current");
     assert_eq!(m.read_string(&rel), "before");
     let outage = Fault::Error {

@@ -520,10 +520,11 @@ impl Fs {
     /// Attributes; with a handle (fstat), those of the file it holds, which
     /// may have been renamed or unlinked since.
     pub async fn getattr(&self, ino: Ino, fh: Option<u64>) -> Result<Entry> {
-        if let Some(Handle::Temp(t)) = fh.and_then(|fh| self.handles.get(fh))
-            && t.file.lock().target.is_none()
-        {
-            return Ok(Entry::uncached(self.temp_attr(ino, &t.file.lock())));
+        if let Some(Handle::Temp(t)) = fh.and_then(|fh| self.handles.get(fh)) {
+            let f = t.file.lock();
+            if f.target.is_none() {
+                return Ok(Entry::uncached(self.temp_attr(ino, &f)));
+            }
         }
         let node = self.node(ino)?;
         self.attr_of(ino, &node).await

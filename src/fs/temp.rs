@@ -84,7 +84,6 @@ impl TempFile {
             u.bytes = u.bytes + len - old;
         }
         super::write::grow(&mut self.data, len);
-        self.data.truncate(len);
         self.mtime = SystemTime::now();
         self.dirty = true;
         Ok(())

@@ -27,7 +27,8 @@ const CHURN_WARNING: Duration = Duration::from_secs(600);
 /// Secrets whose last put time is remembered for the churn warning.
 const MAX_CHURN_ENTRIES: usize = 1_000;
 
-/// Grows a secret buffer without leaving an unzeroed copy behind.
+/// Resizes a secret buffer to `len` (either way) without leaving an
+/// unzeroed copy behind when it grows.
 pub(super) fn grow(buf: &mut Zeroizing<Vec<u8>>, len: usize) {
     if len > buf.capacity() {
         let mut bigger = Vec::with_capacity(len.max(buf.capacity() * 2).max(256));
@@ -125,9 +126,9 @@ impl WriteState {
         Ok(data.len() as u32)
     }
 
-    fn truncate(&mut self, size: usize) {
+    /// ftruncate(2) on the handle.
+    pub(super) fn resize(&mut self, size: usize) {
         grow(&mut self.buf, size);
-        self.buf.truncate(size);
         self.phase = Phase::Dirty;
         self.too_large = false;
     }
@@ -498,10 +499,4 @@ pub struct Ownership {
     pub mode: Option<u32>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
-}
-
-impl WriteState {
-    pub(super) fn resize(&mut self, size: usize) {
-        self.truncate(size);
-    }
 }

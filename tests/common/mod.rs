@@ -307,6 +307,18 @@ impl MountBuilder {
     }
 }
 
+/// A mount of exactly `secret` (plus `args`) through a fresh counting,
+/// fault-injecting proxy.
+pub fn mount_via_proxy(secret: &str, args: &[&str]) -> (Proxy, Mount) {
+    let proxy = Proxy::start();
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--secret", secret])
+        .args(args.iter().copied())
+        .start();
+    (proxy, m)
+}
+
 impl Mount {
     /// Against moto (the default endpoint).
     pub fn aws() -> MountBuilder {
