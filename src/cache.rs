@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash};
+use std::num::NonZeroUsize;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,10 @@ impl<V> Cached<V> {
 struct Entry<V> {
     value: V,
     expires: Option<Instant>,
+    /// From when a read starts a refresh behind the reader (the last part
+    /// of the TTL); None for values that never expire or are being served
+    /// stale.
+    refresh_at: Option<Instant>,
     weight: usize,
     /// When a refresh of this value first failed (or hung); None while the
     /// backend answers.
@@ -53,13 +58,34 @@ struct Entry<V> {
 
 type Flight<V> = Shared<BoxFuture<'static, StoreResult<Cached<V>>>>;
 
-struct Shard<K, V> {
+/// What a fetch is for, which decides what its failure does to the cache.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// A reader waits for it.
+    Get,
+    /// Started by a read in the last part of the TTL; nobody waits. A
+    /// transient failure leaves the (still fresh) value as it is.
+    Ahead,
+    /// A refresh behind an expired value that was answered at once; a
+    /// transient failure is retried after `stale_retry`, not at every call.
+    Behind,
+    /// Must reach the backend: never answered from memory.
+    Strict,
+}
+
+/// Entries remembered as failing, per shard.
+const FAILURES_PER_SHARD: usize = 1024;
+
+struct Shard<K: Hash + Eq, V> {
     entries: LruCache<K, Entry<V>>,
     /// The fetch in flight per key, with its number: only that fetch may
     /// write the key.
     inflight: HashMap<K, (u64, Flight<V>)>,
     next_flight: u64,
     bytes: usize,
+    /// Keys whose last fetch failed in a way worth remembering (denied,
+    /// KMS, or the backend down with nothing cached), until when.
+    failures: LruCache<K, (StoreError, Instant)>,
 }
 
 impl<K: Hash + Eq, V> Shard<K, V> {
@@ -82,9 +108,26 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             self.bytes -= e.weight;
         }
     }
+
+    /// The failure remembered for `key`, while it lasts.
+    fn remembered(&mut self, key: &K, now: Instant) -> Option<StoreError> {
+        match self.failures.get(key) {
+            Some((e, until)) if *until > now => Some(e.clone()),
+            Some(_) => {
+                self.failures.pop(key);
+                None
+            }
+            None => None,
+        }
+    }
 }
 
-/// Bounds and weights of one cache.
+/// The part of a TTL at whose start a read refreshes the value behind
+/// itself: the last third, so that a refresh of two round trips
+/// (DescribeSecret, then GetSecretValue) fits before the value expires.
+pub const REFRESH_AHEAD: f64 = 1.0 / 3.0;
+
+/// Bounds, weights and failure rules of one cache.
 pub struct Limits<V> {
     /// Total bytes of entries (values and overhead), spread over the shards.
     pub max_bytes: usize,
@@ -98,16 +141,42 @@ pub struct Limits<V> {
     /// How long a reader of an expired value waits for its refresh before
     /// it is given the value it had (the refresh goes on).
     pub refresh_wait: Duration,
+    /// Each TTL is drawn from ttl x (1 +/- jitter), per entry, so that keys
+    /// read together do not expire together.
+    pub jitter: f64,
+    /// How long a reader with nothing cached waits for a fetch before it
+    /// gets an error (the fetch goes on); None: as long as the fetch takes.
+    pub cold_wait: Option<Duration>,
+    /// How long an AccessDenied or KMS failure is answered from memory.
+    pub denied_ttl: Duration,
+    /// How long "nothing cached and the backend failed" is answered from
+    /// memory.
+    pub down_ttl: Duration,
 }
 
-pub struct Cache<K, V> {
+impl<V> Limits<V> {
+    /// A bound in bytes with no jitter, no failure memory, a 5 s stale
+    /// retry, stale values served without limit, a 1 s refresh wait.
+    pub fn new(max_bytes: usize, weigh: fn(&V) -> usize) -> Self {
+        Self {
+            max_bytes,
+            weigh,
+            stale_retry: Duration::from_secs(5),
+            max_stale: None,
+            refresh_wait: Duration::from_secs(1),
+            jitter: 0.0,
+            cold_wait: None,
+            denied_ttl: Duration::ZERO,
+            down_ttl: Duration::ZERO,
+        }
+    }
+}
+
+pub struct Cache<K: Hash + Eq, V> {
     shards: Box<[Mutex<Shard<K, V>>]>,
     hasher: RandomState,
     shard_budget: usize,
-    weigh: fn(&V) -> usize,
-    stale_retry: Duration,
-    max_stale: Option<Duration>,
-    refresh_wait: Duration,
+    limits: Limits<V>,
     stats: Arc<Stats>,
 }
 
@@ -124,6 +193,9 @@ where
                     inflight: HashMap::new(),
                     next_flight: 0,
                     bytes: 0,
+                    failures: LruCache::new(
+                        NonZeroUsize::new(FAILURES_PER_SHARD).expect("non-zero"),
+                    ),
                 })
             })
             .collect();
@@ -131,10 +203,7 @@ where
             shards,
             hasher: RandomState::new(),
             shard_budget: (limits.max_bytes / SHARDS).max(1),
-            weigh: limits.weigh,
-            stale_retry: limits.stale_retry,
-            max_stale: limits.max_stale,
-            refresh_wait: limits.refresh_wait,
+            limits,
             stats,
         })
     }
@@ -144,11 +213,21 @@ where
         self.shards[i].lock()
     }
 
-    fn entry(&self, value: V, expires: Option<Instant>) -> Entry<V> {
-        let weight = (self.weigh)(&value) + ENTRY_OVERHEAD;
+    /// A new entry of `value`, fresh for a jittered `ttl` from now.
+    fn entry(&self, value: V, ttl: Option<Duration>) -> Entry<V> {
+        let weight = (self.limits.weigh)(&value) + ENTRY_OVERHEAD;
+        let now = Instant::now();
+        let ttl = ttl.map(|t| {
+            if self.limits.jitter > 0.0 {
+                t.mul_f64(1.0 + self.limits.jitter * (2.0 * fastrand::f64() - 1.0))
+            } else {
+                t
+            }
+        });
         Entry {
             value,
-            expires,
+            expires: ttl.map(|t| now + t),
+            refresh_at: ttl.map(|t| now + t.mul_f64(1.0 - REFRESH_AHEAD)),
             weight,
             stale_since: None,
         }
@@ -174,8 +253,9 @@ where
         self.shard(key).entries.peek(key).map(|e| e.value.clone())
     }
 
-    /// The value for `key`: from memory while fresh, otherwise from `fetch`,
-    /// with one fetch in flight per key however many callers wait for it.
+    /// The value for `key`: from memory while fresh (refreshed behind the
+    /// reader in the last part of its TTL), otherwise from `fetch`, with
+    /// one fetch in flight per key however many callers wait for it.
     pub async fn get<F, Fut>(
         self: &Arc<Self>,
         key: &K,
@@ -186,26 +266,100 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = StoreResult<V>> + Send + 'static,
     {
-        if let Some(hit) = self.peek_fresh(key) {
-            return Ok(hit);
-        }
+        self.get_with(key, ttl, move |_| fetch()).await
+    }
+
+    /// `get` whose fetch is given the value held (expired or about to), so
+    /// that it can revalidate it instead of fetching it again.
+    pub async fn get_with<F, Fut>(
+        self: &Arc<Self>,
+        key: &K,
+        ttl: Option<Duration>,
+        fetch: F,
+    ) -> StoreResult<Cached<V>>
+    where
+        F: FnOnce(Option<V>) -> Fut,
+        Fut: Future<Output = StoreResult<V>> + Send + 'static,
+    {
         let (flight, has_old) = {
             let mut shard = self.shard(key);
+            let now = Instant::now();
+            if let Some(e) = shard.entries.get(key)
+                && e.expires.is_none_or(|t| t > now)
+            {
+                let hit = Cached {
+                    value: e.value.clone(),
+                    expires: e.expires,
+                };
+                let ahead = e.refresh_at.is_some_and(|t| t <= now);
+                self.stats.hit();
+                if ahead && !shard.inflight.contains_key(key) {
+                    self.stats.refresh_ahead();
+                    drop(self.flight(&mut shard, key, ttl, fetch, Mode::Ahead));
+                }
+                return Ok(hit);
+            }
+            if let Some(e) = shard.remembered(key, now) {
+                self.stats.negative_hit();
+                return Err(e);
+            }
             self.stats.miss();
             let has_old = shard.entries.peek(key).is_some();
-            (self.flight(&mut shard, key, ttl, fetch, false), has_old)
+            (self.flight(&mut shard, key, ttl, fetch, Mode::Get), has_old)
         };
-        if !has_old || self.max_stale == Some(Duration::ZERO) {
-            return flight.await;
+        if !has_old {
+            let Some(wait) = self.limits.cold_wait else {
+                return flight.await;
+            };
+            return match tokio::time::timeout(wait, flight).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let e = StoreError::new(
+                        StoreErrorKind::Transient,
+                        "the backend did not answer in time",
+                    );
+                    self.remember(key, &e, self.limits.down_ttl);
+                    Err(e)
+                }
+            };
         }
         // A value is held: a refresh that does not answer soon does not
         // hold its reader hostage (it goes on behind).
-        match tokio::time::timeout(self.refresh_wait, flight).await {
+        let waited = if self.limits.max_stale == Some(Duration::ZERO) {
+            Ok(flight.await)
+        } else {
+            tokio::time::timeout(self.limits.refresh_wait, flight).await
+        };
+        match waited {
+            Ok(Err(e)) if e.is_transient() => {
+                tracing::warn!(key = ?key, error = %e, "backend failed transiently");
+                self.serve_stale(key, "backend failed", ttl).ok_or(e)
+            }
             Ok(r) => r,
             Err(_) => self
                 .serve_stale(key, "refresh is slow", ttl)
                 .ok_or_else(|| StoreError::new(StoreErrorKind::Transient, "refresh timed out")),
         }
+    }
+
+    /// The failure remembered for `key`, if one is; calls nothing.
+    pub fn failing(&self, key: &K) -> Option<StoreError> {
+        self.shard(key).remembered(key, Instant::now())
+    }
+
+    fn remember(&self, key: &K, e: &StoreError, for_how_long: Duration) {
+        if !for_how_long.is_zero() {
+            let until = Instant::now() + for_how_long;
+            self.shard(key)
+                .failures
+                .put(key.clone(), (e.clone(), until));
+        }
+    }
+
+    /// How long a value that failed to refresh is answered before the
+    /// backend is asked again.
+    fn retry_in(&self, ttl: Option<Duration>) -> Duration {
+        ttl.map_or(self.limits.stale_retry, |t| t.min(self.limits.stale_retry))
     }
 
     /// The held value of `key` as a stale answer, unless it has been stale
@@ -217,15 +371,19 @@ where
         let old = shard.entries.get_mut(key)?;
         let since = *old.stale_since.get_or_insert(now);
         let age = now.duration_since(since);
-        if self.max_stale.is_some_and(|m| m.is_zero() || age > m) {
+        if self
+            .limits
+            .max_stale
+            .is_some_and(|m| m.is_zero() || age > m)
+        {
             tracing::error!(key = ?key, failing_for_secs = age.as_secs(), reason = why,
                 "backend failing for longer than --max-stale; the last value is no longer served");
             return None;
         }
         self.stats.stale(age);
         tracing::warn!(key = ?key, failing_for_secs = age.as_secs(), reason = why, "serving the last value fetched");
-        let retry = ttl.map_or(self.stale_retry, |t| t.min(self.stale_retry));
-        old.expires = Some(now + retry);
+        old.expires = Some(now + self.retry_in(ttl));
+        old.refresh_at = None;
         Some(Cached {
             value: old.value.clone(),
             expires: old.expires,
@@ -234,8 +392,9 @@ where
 
     /// Always asks the backend with a fetch that starts now (fencing any
     /// older one, and fenced itself by later inserts), never answered with
-    /// a stale value; the answer replaces what is cached: for callers that must see the value
-    /// as it is now, not a cached copy.
+    /// a stale value or a remembered failure; the answer replaces what is
+    /// cached: for callers that must see the value as it is now, not a
+    /// cached copy.
     pub async fn refetch<F, Fut>(
         self: &Arc<Self>,
         key: &K,
@@ -243,7 +402,7 @@ where
         fetch: F,
     ) -> StoreResult<Cached<V>>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(Option<V>) -> Fut,
         Fut: Future<Output = StoreResult<V>> + Send + 'static,
     {
         let flight = {
@@ -251,7 +410,7 @@ where
             self.stats.miss();
             // A fetch that started earlier may predate what the caller must see.
             shard.inflight.remove(key);
-            self.flight(&mut shard, key, ttl, fetch, true)
+            self.flight(&mut shard, key, ttl, fetch, Mode::Strict)
         };
         flight.await
     }
@@ -278,13 +437,18 @@ where
                 Some((value, expires)) => {
                     self.stats.hit();
                     if expires.is_some_and(|t| t <= now) {
-                        drop(self.flight(&mut shard, key, ttl, fetch, false));
+                        let fetch = move |_| fetch();
+                        drop(self.flight(&mut shard, key, ttl, fetch, Mode::Behind));
                     }
                     return Ok(Cached { value, expires });
                 }
                 None => {
+                    if let Some(e) = shard.remembered(key, now) {
+                        self.stats.negative_hit();
+                        return Err(e);
+                    }
                     self.stats.miss();
-                    self.flight(&mut shard, key, ttl, fetch, false)
+                    self.flight(&mut shard, key, ttl, move |_| fetch(), Mode::Get)
                 }
             }
         };
@@ -301,10 +465,10 @@ where
         key: &K,
         ttl: Option<Duration>,
         fetch: F,
-        strict: bool,
+        mode: Mode,
     ) -> Flight<V>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(Option<V>) -> Fut,
         Fut: Future<Output = StoreResult<V>> + Send + 'static,
     {
         if let Some((_, f)) = shard.inflight.get(key) {
@@ -312,7 +476,7 @@ where
         }
         shard.next_flight += 1;
         let id = shard.next_flight;
-        let fut = fetch();
+        let fut = fetch(shard.entries.peek(key).map(|e| e.value.clone()));
         let cache = Arc::clone(self);
         let k = key.clone();
         let task = tokio::spawn(async move {
@@ -323,7 +487,7 @@ where
                     tracing::error!(key = ?k, "a backend fetch panicked");
                     Err(StoreError::new(StoreErrorKind::Other, "fetch panicked"))
                 });
-            cache.complete(&k, result, ttl, id, strict)
+            cache.complete(&k, result, ttl, id, mode)
         });
         let flight = async move {
             task.await.unwrap_or_else(|_| {
@@ -342,9 +506,10 @@ where
         result: StoreResult<V>,
         ttl: Option<Duration>,
         id: u64,
-        strict: bool,
+        mode: Mode,
     ) -> StoreResult<Cached<V>> {
         let mut shard = self.shard(key);
+        let now = Instant::now();
         if shard.inflight.get(key).map(|(i, _)| *i) != Some(id) {
             // Fenced: an insert, a removal or a newer fetch came after this
             // fetch started, so its answer may be older than what the cache
@@ -352,27 +517,42 @@ where
             // asked); the cache does not.
             return result.map(|value| Cached {
                 value,
-                expires: Some(Instant::now()),
+                expires: Some(now),
             });
         }
         shard.inflight.remove(key);
-        let now = Instant::now();
         match result {
             Ok(value) => {
-                let expires = ttl.map(|t| now + t);
-                let entry = self.entry(value.clone(), expires);
+                shard.failures.pop(key);
+                let entry = self.entry(value.clone(), ttl);
+                let expires = entry.expires;
                 shard.put(key.clone(), entry, self.shard_budget);
                 Ok(Cached { value, expires })
             }
-            Err(e) if e.is_transient() && !strict && shard.entries.peek(key).is_some() => {
-                drop(shard);
-                tracing::warn!(key = ?key, error = %e, "backend failed transiently");
-                self.serve_stale(key, "backend failed", ttl).ok_or(e)
+            Err(e) if e.is_transient() => {
+                // A held value stays as it is: its readers decide whether
+                // it may be served stale.
+                match (mode, shard.entries.peek_mut(key)) {
+                    (Mode::Behind, Some(old)) => old.expires = Some(now + self.retry_in(ttl)),
+                    (Mode::Get, None) if !self.limits.down_ttl.is_zero() => {
+                        let until = now + self.limits.down_ttl;
+                        shard.failures.put(key.clone(), (e.clone(), until));
+                    }
+                    _ => {}
+                }
+                Err(e)
             }
-            Err(e) if e.is_transient() => Err(e),
             Err(e) => {
                 // Deletion and denial are not papered over: forget the value.
                 shard.pop(key);
+                if matches!(
+                    e.kind,
+                    StoreErrorKind::AccessDenied | StoreErrorKind::DecryptionFailure
+                ) && !self.limits.denied_ttl.is_zero()
+                {
+                    let until = now + self.limits.denied_ttl;
+                    shard.failures.put(key.clone(), (e.clone(), until));
+                }
                 Err(e)
             }
         }
@@ -383,8 +563,8 @@ where
     pub fn insert(&self, key: K, value: V, ttl: Option<Duration>) {
         let mut shard = self.shard(&key);
         shard.inflight.remove(&key);
-        let expires = ttl.map(|t| Instant::now() + t);
-        let entry = self.entry(value, expires);
+        shard.failures.pop(&key);
+        let entry = self.entry(value, ttl);
         shard.put(key, entry, self.shard_budget);
     }
 
@@ -393,6 +573,7 @@ where
     pub fn remove(&self, key: &K) {
         let mut shard = self.shard(key);
         shard.inflight.remove(key);
+        shard.failures.pop(key);
         shard.pop(key);
     }
 
@@ -417,13 +598,7 @@ mod tests {
 
     /// Room for `cap` entries of 8 bytes, spread evenly over the shards.
     fn limits<V>(cap: usize) -> Limits<V> {
-        Limits {
-            max_bytes: cap * (ENTRY_OVERHEAD + 8),
-            weigh: |_| 8,
-            stale_retry: Duration::from_secs(5),
-            max_stale: None,
-            refresh_wait: Duration::from_secs(1),
-        }
+        Limits::new(cap * (ENTRY_OVERHEAD + 8), |_| 8)
     }
 
     fn cache(cap: usize) -> (Arc<Cache<String, Arc<String>>>, Arc<Stats>) {
@@ -781,22 +956,197 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_bound_is_in_bytes_not_entries() {
         let stats = Arc::new(Stats::default());
-        let c: Arc<Cache<u32, Arc<Vec<u8>>>> = Cache::new(
-            Limits {
-                max_bytes: 4 << 20,
-                weigh: |v: &Arc<Vec<u8>>| v.len(),
-                stale_retry: Duration::from_secs(5),
-                max_stale: None,
-                refresh_wait: Duration::from_secs(1),
-            },
-            stats,
-        );
+        let c: Arc<Cache<u32, Arc<Vec<u8>>>> =
+            Cache::new(Limits::new(4 << 20, |v: &Arc<Vec<u8>>| v.len()), stats);
         for i in 0..200u32 {
             c.insert(i, Arc::new(vec![0; 64 << 10]), TTL);
         }
         let (n, bytes) = c.usage();
         assert!(bytes <= 4 << 20, "{bytes} bytes");
         assert!((32..=64).contains(&n), "{n} entries of 64 KiB in 4 MiB");
+    }
+
+    /// A fetch that takes `d` and answers `value`, counted.
+    fn slow_counting(
+        calls: &Arc<AtomicUsize>,
+        d: Duration,
+        value: &str,
+    ) -> impl FnOnce() -> BoxFuture<'static, StoreResult<Arc<String>>> {
+        let (calls, value) = (calls.clone(), value.to_string());
+        move || {
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(d).await;
+                Ok(Arc::new(value))
+            }
+            .boxed()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_in_the_last_third_of_the_ttl_refreshes_behind_the_reader() {
+        let (c, stats) = cache(10);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let k = "a".to_string();
+        c.get(&k, TTL, counting(&calls, "v1")).await.unwrap();
+        // Two thirds in: answered at once (ready at the first poll) with
+        // the value held, while a refresh starts.
+        tokio::time::advance(Duration::from_secs(41)).await;
+        let slow = slow_counting(&calls, Duration::from_secs(2), "v2");
+        let got = c.get(&k, TTL, slow).now_or_never().unwrap().unwrap();
+        assert_eq!(*got.value, "v1");
+        assert_eq!(stats.refreshed_ahead(), 1);
+        // One refresh however many reads meanwhile.
+        c.get(&k, TTL, counting(&calls, "v3")).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // The refresh landed with a new TTL: at the old expiry nobody waits.
+        tokio::time::advance(Duration::from_secs(20)).await;
+        let got = c
+            .get(&k, TTL, slow_counting(&calls, Duration::from_secs(30), "x"))
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        assert_eq!(*got.value, "v2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_nobody_reads_is_never_refreshed_and_a_failed_refresh_leaves_the_stale_rules() {
+        let (c, stats) = cache(10);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let k = "a".to_string();
+        c.get(&k, TTL, counting(&calls, "v1")).await.unwrap();
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "no read, no refresh");
+        let k2 = "b".to_string();
+        c.get(&k2, TTL, counting(&calls, "v1")).await.unwrap();
+        tokio::time::advance(Duration::from_secs(45)).await;
+        // A failed refresh ahead keeps the value fresh until its TTL...
+        c.get(&k2, TTL, failing(StoreErrorKind::Transient))
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+        assert_eq!(*c.peek_fresh(&k2).unwrap().value, "v1");
+        assert_eq!(stats.stale_count(), 0);
+        // ...and past it the value is served only as stale.
+        tokio::time::advance(Duration::from_secs(20)).await;
+        let v = c
+            .get(&k2, TTL, failing(StoreErrorKind::Transient))
+            .await
+            .unwrap();
+        assert_eq!(*v.value, "v1");
+        assert_eq!(stats.stale_count(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ttls_are_jittered_per_entry() {
+        let stats = Arc::new(Stats::default());
+        let c: Arc<Cache<u32, Arc<String>>> = Cache::new(
+            Limits {
+                jitter: 0.1,
+                ..limits(1000)
+            },
+            stats,
+        );
+        let expiries: Vec<_> = (0..100u32)
+            .map(|i| {
+                c.insert(i, Arc::new("v".into()), TTL);
+                c.peek_fresh(&i).unwrap().expires.unwrap()
+            })
+            .collect();
+        let now = Instant::now();
+        let secs: Vec<f64> = expiries
+            .iter()
+            .map(|t| t.duration_since(now).as_secs_f64())
+            .collect();
+        assert!(secs.iter().all(|s| (54.0..=66.0).contains(s)), "{secs:?}");
+        let spread = secs.iter().cloned().fold(f64::MIN, f64::max)
+            - secs.iter().cloned().fold(f64::MAX, f64::min);
+        assert!(
+            spread > 5.0,
+            "keys written together expire together: {spread}"
+        );
+    }
+
+    fn remembering() -> Arc<Cache<String, Arc<String>>> {
+        let limits = Limits {
+            denied_ttl: Duration::from_secs(30),
+            down_ttl: Duration::from_secs(5),
+            cold_wait: Some(Duration::from_secs(5)),
+            ..limits(32)
+        };
+        Cache::new(limits, Arc::new(Stats::default()))
+    }
+
+    /// A fetch that fails with `kind`, counted.
+    fn failing_counted(
+        calls: &Arc<AtomicUsize>,
+        kind: StoreErrorKind,
+    ) -> impl FnOnce() -> BoxFuture<'static, StoreResult<Arc<String>>> {
+        let calls = calls.clone();
+        move || {
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(StoreError::new(kind, "injected"))
+            }
+            .boxed()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn denials_are_remembered_for_their_ttl() {
+        for kind in [
+            StoreErrorKind::AccessDenied,
+            StoreErrorKind::DecryptionFailure,
+        ] {
+            let c = remembering();
+            let calls = Arc::new(AtomicUsize::new(0));
+            let k = "a".to_string();
+            for _ in 0..100 {
+                let e = c.get(&k, TTL, failing_counted(&calls, kind)).await;
+                assert_eq!(e.unwrap_err().kind, kind);
+            }
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+            tokio::time::advance(Duration::from_secs(31)).await;
+            let v = c.get(&k, TTL, counting(&calls, "granted")).await.unwrap();
+            assert_eq!(*v.value, "granted");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_down_backend_with_nothing_cached_is_remembered_for_seconds() {
+        let c = remembering();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let k = "a".to_string();
+        for _ in 0..50 {
+            let e = c
+                .get(&k, TTL, failing_counted(&calls, StoreErrorKind::Transient))
+                .await;
+            assert_eq!(e.unwrap_err().kind, StoreErrorKind::Transient);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(c.get(&k, TTL, counting(&calls, "up")).await.is_ok());
+        // Not for a key that has a value: that one is served stale.
+        assert!(c.failing(&k).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cold_read_waits_for_a_hung_backend_no_longer_than_the_cold_wait() {
+        let c = remembering();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let k = "a".to_string();
+        let start = Instant::now();
+        let e = c.get(&k, TTL, hung).await.unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Transient);
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        // Meanwhile reads fail at once, with no new call.
+        let e = c.get(&k, TTL, counting(&calls, "x")).await.unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Transient);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        // The fetch went on; its answer is served once it lands.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(*c.peek_fresh(&k).unwrap().value, "late");
     }
 
     #[test]

@@ -69,6 +69,13 @@ pub struct Cli {
     /// Memory for cached secret values, in MiB (1-4096; default 32).
     #[arg(long, value_name = "MIB")]
     pub cache_size: Option<usize>,
+    /// Most API calls open at once (1-256; default 16); more wait their turn.
+    #[arg(long, value_name = "N")]
+    pub max_calls: Option<usize>,
+    /// Wait a random time up to DURATION before mounting (e.g. 30s), so
+    /// that a fleet restarting at once spreads its first calls; default 0.
+    #[arg(long, value_name = "DURATION")]
+    pub start_jitter: Option<String>,
     /// Settings in a TOML file (keys as the long flags, with underscores);
     /// flags override it.
     #[arg(long, value_name = "FILE")]
@@ -92,6 +99,10 @@ pub struct Config {
     pub allow_other: bool,
     pub mlock: bool,
     pub threads: NonZeroUsize,
+    /// Most backend calls open at once.
+    pub max_calls: usize,
+    /// Upper bound of the random wait before mounting.
+    pub start_jitter: Duration,
 }
 
 /// Options mount(8) and fstab pass along that are the kernel's business or
@@ -143,6 +154,8 @@ struct FileConfig {
     threads: Option<usize>,
     cache_size: Option<usize>,
     max_stale: Option<String>,
+    max_calls: Option<usize>,
+    start_jitter: Option<String>,
 }
 
 /// `90`, `90s`, `30m`, `2h`, `1d`: a duration; the option's name in errors.
@@ -203,6 +216,8 @@ impl Cli {
                 "threads" => self.threads = Some(number(&key, value)?),
                 "cache_size" => self.cache_size = Some(number(&key, value)?),
                 "max_stale" => self.max_stale = Some(need(value)?),
+                "max_calls" => self.max_calls = Some(number(&key, value)?),
+                "start_jitter" => self.start_jitter = Some(need(value)?),
                 "demo" => self.demo = true,
                 "allow_other" => self.allow_other = true,
                 "read_only" | "ro" => self.read_only = true,
@@ -248,6 +263,8 @@ impl Cli {
         self.threads = self.threads.or(f.threads);
         self.cache_size = self.cache_size.or(f.cache_size);
         self.max_stale = self.max_stale.take().or(f.max_stale);
+        self.max_calls = self.max_calls.or(f.max_calls);
+        self.start_jitter = self.start_jitter.take().or(f.start_jitter);
         self.demo |= f.demo.unwrap_or(false);
         self.allow_other |= f.allow_other.unwrap_or(false);
         self.read_only |= f.read_only.unwrap_or(false);
@@ -324,8 +341,21 @@ impl Cli {
         let threads = NonZeroUsize::new(self.threads.unwrap_or(2))
             .filter(|n| n.get() <= 64)
             .ok_or("threads must be between 1 and 64")?;
+        let max_calls = match self.max_calls.unwrap_or(crate::store::DEFAULT_MAX_CALLS) {
+            n @ 1..=256 => n,
+            _ => return Err("max_calls must be between 1 and 256".into()),
+        };
+        let start_jitter = match &self.start_jitter {
+            Some(v) => duration("start_jitter", v)?,
+            None => Duration::ZERO,
+        };
+        if start_jitter > Duration::from_secs(600) {
+            return Err("start_jitter must be at most 10m".into());
+        }
         Ok(Config {
             threads,
+            max_calls,
+            start_jitter,
             mountpoint,
             fs,
             backend,

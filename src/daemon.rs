@@ -214,9 +214,16 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
+    if !cfg.start_jitter.is_zero() {
+        // A fleet restarting at once spreads its first calls over the window.
+        let wait = cfg.start_jitter.mul_f64(fastrand::f64());
+        tracing::info!(wait_ms = wait.as_millis() as u64, "start-up jitter");
+        std::thread::sleep(wait);
+    }
     let stats = Arc::new(Stats::default());
     let store = rt.block_on(open_store(&cfg.backend))?;
-    let store: Arc<dyn SecretStore> = Arc::new(Instrumented::new(store, stats.clone()));
+    let store: Arc<dyn SecretStore> =
+        Arc::new(Instrumented::new(store, stats.clone(), cfg.max_calls));
     let (invalidator, inval_rx) = NotifyInvalidator::channel();
     let fs = Fs::new(cfg.fs.clone(), store, stats, invalidator);
 

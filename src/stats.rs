@@ -31,6 +31,12 @@ pub struct Stats {
     /// Age in seconds of the oldest stale value served.
     stale_max_age: AtomicU64,
     fs_errors: AtomicU64,
+    refreshed_ahead: AtomicU64,
+    negative_hits: AtomicU64,
+    revalidated: AtomicU64,
+    calls_in_flight: AtomicU64,
+    calls_in_flight_peak: AtomicU64,
+    backoff_ms: AtomicU64,
 }
 
 impl Stats {
@@ -54,6 +60,30 @@ impl Stats {
         self.stale_served.fetch_add(1, Relaxed);
         self.stale_max_age.fetch_max(age.as_secs(), Relaxed);
     }
+    /// A read in the last part of a TTL started a refresh behind itself.
+    pub fn refresh_ahead(&self) {
+        self.refreshed_ahead.fetch_add(1, Relaxed);
+    }
+    /// A read answered from a remembered failure, with no call.
+    pub fn negative_hit(&self) {
+        self.negative_hits.fetch_add(1, Relaxed);
+    }
+    /// DescribeSecret said the cached version is still current: no
+    /// GetSecretValue.
+    pub fn revalidated(&self) {
+        self.revalidated.fetch_add(1, Relaxed);
+    }
+    pub fn call_started(&self) {
+        let now = self.calls_in_flight.fetch_add(1, Relaxed) + 1;
+        self.calls_in_flight_peak.fetch_max(now, Relaxed);
+    }
+    pub fn call_ended(&self) {
+        self.calls_in_flight.fetch_sub(1, Relaxed);
+    }
+    /// The daemon-wide wait before each call, after throttling.
+    pub fn set_backoff(&self, d: std::time::Duration) {
+        self.backoff_ms.store(d.as_millis() as u64, Relaxed);
+    }
     pub fn fs_error(&self) {
         self.fs_errors.fetch_add(1, Relaxed);
     }
@@ -62,6 +92,9 @@ impl Stats {
     }
     pub fn misses(&self) -> u64 {
         self.cache_misses.load(Relaxed)
+    }
+    pub fn refreshed_ahead(&self) -> u64 {
+        self.refreshed_ahead.load(Relaxed)
     }
     pub fn stale_count(&self) -> u64 {
         self.stale_served.load(Relaxed)
@@ -81,6 +114,12 @@ impl Stats {
             "stale_served": self.stale_count(),
             "stale_max_age_secs": self.stale_max_age.load(Relaxed),
             "errors": self.fs_errors.load(Relaxed),
+            "refreshed_ahead": self.refreshed_ahead.load(Relaxed),
+            "negative_hits": self.negative_hits.load(Relaxed),
+            "revalidated_unchanged": self.revalidated.load(Relaxed),
+            "calls_in_flight": self.calls_in_flight.load(Relaxed),
+            "calls_in_flight_peak": self.calls_in_flight_peak.load(Relaxed),
+            "throttle_backoff_ms": self.backoff_ms.load(Relaxed),
             "pid": std::process::id(),
             // The kernel's word on the hardening, for operators and tests.
             // SAFETY: PR_GET_DUMPABLE only reads a flag of this process.

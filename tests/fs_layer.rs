@@ -211,6 +211,9 @@ async fn setup_with(secrets: &[(&str, &str)], tune: impl FnOnce(&mut FsConfig)) 
     }
 }
 
+/// Past the TTL (60 s) whatever its jitter (+/-10%).
+const PAST_TTL: Duration = Duration::from_secs(67);
+
 async fn path_ino(fs: &Fs, path: &str) -> Result<Ino, Error> {
     let mut ino = ROOT;
     for c in path.split('/') {
@@ -231,7 +234,7 @@ async fn read_all(fs: &Fs, path: &str) -> Result<Vec<u8>, Error> {
 async fn transient_failures_serve_the_last_value_and_count_it() {
     let s = setup(&[("app", "v1")]).await;
     assert_eq!(read_all(&s.fs, "app/current").await.unwrap(), b"v1");
-    tokio::time::advance(Duration::from_secs(61)).await;
+    tokio::time::advance(PAST_TTL).await;
     *s.store.fail.lock().unwrap() = Some(StoreErrorKind::Transient);
     assert_eq!(read_all(&s.fs, "app/current").await.unwrap(), b"v1");
     assert_eq!(s.stats.stale_count(), 1);
@@ -257,7 +260,8 @@ async fn failures_with_nothing_cached_map_to_errnos() {
 async fn a_slow_secret_never_delays_a_cached_one() {
     let s = setup(&[("slow", "s"), ("fast", "f")]).await;
     assert_eq!(read_all(&s.fs, "fast/current").await.unwrap(), b"f");
-    *s.store.delay_for.lock().unwrap() = Some(("slow".into(), Duration::from_secs(30)));
+    // Slow, but within the wait of a read with nothing cached (5 s).
+    *s.store.delay_for.lock().unwrap() = Some(("slow".into(), Duration::from_secs(3)));
     let fs = s.fs.clone();
     let slow = tokio::spawn(async move { read_all(&fs, "slow/current").await });
     tokio::task::yield_now().await;
@@ -266,7 +270,7 @@ async fn a_slow_secret_never_delays_a_cached_one() {
     let fast = read_all(&s.fs, "fast/current").now_or_never();
     assert_eq!(fast.expect("ready at once").unwrap(), b"f");
     assert!(!slow.is_finished());
-    tokio::time::advance(Duration::from_secs(31)).await;
+    tokio::time::advance(Duration::from_secs(4)).await;
     assert_eq!(slow.await.unwrap().unwrap(), b"s");
 }
 
@@ -325,7 +329,7 @@ async fn a_changed_version_invalidates_the_kernel_cache_after_the_ttl() {
         .await
         .unwrap();
     let before = s.inval.0.load(Ordering::SeqCst);
-    tokio::time::advance(Duration::from_secs(61)).await;
+    tokio::time::advance(PAST_TTL).await;
     // The kernel revalidates after the TTL: that getattr sees the change.
     s.fs.getattr(ino, None).await.unwrap();
     assert_eq!(s.inval.0.load(Ordering::SeqCst), before + 1);
@@ -391,7 +395,7 @@ async fn a_slow_listing_refresh_never_holds_up_lookups() {
     let s = setup(&[("a", "x"), ("b", "y")]).await;
     assert_eq!(read_all(&s.fs, "a/current").await.unwrap(), b"x");
     *s.store.list_delay.lock().unwrap() = Some(Duration::from_secs(30));
-    tokio::time::advance(Duration::from_secs(61)).await;
+    tokio::time::advance(PAST_TTL).await;
     // The listing has expired and its refresh takes 30 s: lookups of the
     // directories it knows answer at once from the old listing.
     for name in ["a", "b"] {
@@ -640,7 +644,7 @@ async fn a_value_fetch_in_flight_during_a_put_is_not_cached() {
         s.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC, PID())
             .await
             .unwrap();
-    tokio::time::advance(Duration::from_secs(61)).await;
+    tokio::time::advance(PAST_TTL).await;
     // A refresh of current starts, reads "v1", and is slow to answer.
     let gate = s.store.hold("get");
     let fs = s.fs.clone();
@@ -709,7 +713,7 @@ async fn state_stays_bounded_through_lookups_forgets_and_deletions() {
         for i in (round * 10)..(round * 10 + 10) {
             s.store.deleted.lock().unwrap().insert(format!("s{i}"));
         }
-        tokio::time::advance(Duration::from_secs(61)).await;
+        tokio::time::advance(PAST_TTL).await;
     }
     let z = s.fs.sizes();
     assert_eq!(z.inodes, 1, "only the root is left: {z:?}");
@@ -730,7 +734,7 @@ async fn a_change_is_invalidated_once_not_at_every_getattr() {
     let s = setup(&[("app", "a")]).await;
     let ino = path_ino(&s.fs, "app/current").await.unwrap();
     external_put(&s, "app", "b").await;
-    tokio::time::advance(Duration::from_secs(61)).await;
+    tokio::time::advance(PAST_TTL).await;
     let before = s.inval.0.load(Ordering::SeqCst);
     for _ in 0..10 {
         s.fs.getattr(ino, None).await.unwrap();

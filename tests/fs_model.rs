@@ -337,7 +337,8 @@ impl World {
                 self.knows = false;
             }
             Op::Advance => {
-                tokio::time::advance(TTL + Duration::from_secs(1)).await;
+                // Past the TTL whatever its jitter (+/-10%).
+                tokio::time::advance(TTL.mul_f64(1.1) + Duration::from_secs(1)).await;
                 self.knows = true;
             }
         }

@@ -169,7 +169,15 @@ fn direct_lookup_works_when_list_secrets_is_denied() {
             libc::ENOENT
         );
     }
-    assert!(proxy.count_for("GetSecretValue", Some(&ghost)) <= 1);
+    let asked = proxy.count_for("DescribeSecret", Some(&ghost))
+        + proxy.count_for("GetSecretValue", Some(&ghost));
+    assert!(asked <= 1, "{asked} calls for a missing name");
+    // The denied listing is remembered too: not asked at every lookup.
+    assert!(
+        proxy.count("ListSecrets") <= 2,
+        "{}",
+        proxy.count("ListSecrets")
+    );
 }
 
 #[test]
@@ -392,7 +400,7 @@ fn stale_value_is_served_when_the_backend_fails_transiently() {
     let rel = format!("{s}/current");
     assert_eq!(m.read_string(&rel), "last known");
     proxy.fault(
-        "GetSecretValue",
+        "*",
         Some(&s),
         Fault::Error {
             status: 500,
@@ -407,7 +415,7 @@ fn stale_value_is_served_when_the_backend_fails_transiently() {
     // Access denied is not papered over.
     proxy.clear_faults();
     proxy.fault(
-        "GetSecretValue",
+        "*",
         Some(&s),
         Fault::Error {
             status: 400,

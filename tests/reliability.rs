@@ -27,12 +27,7 @@ fn a_hung_api_holds_up_reads_of_a_cached_value_for_a_second_at_most() {
     let (proxy, m) = mount_via_proxy(&s, &["--ttl", "2"]);
     let rel = format!("{s}/current");
     assert_eq!(m.read_string(&rel), "cached");
-    proxy.fault(
-        "GetSecretValue",
-        Some(&s),
-        Fault::Delay(Duration::from_secs(10)),
-        1000,
-    );
+    proxy.fault("*", Some(&s), Fault::Delay(Duration::from_secs(10)), 1000);
     // Past the TTL for 8 s: every refresh hangs.
     let worst = slowest_read(&m, &rel, "cached", Instant::now() + Duration::from_secs(8));
     assert!(worst <= Duration::from_secs(2), "a read took {worst:?}");
@@ -50,7 +45,7 @@ fn past_max_stale_an_outage_is_an_error_and_the_log_says_since_when() {
         status: 503,
         code: "ServiceUnavailable",
     };
-    proxy.fault("GetSecretValue", Some(&s), outage, 100_000);
+    proxy.fault("*", Some(&s), outage, 100_000);
     let start = Instant::now();
     // Stale while within --max-stale, then EIO.
     let mut served_stale = false;

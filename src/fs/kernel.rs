@@ -29,6 +29,10 @@ struct View {
     pages: Option<VersionId>,
     /// Live read handles that go through the page cache, per version.
     cached_readers: HashMap<VersionId, usize>,
+    /// The kernel was given a size of 0 for a value not fetched yet: reads
+    /// must bypass the page cache (which stops at that size) until it is
+    /// given the real one.
+    size_unknown: bool,
 }
 
 impl View {
@@ -58,12 +62,19 @@ impl KernelView {
             let v = views.entry(ino).or_default();
             let changed = v.told.as_ref().is_some_and(|t| t != id);
             v.told = Some(id.clone());
+            v.size_unknown = false;
             changed
         };
         if changed {
             tracing::debug!(ino = ino.0, version = %id, "version changed; invalidating kernel cache");
             self.invalidator.inval_inode(ino);
         }
+    }
+
+    /// The kernel is given attributes without a size (the value is not
+    /// fetched: no decrypt only to report a size).
+    pub fn tell_size_unknown(&self, ino: Ino) {
+        self.views.lock().entry(ino).or_default().size_unknown = true;
     }
 
     /// This mount changed the file (a put): what the kernel holds is old.
@@ -80,7 +91,7 @@ impl KernelView {
     pub fn open_read(&self, ino: Ino, id: &VersionId) -> ReadMode {
         let mut views = self.views.lock();
         let v = views.entry(ino).or_default();
-        if v.cached_readers.keys().any(|other| other != id) {
+        if v.size_unknown || v.cached_readers.keys().any(|other| other != id) {
             return ReadMode {
                 keep_cache: false,
                 direct_io: true,
@@ -115,6 +126,7 @@ impl KernelView {
     pub fn forget(&self, ino: Ino) {
         let mut views = self.views.lock();
         if views.get(&ino).is_some_and(View::idle) {
+            // The kernel forgot the size it was given too.
             views.remove(&ino);
         }
     }

@@ -4,6 +4,7 @@
 //! handles, the kernel's view per inode, writes, and temporary files. Data
 //! flows one way: fuse.rs -> fs -> those parts -> cache -> store.
 
+mod describe;
 mod edit;
 mod handles;
 mod kernel;
@@ -19,9 +20,13 @@ use crate::cache::{Cache, Cached, Limits};
 use crate::error::{Error, Result};
 use crate::inode::{Ino, InodeTable, Node};
 use crate::stats::Stats;
-use crate::store::{SecretName, SecretStore, SecretVersion, Selector, Stage, VersionId};
+use crate::store::{
+    SecretName, SecretStore, SecretVersion, Selector, Stage, StoreResult, VersionId,
+};
 use crate::tree::{self, OWN_FILES, STATS_DIR, STATS_FILE};
+use futures::future::BoxFuture;
 
+use describe::Descriptions;
 use handles::{Handle, Handles};
 use kernel::KernelView;
 use namespace::{DirInfo, Namespace};
@@ -54,6 +59,15 @@ pub struct FsConfig {
     /// Bounds on editors' temporary files, per mount.
     pub temp_max_files: usize,
     pub temp_max_bytes: usize,
+    /// How long a read with nothing cached waits for the backend before
+    /// EIO (the fetch goes on and fills the cache); None: the store's own
+    /// timeouts.
+    pub cold_wait: Option<Duration>,
+    /// How long AccessDenied and KMS failures are answered from memory.
+    pub denied_ttl: Duration,
+    /// How long "nothing cached and the backend failed" is answered from
+    /// memory.
+    pub down_ttl: Duration,
 }
 
 /// How long a value is served while its refreshes fail, by default.
@@ -61,6 +75,14 @@ pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(3600);
 /// How long a reader of an expired value waits for its refresh before it
 /// gets the value held (counted as stale) while the refresh goes on.
 pub const REFRESH_WAIT: Duration = Duration::from_secs(1);
+
+/// Each cached TTL is drawn from TTL x (1 +/- TTL_JITTER).
+pub const TTL_JITTER: f64 = 0.1;
+/// The AWS store's attempt timeout: a read with nothing cached waits no
+/// longer for an answer.
+pub const COLD_WAIT: Duration = Duration::from_secs(5);
+pub const DENIED_TTL: Duration = Duration::from_secs(30);
+pub const DOWN_TTL: Duration = Duration::from_secs(5);
 
 /// Default bound on cached values: 32 MiB (about 500 values of the maximum
 /// size, or tens of thousands of typical ones).
@@ -81,6 +103,23 @@ impl FsConfig {
             max_stale: Some(DEFAULT_MAX_STALE),
             temp_max_files: 64,
             temp_max_bytes: 4 << 20,
+            cold_wait: Some(COLD_WAIT),
+            denied_ttl: DENIED_TTL,
+            down_ttl: DOWN_TTL,
+        }
+    }
+
+    /// The cache rules every cache of the mount shares.
+    pub(crate) fn limits<V>(&self, max_bytes: usize, weigh: fn(&V) -> usize) -> Limits<V> {
+        Limits {
+            stale_retry: self.ttl.min(Duration::from_secs(5)),
+            max_stale: self.max_stale,
+            refresh_wait: REFRESH_WAIT,
+            jitter: TTL_JITTER,
+            cold_wait: self.cold_wait,
+            denied_ttl: self.denied_ttl,
+            down_ttl: self.down_ttl,
+            ..Limits::new(max_bytes, weigh)
         }
     }
 }
@@ -203,6 +242,7 @@ pub struct Fs {
     inodes: InodeTable,
     values: Arc<Cache<ValueKey, Value>>,
     version_ids: Arc<Cache<SecretName, Arc<Vec<VersionId>>>>,
+    descs: Arc<Descriptions>,
     names: Namespace,
     handles: Handles,
     kernel: KernelView,
@@ -218,26 +258,14 @@ impl Fs {
         stats: Arc<Stats>,
         invalidator: Arc<dyn Invalidate>,
     ) -> Arc<Self> {
-        let stale_retry = cfg.ttl.min(Duration::from_secs(5));
+        let bytes = cfg.cache_bytes.get();
         Arc::new(Self {
-            values: Cache::new(
-                Limits {
-                    max_bytes: cfg.cache_bytes.get(),
-                    weigh: weigh_value,
-                    stale_retry,
-                    max_stale: cfg.max_stale,
-                    refresh_wait: REFRESH_WAIT,
-                },
-                stats.clone(),
-            ),
-            version_ids: Cache::new(
-                Limits {
-                    max_bytes: cfg.cache_bytes.get() / 4,
-                    weigh: weigh_ids,
-                    stale_retry,
-                    max_stale: cfg.max_stale,
-                    refresh_wait: REFRESH_WAIT,
-                },
+            values: Cache::new(cfg.limits(bytes, weigh_value), stats.clone()),
+            version_ids: Cache::new(cfg.limits(bytes / 4, weigh_ids), stats.clone()),
+            descs: Descriptions::new(
+                store.clone(),
+                cfg.limits(bytes / 4, |_| 0),
+                cfg.ttl,
                 stats.clone(),
             ),
             names: Namespace::new(&cfg, store.clone(), stats.clone()),
@@ -270,7 +298,7 @@ impl Fs {
             pending_dirs,
             cached_values,
             value_bytes,
-            version_list_bytes: self.version_ids.usage().1,
+            version_list_bytes: self.version_ids.usage().1 + self.descs.bytes(),
             listing_bytes,
             temp_files,
             temp_bytes,
@@ -293,19 +321,57 @@ impl Fs {
 
     async fn value(&self, name: &SecretName, sel: Selector) -> Result<Cached<Value>> {
         let ttl = self.value_ttl(&sel);
-        let key = (name.clone(), sel);
-        let fetch = || {
-            let store = self.store.clone();
-            let (n, s) = key.clone();
-            async move { Ok(store.get_value(&n, &s).await?.map(Arc::new)) }
-        };
-        let got = self.values.get(&key, ttl, fetch).await;
+        let fetch = self.value_fetch(name, &sel);
+        let got = self.values.get_with(&(name.clone(), sel), ttl, fetch).await;
         if let Err(e) = &got
             && e.kind == crate::store::StoreErrorKind::NotFound
         {
             self.names.lost(name.as_str());
         }
         Ok(got?)
+    }
+
+    /// How a value is fetched: GetSecretValue; but when a label's value is
+    /// held (expired, or refreshed ahead), DescribeSecret first, and
+    /// GetSecretValue only if the label moved to another version (or
+    /// DescribeSecret is denied).
+    fn value_fetch(
+        &self,
+        name: &SecretName,
+        sel: &Selector,
+    ) -> impl FnOnce(Option<Value>) -> BoxFuture<'static, StoreResult<Value>> + use<> {
+        let (store, descs, stats) = (self.store.clone(), self.descs.clone(), self.stats.clone());
+        let (n, s) = (name.clone(), sel.clone());
+        move |held: Option<Value>| {
+            Box::pin(async move {
+                if let (Selector::Stage(stage), Some(held)) = (&s, held)
+                    && let Some(d) = descs.now(&n).await?
+                {
+                    let id = d.with_stage(*stage);
+                    if id == held.as_ref().map(|v| &v.id) {
+                        stats.revalidated();
+                        return Ok(held);
+                    }
+                    if id.is_none() {
+                        return Ok(None);
+                    }
+                }
+                Ok(store.get_value(&n, &s).await?.map(Arc::new))
+            })
+        }
+    }
+
+    /// Whether the secret has an AWSPREVIOUS version, from DescribeSecret
+    /// (no decrypt); from the value itself if DescribeSecret is denied.
+    async fn has_previous(&self, s: &SecretName) -> bool {
+        match self.descs.get(s).await {
+            Ok(Some(d)) => d.with_stage(Stage::Previous).is_some(),
+            Ok(None) => self
+                .value(s, Selector::Stage(Stage::Previous))
+                .await
+                .is_ok_and(|c| c.value.is_some()),
+            Err(_) => false,
+        }
     }
 
     /// A version that must exist (the file's content).
@@ -335,13 +401,20 @@ impl Fs {
         {
             return Err(Error::NotFound);
         }
-        // Not in the last listing: ask directly, so that a principal without
-        // ListSecrets can still reach the secrets it may read.
-        match self
-            .value(&SecretName::new(path), Selector::Stage(Stage::Current))
-            .await
-        {
-            Ok(_) => {
+        // Not in the last listing: ask directly (DescribeSecret: no
+        // decrypt), so that a principal without ListSecrets can still reach
+        // the secrets it may read.
+        let name = SecretName::new(path);
+        let found = match self.descs.get(&name).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => self
+                .value(&name, Selector::Stage(Stage::Current))
+                .await
+                .map(|_| ()),
+            Err(e) => Err(Error::from(e)),
+        };
+        match found {
+            Ok(()) => {
                 self.names.found_direct(path);
                 Ok(DirInfo::SECRET)
             }
@@ -426,7 +499,23 @@ impl Fs {
                 }
             }
             Node::Version(s, id) => {
+                let key = (s.clone(), Selector::Id(id.clone()));
+                let listed =
+                    || async { self.version_list(s).await.is_ok_and(|ids| ids.contains(id)) };
+                if self.values.peek_any(&key).flatten().is_none() && listed().await {
+                    // Known to exist, value not fetched: no decrypt only to
+                    // report a size. Size 0 for now, reads bypass the page
+                    // cache, and the kernel asks again next time.
+                    self.kernel.tell_size_unknown(ino);
+                    return Ok(Entry::uncached(self.file_attr(
+                        ino,
+                        0,
+                        self.mounted_at,
+                        false,
+                    )));
+                }
                 let (v, ttl) = self.version(s, Selector::Id(id.clone())).await?;
+                self.kernel.tell(ino, &v.id);
                 Entry {
                     attr: self.file_attr(ino, v.value.len() as u64, v.created, false),
                     ttl,
@@ -578,9 +667,7 @@ impl Fs {
                 let s = SecretName::new(&*p);
                 if info.secret {
                     push(Node::Current(s.clone()), Kind::File, "current");
-                    if let Ok(c) = self.value(&s, Selector::Stage(Stage::Previous)).await
-                        && c.value.is_some()
-                    {
+                    if self.has_previous(&s).await {
                         push(Node::Previous(s.clone()), Kind::File, "previous");
                     }
                     push(Node::Versions(s), Kind::Dir, "versions");

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::cache::{Cache, Limits};
 use crate::error::{Error, Result};
 use crate::stats::Stats;
-use crate::store::{SecretName, SecretStore};
+use crate::store::{SecretName, SecretStore, StoreError, StoreErrorKind};
 use crate::tree::{Listing, Warned};
 
 /// Names found by direct lookup that are kept (least recently used go; a
@@ -25,6 +25,10 @@ pub const MAX_DIRECT: usize = 10_000;
 pub const MAX_NEGATIVE: usize = 10_000;
 /// Directories made by mkdir and not yet written.
 pub const MAX_PENDING: usize = 1_000;
+/// How long a denied ListSecrets is answered from memory.
+pub const LISTING_DENIED_TTL: Duration = Duration::from_secs(300);
+/// The most a whole paginated listing may take.
+pub const LISTING_DEADLINE: Duration = Duration::from_secs(60);
 /// Bytes of listings kept (one listing: about 100 bytes a name).
 const LISTING_BYTES: usize = 64 << 20;
 
@@ -119,12 +123,12 @@ impl Namespace {
             negative_ttl: cfg.negative_ttl,
             listings: Cache::new(
                 Limits {
-                    max_bytes: LISTING_BYTES,
-                    weigh: |l: &Arc<Listing>| l.weight(),
-                    stale_retry: cfg.ttl.min(Duration::from_secs(5)),
                     // Listings are refreshed behind the reader anyway.
                     max_stale: None,
-                    refresh_wait: super::REFRESH_WAIT,
+                    // A principal without ListSecrets is a supported setup:
+                    // its denial is not asked again at every lookup.
+                    denied_ttl: LISTING_DENIED_TTL,
+                    ..cfg.limits(LISTING_BYTES, |l: &Arc<Listing>| l.weight())
                 },
                 stats,
             ),
@@ -152,13 +156,20 @@ impl Namespace {
         // A listing past its TTL is answered at once while it refreshes: a
         // slow ListSecrets (100 pages for 10,000 secrets) must not hold up
         // lookups of secrets that are cached.
-        let got = self
-            .listings
-            .get_or_refresh(&(), Some(self.ttl), move || async move {
-                let names = store.list_secrets(prefix.as_deref()).await?;
-                Ok(Arc::new(Listing::build(names, &warned)))
-            })
-            .await;
+        let got =
+            self.listings
+                .get_or_refresh(&(), Some(self.ttl), move || async move {
+                    let names = tokio::time::timeout(
+                        LISTING_DEADLINE,
+                        store.list_secrets(prefix.as_deref()),
+                    )
+                    .await
+                    .map_err(|_| {
+                        StoreError::new(StoreErrorKind::Transient, "listing took longer than 60 s")
+                    })??;
+                    Ok(Arc::new(Listing::build(names, &warned)))
+                })
+                .await;
         Ok(got?.value)
     }
 

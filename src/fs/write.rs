@@ -16,7 +16,9 @@ use super::{Closer, Fs, Opened};
 use crate::error::{Error, Result};
 use crate::inode::Node;
 use crate::process;
-use crate::store::{SecretBytes, SecretName, SecretVersion, Selector, Stage, StoreErrorKind};
+use crate::store::{
+    SecretBytes, SecretName, SecretVersion, Selector, Stage, StoreError, StoreErrorKind, VersionId,
+};
 
 /// Secrets Manager's limit on a value.
 pub const MAX_VALUE_LEN: usize = 65_536;
@@ -380,32 +382,11 @@ impl Fs {
         &self,
         name: &SecretName,
     ) -> Result<Option<Arc<SecretVersion>>> {
-        let key = (name.clone(), Selector::Stage(Stage::Current));
-        let cached = self.values.peek_any(&key).flatten();
-        let store = self.store.clone();
-        let n = name.clone();
-        let fetch = move || async move {
-            match store.describe(&n).await {
-                Ok(d) => {
-                    if let (Some(id), Some(c)) = (d.with_stage(Stage::Current), &cached)
-                        && *id == c.id
-                    {
-                        return Ok(cached);
-                    }
-                }
-                Err(e) if e.kind == StoreErrorKind::AccessDenied => {
-                    tracing::debug!(secret = %n, "DescribeSecret denied; reading AWSCURRENT instead");
-                }
-                Err(e) => return Err(e),
-            }
-            Ok(store
-                .get_value(&n, &Selector::Stage(Stage::Current))
-                .await?
-                .map(Arc::new))
-        };
+        let sel = Selector::Stage(Stage::Current);
+        let fetch = self.value_fetch(name, &sel);
         Ok(self
             .values
-            .refetch(&key, Some(self.cfg.ttl), fetch)
+            .refetch(&(name.clone(), sel), Some(self.cfg.ttl), fetch)
             .await?
             .value)
     }
@@ -436,10 +417,15 @@ impl Fs {
         }
         self.writes.note_put(name);
         let token = uuid::Uuid::new_v4().to_string();
-        let id = if create {
-            self.store.create_secret(name, &value, &token).await?
+        let sent = if create {
+            self.store.create_secret(name, &value, &token).await
         } else {
-            self.store.put_value(name, &value, &token).await?
+            self.store.put_value(name, &value, &token).await
+        };
+        let id = match sent {
+            Ok(id) => id,
+            Err(e) if e.is_transient() => self.landed(name, &token, e).await?,
+            Err(e) => return Err(e.into()),
         };
         tracing::info!(secret = %name, version = %id, "new version stored");
         let new = Arc::new(SecretVersion {
@@ -452,6 +438,32 @@ impl Fs {
             self.names.created(name.as_str());
         }
         Ok(true)
+    }
+
+    /// Every attempt of a put ended without an answer (`lost`): the version
+    /// may exist. The token is its id, so ask for it. Found: the put
+    /// succeeded. Not found: it did not, and `lost` is the answer. Cannot
+    /// tell: `lost` too, and AWSCURRENT is dropped from the cache so that
+    /// the next read asks again.
+    async fn landed(&self, name: &SecretName, token: &str, lost: StoreError) -> Result<VersionId> {
+        let id = VersionId::new(token);
+        match self.store.get_value(name, &Selector::Id(id.clone())).await {
+            Ok(Some(_)) => {
+                tracing::warn!(secret = %name, version = %id,
+                    "the answer to the put was lost; the version is there, so it succeeded");
+                Ok(id)
+            }
+            Ok(None) => Err(lost.into()),
+            Err(e) if e.kind == StoreErrorKind::NotFound => Err(lost.into()),
+            Err(e) => {
+                self.values
+                    .remove(&(name.clone(), Selector::Stage(Stage::Current)));
+                self.descs.forget(name);
+                tracing::error!(secret = %name, version = %id, error = %e,
+                    "the answer to the put was lost and the version could not be looked up: whether it was stored is unknown");
+                Err(lost.into())
+            }
+        }
     }
 
     /// Read-your-writes: the cache holds the new version and, as AWSPREVIOUS,
@@ -485,6 +497,7 @@ impl Fs {
             self.values.remove(&prev_key);
         }
         self.version_ids.remove(name);
+        self.descs.forget(name);
         for node in [Node::Current(name.clone()), Node::Previous(name.clone())] {
             if let Some(ino) = self.inodes.ino_of(&node) {
                 self.kernel.changed(ino);

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
@@ -25,21 +26,29 @@ pub struct AwsOptions {
     pub endpoint_url: Option<String>,
 }
 
+/// Attempts per call (the first and two retries).
+pub const MAX_ATTEMPTS: u32 = 3;
+
 pub struct AwsStore {
     client: Client,
 }
 
 impl AwsStore {
     pub async fn connect(opts: &AwsOptions) -> Self {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
-            // Bounded so that an unreachable endpoint turns into a transient
-            // error (and stale-if-error) instead of a hung read.
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .operation_attempt_timeout(Duration::from_secs(5))
-                .operation_timeout(Duration::from_secs(15))
-                .build(),
-        );
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            // Standard retries: 3 attempts, exponential backoff with full
+            // jitter (each wait drawn from 0 to the backoff). The daemon-wide
+            // slow-down after throttling is Instrumented's (store/mod.rs).
+            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+            .timeout_config(
+                // Bounded so that an unreachable endpoint turns into a transient
+                // error (and stale-if-error) instead of a hung read.
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(5))
+                    .operation_timeout(Duration::from_secs(15))
+                    .build(),
+            );
         if let Some(r) = &opts.region {
             loader = loader.region(aws_config::Region::new(r.clone()));
         }

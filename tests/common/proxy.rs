@@ -3,6 +3,7 @@
 //! ClientRequestTokens), and can answer errors, delay, or drop a response
 //! after moto has acted on the request.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +31,28 @@ struct State {
     upstream: u16,
     rules: Mutex<Vec<Rule>>,
     log: Mutex<Vec<(String, Vec<u8>)>>,
+    /// Requests being handled now, and the most ever at once.
+    open: AtomicUsize,
+    peak: AtomicUsize,
+    /// Chaos and outage (the soak's modes); off unless turned on.
+    soak: Soak,
+}
+
+/// Counts a request as open while it lives.
+struct Open<'a>(&'a State);
+
+impl<'a> Open<'a> {
+    fn new(state: &'a State) -> Self {
+        let now = state.open.fetch_add(1, Ordering::SeqCst) + 1;
+        state.peak.fetch_max(now, Ordering::SeqCst);
+        Self(state)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct Proxy {
@@ -119,12 +142,20 @@ async fn serve(state: Arc<State>, mut client: TcpStream) -> std::io::Result<()> 
             .header("x-amz-target")
             .map(|t| t.rsplit('.').next().unwrap_or(t).to_string())
             .unwrap_or_default();
+        let _open = Open::new(&state);
         let body = req.body().to_vec();
         state
             .log
             .lock()
             .unwrap()
             .push((target.clone(), body.clone()));
+        if state.soak.outage.load(Ordering::SeqCst) {
+            state.soak.counts[INJ_OUTAGE].fetch_add(1, Ordering::SeqCst);
+            client
+                .write_all(&error_response(503, "ServiceUnavailable"))
+                .await?;
+            continue;
+        }
         let fault = {
             let mut rules = state.rules.lock().unwrap();
             let text = String::from_utf8_lossy(&body);
@@ -132,7 +163,7 @@ async fn serve(state: Arc<State>, mut client: TcpStream) -> std::io::Result<()> 
                 .iter_mut()
                 .find(|r| {
                     r.remaining > 0
-                        && r.target == target
+                        && (r.target == target || r.target == "*")
                         && r.needle.as_deref().is_none_or(|n| text.contains(n))
                 })
                 .map(|r| {
@@ -140,6 +171,7 @@ async fn serve(state: Arc<State>, mut client: TcpStream) -> std::io::Result<()> 
                     r.fault.clone()
                 })
         };
+        let fault = fault.or_else(|| state.soak.pick());
         match fault {
             Some(Fault::Error { status, code }) => {
                 let body =
@@ -183,6 +215,9 @@ impl Proxy {
             upstream,
             rules: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
+            open: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            soak: Soak::default(),
         });
         let st = state.clone();
         rt.spawn(async move {
@@ -204,8 +239,8 @@ impl Proxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Applies `fault` to the next `times` calls of `target` whose body
-    /// contains `needle` (a secret's name, say).
+    /// Applies `fault` to the next `times` calls of `target` ("*": any
+    /// operation) whose body contains `needle` (a secret's name, say).
     pub fn fault(&self, target: &str, needle: Option<&str>, fault: Fault, times: usize) {
         self.state.rules.lock().unwrap().push(Rule {
             target: target.to_string(),
@@ -242,6 +277,17 @@ impl Proxy {
             .collect()
     }
 
+    /// The most requests that were open at once (being forwarded, delayed
+    /// or answered) since the start or the last `reset_peak`.
+    pub fn peak(&self) -> usize {
+        self.state.peak.load(Ordering::SeqCst)
+    }
+
+    pub fn reset_peak(&self) {
+        let now = self.state.open.load(Ordering::SeqCst);
+        self.state.peak.store(now, Ordering::SeqCst);
+    }
+
     pub fn total(&self) -> usize {
         self.state.log.lock().unwrap().len()
     }
@@ -251,6 +297,114 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
+        }
+    }
+}
+
+/// Light random faults on every request, whatever its target, when no rule
+/// applies: each request gets at most one of them, picked independently of
+/// the others. All zero (the default) is off.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Chaos {
+    /// Longest delay before forwarding, for the `p_delay` share.
+    pub delay_ms_max: u64,
+    pub p_delay: f64,
+    /// HTTP 500 InternalFailure, not forwarded.
+    pub p_500: f64,
+    /// HTTP 400 ThrottlingException, not forwarded.
+    pub p_throttle: f64,
+    /// Forwarded (moto acts on it), then closed unanswered.
+    pub p_drop: f64,
+}
+
+/// Faults injected by chaos and outage since the proxy started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Injected {
+    pub outage_503: usize,
+    pub e500: usize,
+    pub throttles: usize,
+    pub drops: usize,
+    pub delays: usize,
+}
+
+const INJ_OUTAGE: usize = 0;
+const INJ_500: usize = 1;
+const INJ_THROTTLE: usize = 2;
+const INJ_DROP: usize = 3;
+const INJ_DELAY: usize = 4;
+
+#[derive(Default)]
+struct Soak {
+    chaos: Mutex<Chaos>,
+    outage: AtomicBool,
+    counts: [AtomicUsize; 5],
+}
+
+impl Soak {
+    /// The chaos fault for one request, if the dice say so.
+    fn pick(&self) -> Option<Fault> {
+        let c = *self.chaos.lock().unwrap();
+        let r = fastrand::f64();
+        let (slot, fault) = if r < c.p_500 {
+            (
+                INJ_500,
+                Fault::Error {
+                    status: 500,
+                    code: "InternalFailure",
+                },
+            )
+        } else if r < c.p_500 + c.p_throttle {
+            (
+                INJ_THROTTLE,
+                Fault::Error {
+                    status: 400,
+                    code: "ThrottlingException",
+                },
+            )
+        } else if r < c.p_500 + c.p_throttle + c.p_drop {
+            (INJ_DROP, Fault::DropResponse)
+        } else if r < c.p_500 + c.p_throttle + c.p_drop + c.p_delay {
+            let ms = fastrand::u64(0..=c.delay_ms_max);
+            (INJ_DELAY, Fault::Delay(Duration::from_millis(ms)))
+        } else {
+            return None;
+        };
+        self.counts[slot].fetch_add(1, Ordering::SeqCst);
+        Some(fault)
+    }
+}
+
+/// An AWS JSON error response, as the rules' `Fault::Error` answers.
+fn error_response(status: u16, code: &str) -> Vec<u8> {
+    let body = format!(r#"{{"__type":"{code}","message":"injected by the test proxy"}}"#);
+    format!(
+        "HTTP/1.1 {status} Injected\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-ErrorType: {code}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+impl Proxy {
+    /// Turns chaos on for every later request (`Chaos::default()` turns it
+    /// off). Rules set with `fault` take precedence.
+    pub fn chaos(&self, chaos: Chaos) {
+        *self.state.soak.chaos.lock().unwrap() = chaos;
+    }
+
+    /// While on, every request is answered 503 ServiceUnavailable without
+    /// reaching moto (rules and chaos are not consulted).
+    pub fn outage(&self, on: bool) {
+        self.state.soak.outage.store(on, Ordering::SeqCst);
+    }
+
+    pub fn injected(&self) -> Injected {
+        let n = |i: usize| self.state.soak.counts[i].load(Ordering::SeqCst);
+        Injected {
+            outage_503: n(INJ_OUTAGE),
+            e500: n(INJ_500),
+            throttles: n(INJ_THROTTLE),
+            drops: n(INJ_DROP),
+            delays: n(INJ_DELAY),
         }
     }
 }
