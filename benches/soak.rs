@@ -299,9 +299,13 @@ struct Shared {
     /// Every value secret i may hold: the initial one and each written (added
     /// before its write starts). A read of anything else is a bad value.
     known: Vec<RwLock<HashSet<Vec<u8>>>>,
-    /// Per secret, milliseconds from the start to the end of its last
-    /// successful write (0: none), to place bad reads in time.
+    /// Per secret, milliseconds from the start to the start of the write in
+    /// flight (0: none) and to the end of the last successful one (0: none),
+    /// to place bad reads in time.
+    write_started_ms: Vec<AtomicU64>,
     last_write_ms: Vec<AtomicU64>,
+    /// Per secret, reads that failed or returned a bad value.
+    read_errors_by_secret: Vec<AtomicU64>,
     /// The first bad reads, described without their content.
     bad_reads: Mutex<Vec<String>>,
     stop: AtomicBool,
@@ -350,18 +354,22 @@ impl Shared {
         let mut shown = self.bad_reads.lock().unwrap();
         if shown.len() < BAD_READS_SHOWN {
             let now = self.ms();
+            let started = self.write_started_ms[i].load(Relaxed);
             let last = self.last_write_ms[i].load(Relaxed);
             let lens: BTreeSet<usize> =
                 self.known[i].read().unwrap().iter().map(Vec::len).collect();
+            let writes = match (started, last) {
+                (0, 0) => "no write to it in flight, none succeeded yet".to_string(),
+                (0, l) => format!(
+                    "no write to it in flight, the last ended {} ms before",
+                    now.saturating_sub(l)
+                ),
+                (s, _) => format!("a write to it in flight for {} ms", now.saturating_sub(s)),
+            };
             shown.push(format!(
-                "at {:.3} s, s{i:03}: {kind}, {} bytes (its values have {lens:?}); last write to it ended {}",
+                "at {:.3} s, s{i:03}: {kind}, {} bytes (its values have {lens:?} bytes); {writes}",
                 now as f64 / 1e3,
                 v.len(),
-                if last == 0 {
-                    "never".to_string()
-                } else {
-                    format!("{} ms before", now.saturating_sub(last))
-                }
             ));
         }
         format!("BADVALUE:{kind}")
@@ -388,6 +396,7 @@ fn reader(sh: &Shared, seed: u64) -> Tally {
         };
         t.error(phase, kind);
         sh.read_errors.fetch_add(1, Relaxed);
+        sh.read_errors_by_secret[i].fetch_add(1, Relaxed);
     }
     t
 }
@@ -418,7 +427,9 @@ fn writer(sh: &Shared, w: usize, seed: u64) -> Tally {
             .insert(value.as_bytes().to_vec());
         let phase = usize::from(sh.outage.load(Relaxed));
         let t0 = Instant::now();
+        sh.write_started_ms[i].store(sh.ms().max(1), Relaxed);
         let r = common::replace_file(&sh.paths[i], value.as_bytes());
+        sh.write_started_ms[i].store(0, Relaxed);
         t.lat[phase].record(t0.elapsed().as_nanos() as u64);
         match r {
             Ok(()) => {
@@ -542,6 +553,27 @@ fn mount_all(proxy: &Proxy, names: &[String], ttl: u64) -> Mount {
     b.start()
 }
 
+/// How many secrets had read errors, and the three with the most.
+fn by_secret(sh: &Shared) -> String {
+    let mut v: Vec<(u64, usize)> = sh
+        .read_errors_by_secret
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.load(Relaxed), i))
+        .filter(|(n, _)| *n > 0)
+        .collect();
+    if v.is_empty() {
+        return "none".into();
+    }
+    v.sort_unstable_by(|a, b| b.cmp(a));
+    let top: Vec<String> = v
+        .iter()
+        .take(3)
+        .map(|(n, i)| format!("s{i:03} {n}"))
+        .collect();
+    format!("{} secrets (most: {})", v.len(), top.join(", "))
+}
+
 /// Copies the daemon's log (names, never values) out of the mount's temporary
 /// directory, which goes with the mount.
 fn keep_log(tag: &str, log: &str) -> String {
@@ -634,7 +666,9 @@ fn run(args: &[String], p: &Params) -> bool {
             .iter()
             .map(|v| RwLock::new(HashSet::from([v.as_bytes().to_vec()])))
             .collect(),
+        write_started_ms: names.iter().map(|_| AtomicU64::new(0)).collect(),
         last_write_ms: names.iter().map(|_| AtomicU64::new(0)).collect(),
+        read_errors_by_secret: names.iter().map(|_| AtomicU64::new(0)).collect(),
         bad_reads: Mutex::new(Vec::new()),
         paths: names
             .iter()
@@ -720,6 +754,7 @@ fn run(args: &[String], p: &Params) -> bool {
         ),
         ("read errors by kind", kinds(r.errors_in(&[0, 1]))),
         ("read errors during the outage", kinds(r.errors_in(&[1]))),
+        ("read errors by secret", by_secret(&sh)),
         (
             "stale serves (daemon)",
             format!(

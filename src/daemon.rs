@@ -203,6 +203,46 @@ pub fn fork_daemon() -> Result<Forked, String> {
     }
 }
 
+/// How long SIGTERM waits for the unmount, then again for puts in flight,
+/// before the daemon exits (well under systemd's 90 s stop timeout).
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Polls `done` until it holds or `limit` passes; whether it held.
+fn wait_for(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while !done() {
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
+}
+
+fn join(worker: std::thread::JoinHandle<std::io::Result<()>>) -> Result<(), String> {
+    match worker.join() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "session ended with an error");
+            Ok(())
+        }
+        Err(_) => Err("session thread panicked".into()),
+    }
+}
+
+/// Detaches the mount from the tree even while it is busy.
+fn detach(mountpoint: &Path) {
+    if let Ok(c) = CString::new(mountpoint.as_os_str().as_bytes()) {
+        // SAFETY: valid NUL-terminated path.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+            let _ = std::process::Command::new("fusermount3")
+                .arg("-uz")
+                .arg(mountpoint)
+                .status();
+        }
+    }
+}
+
 pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), String> {
     harden()?;
     if cfg.mlock {
@@ -232,7 +272,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), String> {
         std::fs::create_dir_all(&cfg.mountpoint)
             .map_err(|e| format!("creating mountpoint {}: {e}", cfg.mountpoint.display()))?;
     }
-    let adapter = FuseAdapter::new(fs, rt.handle().clone());
+    let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
     let mut session = fuser::Session::new(adapter, &cfg.mountpoint, &mount_config(&cfg))
         .map_err(|e| format!("mounting {}: {e}", cfg.mountpoint.display()))?;
     NotifyInvalidator::serve(inval_rx, session.notifier());
@@ -263,18 +303,31 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), String> {
     if signalled {
         sd_notify("STOPPING=1");
         tracing::info!("signal received; unmounting");
-        if let Err(e) = unmounter.unmount() {
-            tracing::warn!(error = %e, "unmount failed; detaching lazily");
-            if let Ok(c) = CString::new(cfg.mountpoint.as_os_str().as_bytes()) {
-                // SAFETY: valid NUL-terminated path.
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        if unmounter.unmount().is_ok() && wait_for(SHUTDOWN_GRACE, || worker.is_finished()) {
+            join(worker)?;
+        } else {
+            // Busy: files open or a working directory in the mount. Detach
+            // it (new opens fail, open files keep working), give puts in
+            // flight the rest of the grace, then exit: the kernel ends the
+            // connection, and what is still open gets ENOTCONN.
+            detach(&cfg.mountpoint);
+            let drained = wait_for(SHUTDOWN_GRACE, || fs.pending().0 == 0);
+            let (puts, unsaved) = fs.pending();
+            if !drained {
+                tracing::error!(
+                    puts,
+                    "exiting with puts still in flight; their outcome is unknown until the next read"
+                );
             }
+            for name in unsaved {
+                tracing::warn!(secret = %name, "a file open for writing had data no close stored; not stored");
+            }
+            tracing::info!("mount detached; exiting with files still open in it");
+            rt.shutdown_timeout(std::time::Duration::from_millis(200));
+            return Ok(());
         }
-    }
-    match worker.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "session ended with an error"),
-        Err(_) => return Err("session thread panicked".into()),
+    } else {
+        join(worker)?;
     }
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     tracing::info!("unmounted; exiting");

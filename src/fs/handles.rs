@@ -60,6 +60,10 @@ impl Handles {
         self.map.lock().remove(&fh)
     }
 
+    pub fn all(&self) -> Vec<Handle> {
+        self.map.lock().values().cloned().collect()
+    }
+
     pub fn len(&self) -> usize {
         self.map.lock().len()
     }

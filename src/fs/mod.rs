@@ -281,6 +281,23 @@ impl Fs {
         })
     }
 
+    /// For shutdown: puts being made now (or waiting their turn), and the
+    /// secrets of files open for writing whose data no close has stored
+    /// (a process still writing: its value may be incomplete, so it is
+    /// reported, not stored).
+    pub fn pending(&self) -> (usize, Vec<SecretName>) {
+        let unsaved = self
+            .handles
+            .all()
+            .into_iter()
+            .filter_map(|h| match h {
+                Handle::Write(w) => w.try_lock().ok().and_then(|st| st.unsaved()),
+                _ => None,
+            })
+            .collect();
+        (self.writes.len(), unsaved)
+    }
+
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
     }

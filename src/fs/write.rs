@@ -86,6 +86,11 @@ pub struct WriteState {
 pub type WriteRef = Arc<tokio::sync::Mutex<WriteState>>;
 
 impl WriteState {
+    /// The secret, when this handle holds data no close has stored.
+    pub fn unsaved(&self) -> Option<SecretName> {
+        matches!(self.phase, Phase::Dirty).then(|| self.name.clone())
+    }
+
     pub fn new(name: SecretName, buf: Zeroizing<Vec<u8>>, flags: i32, owner: u32) -> Self {
         Self {
             name,
