@@ -442,6 +442,10 @@ mod tests {
             ("threads=65", "threads"),
             ("cache_size=0", "cache_size"),
             ("uid=-1", "uid"),
+            ("max_calls=0", "max_calls"),
+            ("max_calls=257", "max_calls"),
+            ("start_jitter=11m", "start_jitter"),
+            ("start_jitter=soon", "start_jitter"),
         ] {
             let e = parse(&["/mnt", "-o", opt]).unwrap_err();
             assert!(e.contains(name), "{opt}: {e}");
@@ -473,6 +477,10 @@ mod tests {
             parse(&["/mnt"]).unwrap().fs.max_stale,
             Some(Duration::from_secs(3600))
         );
+        let c = parse(&["/mnt", "-o", "max_calls=8,start_jitter=90s"]).unwrap();
+        assert_eq!((c.max_calls, c.start_jitter), (8, Duration::from_secs(90)));
+        let c = parse(&["/mnt"]).unwrap();
+        assert_eq!((c.max_calls, c.start_jitter), (16, Duration::ZERO));
         let e = parse(&["--secret", "a/../b", "/mnt"]).unwrap_err();
         assert!(e.contains("--secret"), "{e}");
     }

@@ -337,3 +337,16 @@ fn sigterm_with_files_open_exits_within_five_seconds() {
     let again = Mount::aws().args(["--secret", &s]).at(&m.path).start();
     assert_eq!(again.read_string(&format!("{s}/current")), "held");
 }
+
+#[test]
+fn start_jitter_delays_the_mount_within_its_bound() {
+    let s = unique("re-jitter");
+    create(&s, "v");
+    let t = Instant::now();
+    let m = Mount::aws()
+        .args(["--secret", &s, "--start-jitter", "2s"])
+        .start();
+    assert!(t.elapsed() <= Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(m.read_string(&format!("{s}/current")), "v");
+    assert!(m.log_text().contains("start-up jitter"), "{}", m.log_text());
+}
