@@ -480,6 +480,12 @@ async fn an_old_reader_makes_later_opens_bypass_the_page_cache_until_it_closes()
     assert_eq!(s.fs.read(ino, b.fh, 0, 10).await.unwrap(), b"two");
     s.fs.release(a.fh).await;
     s.fs.release(b.fh).await;
+    // Until the kernel has asked for the new size, opens bypass the page
+    // cache (it stops at the size the kernel holds).
+    let early = s.fs.open(ino, libc::O_RDONLY, PID()).await.unwrap();
+    assert!(early.direct_io);
+    s.fs.release(early.fh).await;
+    s.fs.getattr(ino, None).await.unwrap();
     let c = s.fs.open(ino, libc::O_RDONLY, PID()).await.unwrap();
     assert!(
         !c.keep_cache && !c.direct_io,

@@ -61,8 +61,10 @@ impl Fs {
             }
             if let Some(Handle::Write(w)) = handle {
                 w.lock().await.resize(size);
-                let mut e = self.attr_of(ino, &node).await?;
-                e.attr.size = size as u64;
+                // The reply keeps the stored value's size: the kernel's size
+                // is the inode's, shared with readers of that value, and the
+                // writer's bytes stay its own until they are stored.
+                let e = self.attr_of(ino, &node).await?;
                 return Ok(Entry::uncached(e.attr));
             }
             // truncate(2) on the path: no handle to hold the change, so it is
@@ -169,7 +171,7 @@ impl Fs {
             }
             let s = SecretName::new(&*p);
             let ino = self.inodes.assign(Node::Current(s.clone()), true);
-            let mut state = WriteState::new(s, Zeroizing::new(Vec::new()), flags, owner);
+            let mut state = WriteState::new(ino, s, Zeroizing::new(Vec::new()), flags, owner);
             if create {
                 state = state.creating();
             }

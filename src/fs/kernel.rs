@@ -23,8 +23,10 @@ pub struct ReadMode {
 
 #[derive(Default)]
 struct View {
-    /// The version whose attributes the kernel was last given.
-    told: Option<VersionId>,
+    /// The version whose attributes the kernel was last given, and the
+    /// size it was told; None when the kernel's size may be another (a
+    /// writer changed it, or an invalidation is on its way).
+    told: Option<(VersionId, u64)>,
     /// The version whose bytes the page cache may hold.
     pages: Option<VersionId>,
     /// Live read handles that go through the page cache, per version.
@@ -33,11 +35,14 @@ struct View {
     /// must bypass the page cache (which stops at that size) until it is
     /// given the real one.
     size_unknown: bool,
+    /// Write handles open on the inode: the kernel changes its size as
+    /// they truncate and write.
+    writers: usize,
 }
 
 impl View {
     fn idle(&self) -> bool {
-        self.cached_readers.is_empty()
+        self.cached_readers.is_empty() && self.writers == 0
     }
 }
 
@@ -54,14 +59,15 @@ impl KernelView {
         }
     }
 
-    /// The kernel is given attributes of `id` for `ino` (lookup, getattr):
-    /// if it last had another version's, its attributes and pages go, once.
-    pub fn tell(&self, ino: Ino, id: &VersionId) {
+    /// The kernel is given attributes of `id` (`size` bytes) for `ino`
+    /// (lookup, getattr): if it last had another version's, its attributes
+    /// and pages go, once.
+    pub fn tell(&self, ino: Ino, id: &VersionId, size: u64) {
         let changed = {
             let mut views = self.views.lock();
             let v = views.entry(ino).or_default();
-            let changed = v.told.as_ref().is_some_and(|t| t != id);
-            v.told = Some(id.clone());
+            let changed = v.told.as_ref().is_some_and(|(t, _)| t != id);
+            v.told = Some((id.clone(), size));
             v.size_unknown = false;
             changed
         };
@@ -85,13 +91,36 @@ impl KernelView {
         self.invalidator.inval_inode(ino);
     }
 
-    /// A read handle of `id` opens. While a handle of another version can
-    /// still fill the page cache, this one bypasses it; otherwise it keeps
-    /// the pages only when they are of `id`.
-    pub fn open_read(&self, ino: Ino, id: &VersionId) -> ReadMode {
+    /// A write handle opens on `ino`.
+    pub fn open_write(&self, ino: Ino) {
+        self.views.lock().entry(ino).or_default().writers += 1;
+    }
+
+    /// A write handle of `ino` is released: the size the kernel holds may
+    /// be the writer's, so it goes, and the kernel asks again.
+    pub fn close_write(&self, ino: Ino) {
+        if let Some(v) = self.views.lock().get_mut(&ino) {
+            v.writers = v.writers.saturating_sub(1);
+            v.told = None;
+        }
+        self.invalidator.inval_inode(ino);
+    }
+
+    /// A read handle of `id` (`size` bytes) opens. The page cache stops at
+    /// the size the kernel holds, so this handle bypasses it unless the
+    /// kernel was told this version's size and nothing changed it since (no
+    /// writer open, no change waiting for the kernel to ask again); and
+    /// while a handle of another version can still fill the page cache.
+    /// Otherwise it keeps the pages only when they are of `id`.
+    pub fn open_read(&self, ino: Ino, id: &VersionId, size: u64) -> ReadMode {
         let mut views = self.views.lock();
         let v = views.entry(ino).or_default();
-        if v.size_unknown || v.cached_readers.keys().any(|other| other != id) {
+        let size_known = v.told.as_ref().is_some_and(|(t, n)| t == id && *n == size);
+        if v.size_unknown
+            || v.writers > 0
+            || !size_known
+            || v.cached_readers.keys().any(|other| other != id)
+        {
             return ReadMode {
                 keep_cache: false,
                 direct_io: true,
@@ -160,11 +189,11 @@ mod tests {
     fn a_change_invalidates_once_however_many_getattrs() {
         let (k, c) = view();
         let (a, b) = (VersionId::new("a"), VersionId::new("b"));
-        k.tell(I, &a);
-        k.tell(I, &a);
+        k.tell(I, &a, 1);
+        k.tell(I, &a, 1);
         assert_eq!(c.0.load(Ordering::SeqCst), 0);
         for _ in 0..10 {
-            k.tell(I, &b);
+            k.tell(I, &b, 1);
         }
         assert_eq!(c.0.load(Ordering::SeqCst), 1);
     }
@@ -173,25 +202,55 @@ mod tests {
     fn an_old_reader_makes_new_readers_bypass_the_page_cache() {
         let (k, _) = view();
         let (a, b) = (VersionId::new("a"), VersionId::new("b"));
-        let old = k.open_read(I, &a);
+        k.tell(I, &a, 1);
+        let old = k.open_read(I, &a, 1);
         assert_eq!(old, ReadMode::default(), "first open: nothing to keep");
-        let new = k.open_read(I, &b);
+        k.tell(I, &b, 1);
+        let new = k.open_read(I, &b, 1);
         assert!(new.direct_io && !new.keep_cache);
         k.close_read(I, &b, new);
         k.close_read(I, &a, old);
         // The pages may hold a's bytes: b's next open drops them.
-        let next = k.open_read(I, &b);
+        let next = k.open_read(I, &b, 1);
         assert_eq!(next, ReadMode::default());
         k.close_read(I, &b, next);
-        let again = k.open_read(I, &b);
+        let again = k.open_read(I, &b, 1);
         assert!(again.keep_cache && !again.direct_io);
+    }
+
+    #[test]
+    fn the_page_cache_is_used_only_when_the_kernel_holds_this_versions_size() {
+        let (k, c) = view();
+        let a = VersionId::new("a");
+        // Never told: the kernel's size is unknown.
+        assert!(k.open_read(I, &a, 5).direct_io);
+        k.tell(I, &a, 5);
+        let cached = k.open_read(I, &a, 5);
+        assert!(!cached.direct_io);
+        k.close_read(I, &a, cached);
+        // A writer changes the kernel's size as it goes.
+        k.open_write(I);
+        assert!(k.open_read(I, &a, 5).direct_io);
+        k.close_write(I);
+        assert_eq!(
+            c.0.load(Ordering::SeqCst),
+            1,
+            "its size is dropped at close"
+        );
+        assert!(
+            k.open_read(I, &a, 5).direct_io,
+            "until the kernel asks again"
+        );
+        k.tell(I, &a, 5);
+        assert!(!k.open_read(I, &a, 5).direct_io);
     }
 
     #[test]
     fn forget_clears_an_idle_view_only() {
         let (k, _) = view();
         let a = VersionId::new("a");
-        let m = k.open_read(I, &a);
+        k.tell(I, &a, 1);
+        let m = k.open_read(I, &a, 1);
         k.forget(I);
         assert_eq!(k.len(), 1, "a live handle keeps the view");
         k.close_read(I, &a, m);

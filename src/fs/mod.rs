@@ -504,7 +504,7 @@ impl Fs {
                     )));
                 }
                 let (v, ttl) = self.version(s, Selector::Stage(stage)).await?;
-                self.kernel.tell(ino, &v.id);
+                self.kernel.tell(ino, &v.id, v.value.len() as u64);
                 Entry {
                     attr: self.file_attr(
                         ino,
@@ -532,7 +532,7 @@ impl Fs {
                     )));
                 }
                 let (v, ttl) = self.version(s, Selector::Id(id.clone())).await?;
-                self.kernel.tell(ino, &v.id);
+                self.kernel.tell(ino, &v.id, v.value.len() as u64);
                 Entry {
                     attr: self.file_attr(ino, v.value.len() as u64, v.created, false),
                     ttl,
@@ -748,7 +748,7 @@ impl Fs {
         let node = self.node(ino)?;
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let (name, sel) = match node {
-            Node::Current(s) if writing => return self.open_write(&s, flags, pid).await,
+            Node::Current(s) if writing => return self.open_write(ino, &s, flags, pid).await,
             Node::Previous(_) | Node::Version(..) | Node::StatsFile if writing => {
                 return Err(Error::Refused("read-only file"));
             }
@@ -770,7 +770,9 @@ impl Fs {
             _ => return Err(Error::IsDir),
         };
         let (version, _) = self.version(&name, sel).await?;
-        let mode = self.kernel.open_read(ino, &version.id);
+        let mode = self
+            .kernel
+            .open_read(ino, &version.id, version.value.len() as u64);
         let fh = self.handles.add(Handle::Read { ino, version, mode });
         // A read handle has nothing to commit: no FLUSH at close.
         Ok(Opened {

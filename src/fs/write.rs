@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use super::handles::Handle;
 use super::{Closer, Fs, Opened};
 use crate::error::{Error, Result};
-use crate::inode::Node;
+use crate::inode::{Ino, Node};
 use crate::process;
 use crate::store::{
     SecretBytes, SecretName, SecretVersion, Selector, Stage, StoreError, StoreErrorKind, VersionId,
@@ -68,6 +68,8 @@ enum Phase {
 
 /// An open-for-writing `current`.
 pub struct WriteState {
+    /// The inode of the `current` it writes.
+    ino: Ino,
     name: SecretName,
     buf: Zeroizing<Vec<u8>>,
     phase: Phase,
@@ -91,8 +93,15 @@ impl WriteState {
         matches!(self.phase, Phase::Dirty).then(|| self.name.clone())
     }
 
-    pub fn new(name: SecretName, buf: Zeroizing<Vec<u8>>, flags: i32, owner: u32) -> Self {
+    pub fn new(
+        ino: Ino,
+        name: SecretName,
+        buf: Zeroizing<Vec<u8>>,
+        flags: i32,
+        owner: u32,
+    ) -> Self {
         Self {
+            ino,
             name,
             buf,
             phase: Phase::Untouched,
@@ -235,7 +244,13 @@ impl Writes {
 }
 
 impl Fs {
-    pub(super) async fn open_write(&self, s: &SecretName, flags: i32, pid: u32) -> Result<Opened> {
+    pub(super) async fn open_write(
+        &self,
+        ino: Ino,
+        s: &SecretName,
+        flags: i32,
+        pid: u32,
+    ) -> Result<Opened> {
         if self.cfg.read_only {
             return Err(Error::ReadOnly);
         }
@@ -248,11 +263,12 @@ impl Fs {
                 buf.copy_from_slice(v.value.as_bytes());
             }
         }
-        let state = WriteState::new(s.clone(), buf, flags, process::tgid(pid));
+        let state = WriteState::new(ino, s.clone(), buf, flags, process::tgid(pid));
         Ok(self.write_handle(state))
     }
 
     pub(super) fn write_handle(&self, state: WriteState) -> Opened {
+        self.kernel.open_write(state.ino);
         let fh = self
             .handles
             .add(Handle::Write(Arc::new(tokio::sync::Mutex::new(state))));
@@ -358,6 +374,7 @@ impl Fs {
         {
             tracing::error!(secret = %st.name, error = %e, "write at last close failed; value not stored");
         }
+        self.kernel.close_write(st.ino);
     }
 
     async fn commit(&self, st: &mut WriteState) -> Result<()> {

@@ -263,7 +263,10 @@ impl MountBuilder {
             }
         };
         let log = dir.path().join("daemon.log");
-        let daemon = env!("CARGO_BIN_EXE_secretsfs");
+        // SECRETSFS_BIN: another build, for before/after figures
+        // (benches/figures.rs); the tests use this tree's.
+        let daemon = std::env::var("SECRETSFS_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_secretsfs").to_string());
         let mut cmd = match self.wrapper.split_first() {
             Some((w, rest)) => {
                 let mut c = Command::new(w);
