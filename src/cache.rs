@@ -31,14 +31,20 @@ const ENTRY_OVERHEAD: usize = 128;
 pub struct Cached<V> {
     pub value: V,
     pub expires: Option<Instant>,
+    /// From when a read refreshes it behind the reader.
+    pub refresh_at: Option<Instant>,
 }
 
 impl<V> Cached<V> {
-    /// How long the kernel may keep what it learned from this value.
+    /// How long the kernel may keep what it learned from this value: until
+    /// the refresh-ahead point, so that the kernel asks again (and a
+    /// refresh starts) before the value expires, even where it serves reads
+    /// on its own (a read-only mount); then until expiry.
     pub fn remaining(&self, forever: Duration) -> Duration {
-        match self.expires {
-            Some(t) => t.saturating_duration_since(Instant::now()),
-            None => forever,
+        let now = Instant::now();
+        match (self.refresh_at.filter(|t| *t > now), self.expires) {
+            (Some(t), _) | (None, Some(t)) => t.saturating_duration_since(now),
+            (None, None) => forever,
         }
     }
 }
@@ -141,8 +147,8 @@ pub struct Limits<V> {
     /// How long a reader of an expired value waits for its refresh before
     /// it is given the value it had (the refresh goes on).
     pub refresh_wait: Duration,
-    /// Each TTL is drawn from ttl x (1 +/- jitter), per entry, so that keys
-    /// read together do not expire together.
+    /// Each TTL is drawn from ttl x (1 - jitter .. 1), per entry, so that
+    /// keys read together do not expire together, and none outlives the TTL.
     pub jitter: f64,
     /// How long a reader with nothing cached waits for a fetch before it
     /// gets an error (the fetch goes on); None: as long as the fetch takes.
@@ -219,7 +225,7 @@ where
         let now = Instant::now();
         let ttl = ttl.map(|t| {
             if self.limits.jitter > 0.0 {
-                t.mul_f64(1.0 + self.limits.jitter * (2.0 * fastrand::f64() - 1.0))
+                t.mul_f64(1.0 - self.limits.jitter * fastrand::f64())
             } else {
                 t
             }
@@ -245,6 +251,7 @@ where
         Some(Cached {
             value: e.value.clone(),
             expires: e.expires,
+            refresh_at: e.refresh_at,
         })
     }
 
@@ -290,6 +297,7 @@ where
                 let hit = Cached {
                     value: e.value.clone(),
                     expires: e.expires,
+                    refresh_at: e.refresh_at,
                 };
                 let ahead = e.refresh_at.is_some_and(|t| t <= now);
                 self.stats.hit();
@@ -299,12 +307,12 @@ where
                 }
                 return Ok(hit);
             }
-            if let Some(e) = shard.remembered(key, now) {
+            let has_old = shard.entries.peek(key).is_some();
+            if !has_old && let Some(e) = shard.remembered(key, now) {
                 self.stats.negative_hit();
                 return Err(e);
             }
             self.stats.miss();
-            let has_old = shard.entries.peek(key).is_some();
             (self.flight(&mut shard, key, ttl, fetch, Mode::Get), has_old)
         };
         if !has_old {
@@ -387,6 +395,7 @@ where
         Some(Cached {
             value: old.value.clone(),
             expires: old.expires,
+            refresh_at: None,
         })
     }
 
@@ -432,15 +441,22 @@ where
         let flight = {
             let mut shard = self.shard(key);
             let now = Instant::now();
-            let old = shard.entries.get(key).map(|e| (e.value.clone(), e.expires));
+            let old = shard
+                .entries
+                .get(key)
+                .map(|e| (e.value.clone(), e.expires, e.refresh_at));
             match old {
-                Some((value, expires)) => {
+                Some((value, expires, refresh_at)) => {
                     self.stats.hit();
                     if expires.is_some_and(|t| t <= now) {
                         let fetch = move |_| fetch();
                         drop(self.flight(&mut shard, key, ttl, fetch, Mode::Behind));
                     }
-                    return Ok(Cached { value, expires });
+                    return Ok(Cached {
+                        value,
+                        expires,
+                        refresh_at,
+                    });
                 }
                 None => {
                     if let Some(e) = shard.remembered(key, now) {
@@ -518,6 +534,7 @@ where
             return result.map(|value| Cached {
                 value,
                 expires: Some(now),
+                refresh_at: None,
             });
         }
         shard.inflight.remove(key);
@@ -525,15 +542,21 @@ where
             Ok(value) => {
                 shard.failures.pop(key);
                 let entry = self.entry(value.clone(), ttl);
-                let expires = entry.expires;
+                let (expires, refresh_at) = (entry.expires, entry.refresh_at);
                 shard.put(key.clone(), entry, self.shard_budget);
-                Ok(Cached { value, expires })
+                Ok(Cached {
+                    value,
+                    expires,
+                    refresh_at,
+                })
             }
             Err(e) if e.is_transient() => {
                 // A held value stays as it is: its readers decide whether
                 // it may be served stale.
                 match (mode, shard.entries.peek_mut(key)) {
                     (Mode::Behind, Some(old)) => old.expires = Some(now + self.retry_in(ttl)),
+                    // Not again at every read: after the retry interval.
+                    (Mode::Ahead, Some(old)) => old.refresh_at = Some(now + self.retry_in(ttl)),
                     (Mode::Get, None) if !self.limits.down_ttl.is_zero() => {
                         let until = now + self.limits.down_ttl;
                         shard.failures.put(key.clone(), (e.clone(), until));
@@ -1043,7 +1066,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let c: Arc<Cache<u32, Arc<String>>> = Cache::new(
             Limits {
-                jitter: 0.1,
+                jitter: 0.2,
                 ..limits(1000)
             },
             stats,
@@ -1059,7 +1082,7 @@ mod tests {
             .iter()
             .map(|t| t.duration_since(now).as_secs_f64())
             .collect();
-        assert!(secs.iter().all(|s| (54.0..=66.0).contains(s)), "{secs:?}");
+        assert!(secs.iter().all(|s| (48.0..=60.0).contains(s)), "{secs:?}");
         let spread = secs.iter().cloned().fold(f64::MIN, f64::max)
             - secs.iter().cloned().fold(f64::MAX, f64::min);
         assert!(
@@ -1147,6 +1170,65 @@ mod tests {
         // The fetch went on; its answer is served once it lands.
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert_eq!(*c.peek_fresh(&k).unwrap().value, "late");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_refresh_ahead_is_retried_after_an_interval_not_at_every_read() {
+        let (c, _) = cache(10);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let k = "a".to_string();
+        c.get(&k, TTL, counting(&calls, "v1")).await.unwrap();
+        tokio::time::advance(Duration::from_secs(41)).await;
+        for _ in 0..20 {
+            c.get(&k, TTL, failing_counted(&calls, StoreErrorKind::Transient))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "one failed refresh in 1 s");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        c.get(&k, TTL, counting(&calls, "v2")).await.unwrap();
+        tokio::task::yield_now().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "retried after 5 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cold_reader_giving_up_does_not_mark_down_a_key_a_put_filled() {
+        let c = remembering();
+        let k = "a".to_string();
+        let reader = {
+            let (c, k) = (c.clone(), k.clone());
+            tokio::spawn(async move { c.get(&k, TTL, hung).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.insert(
+            k.clone(),
+            Arc::new("written".into()),
+            Some(Duration::from_secs(1)),
+        );
+        assert!(reader.await.unwrap().is_err(), "gave up at 5 s");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let v = c.get(&k, TTL, counting(&calls, "fresh")).await.unwrap();
+        assert_eq!(
+            *v.value, "fresh",
+            "asked, not answered from a remembered failure"
+        );
+    }
+
+    #[test]
+    fn the_kernel_is_told_to_ask_again_at_the_refresh_point() {
+        let now = Instant::now();
+        let c = Cached {
+            value: (),
+            expires: Some(now + Duration::from_secs(60)),
+            refresh_at: Some(now + Duration::from_secs(40)),
+        };
+        assert!(c.remaining(Duration::MAX) <= Duration::from_secs(40));
+        let past = Cached {
+            refresh_at: Some(now),
+            ..c
+        };
+        assert!(past.remaining(Duration::MAX) > Duration::from_secs(50));
     }
 
     #[test]

@@ -37,6 +37,11 @@ struct Faulty {
     hold: Mutex<Option<(&'static str, Arc<tokio::sync::Semaphore>)>>,
     /// The hold applies to the next call only.
     hold_once: AtomicBool,
+    /// GetSecretValue alone fails so (DescribeSecret answers).
+    fail_gets: Mutex<Option<StoreErrorKind>>,
+    /// PutSecretValue stores nothing and answers a transient error (a put
+    /// lost on the way, or still on its way).
+    lose_puts: AtomicBool,
 }
 
 impl Faulty {
@@ -102,6 +107,9 @@ impl SecretStore for Faulty {
         if let Some(kind) = *self.fail.lock().unwrap() {
             return Err(StoreError::new(kind, "injected"));
         }
+        if let Some(kind) = *self.fail_gets.lock().unwrap() {
+            return Err(StoreError::new(kind, "injected"));
+        }
         self.gone(name)?;
         let answer = self.inner.get_value(name, sel).await;
         self.held("get").await;
@@ -130,6 +138,9 @@ impl SecretStore for Faulty {
     ) -> StoreResult<VersionId> {
         if let Some(kind) = *self.fail.lock().unwrap() {
             return Err(StoreError::new(kind, "injected"));
+        }
+        if self.lose_puts.load(Ordering::SeqCst) {
+            return Err(StoreError::new(StoreErrorKind::Transient, "no answer"));
         }
         self.inner.put_value(name, v, token).await
     }
@@ -190,6 +201,8 @@ async fn setup_with(secrets: &[(&str, &str)], tune: impl FnOnce(&mut FsConfig)) 
         deleted: Mutex::default(),
         hold: Mutex::new(None),
         hold_once: AtomicBool::new(false),
+        fail_gets: Mutex::new(None),
+        lose_puts: AtomicBool::new(false),
     });
     let stats = Arc::new(Stats::default());
     let inval = Arc::new(Invalidations::default());
@@ -793,4 +806,70 @@ async fn a_killed_writer_of_a_renamed_temporary_file_commits_nothing() {
     s.fs.flush(o.fh, killed).await.unwrap();
     s.fs.release(o.fh).await;
     assert_eq!(api_current(&s, "app").await, b"complete");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revoked_get_secret_value_is_noticed_behind_revalidation_within_fifteen_minutes() {
+    let s = setup(&[("app", "v1")]).await;
+    assert_eq!(read_all(&s.fs, "app/current").await.unwrap(), b"v1");
+    *s.store.fail_gets.lock().unwrap() = Some(StoreErrorKind::AccessDenied);
+    let start = tokio::time::Instant::now();
+    let denied_at = loop {
+        tokio::time::advance(PAST_TTL).await;
+        match read_all(&s.fs, "app/current").await {
+            Ok(v) => assert_eq!(v, b"v1"),
+            Err(e) => {
+                assert_eq!(e.errno(), libc::EACCES);
+                break start.elapsed();
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(3600), "never noticed");
+    };
+    assert!(
+        denied_at <= Duration::from_secs(15 * 60) + PAST_TTL,
+        "{denied_at:?}"
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&s.stats.render()).unwrap();
+    assert!(
+        shown["revalidated_unchanged"].as_u64().unwrap() >= 10,
+        "{shown}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_put_whose_answer_is_lost_and_not_found_fails_and_the_next_read_asks_again() {
+    let s = setup(&[("app", "old")]).await;
+    assert_eq!(read_all(&s.fs, "app/current").await.unwrap(), b"old");
+    s.store.lose_puts.store(true, Ordering::SeqCst);
+    let e = write_all(&s.fs, "app/current", b"new", libc::O_TRUNC)
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno(), libc::EIO);
+    // Unknown outcome: the cached value is not trusted any more.
+    let gets = s.store.gets.load(Ordering::SeqCst);
+    assert_eq!(read_all(&s.fs, "app/current").await.unwrap(), b"old");
+    assert!(s.store.gets.load(Ordering::SeqCst) > gets, "asked again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_listing_holds_up_neither_direct_lookups_nor_says_not_found() {
+    let s = setup_with(&[("top", "t"), ("dir/nested", "n")], |c| {
+        c.prefix = None;
+    })
+    .await;
+    *s.store.list_delay.lock().unwrap() = Some(Duration::from_secs(50));
+    let fs = s.fs.clone();
+    let top = tokio::spawn(async move { read_all(&fs, "top/current").await });
+    let fs = s.fs.clone();
+    let dir = tokio::spawn(async move { path_ino(&fs, "dir").await });
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        top.is_finished() && dir.is_finished(),
+        "waited past the cold wait"
+    );
+    assert_eq!(top.await.unwrap().unwrap(), b"t");
+    // Only the listing knows that "dir" holds secrets: not an ENOENT.
+    assert_eq!(dir.await.unwrap().unwrap_err().errno(), libc::EIO);
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    assert_eq!(read_all(&s.fs, "dir/nested/current").await.unwrap(), b"n");
 }

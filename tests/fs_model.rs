@@ -69,6 +69,7 @@ fn version(id: &str, value: &[u8]) -> SecretVersion {
         id: VersionId::new(id),
         value: SecretBytes::new(value.to_vec()),
         created: SystemTime::UNIX_EPOCH,
+        fetched: tokio::time::Instant::now(),
     }
 }
 

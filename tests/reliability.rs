@@ -350,3 +350,21 @@ fn start_jitter_delays_the_mount_within_its_bound() {
     assert_eq!(m.read_string(&format!("{s}/current")), "v");
     assert!(m.log_text().contains("start-up jitter"), "{}", m.log_text());
 }
+
+#[test]
+fn on_a_read_only_mount_versions_read_whole_without_being_listed_by_value() {
+    let s = unique("re-rover");
+    let first = create(&s, "first value");
+    let second = put(&s, "second");
+    let (proxy, m) = mount_via_proxy(&s, &["--read-only"]);
+    let versions = m.p(&format!("{s}/versions"));
+    assert_eq!(ls(&versions).len(), 2);
+    // No open, no direct I/O on a read-only mount: the size must be right.
+    assert_eq!(
+        std::fs::read(versions.join(&first)).unwrap(),
+        b"first value"
+    );
+    assert_eq!(std::fs::read(versions.join(&second)).unwrap(), b"second");
+    assert_eq!(std::fs::metadata(versions.join(&first)).unwrap().len(), 11);
+    assert_eq!(proxy.count("GetSecretValue"), 2);
+}

@@ -186,7 +186,7 @@ impl Fs {
             return Err(Error::Invalid("bad file name".into()));
         }
         // A name that is a child secret's directory stays that directory.
-        let listing = self.names.listing_or_empty().await;
+        let (listing, _) = self.names.listing_or_empty().await;
         if self.names.known(&tree::join(&p, name), &listing).is_some() {
             return Err(Error::Exists);
         }

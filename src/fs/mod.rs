@@ -76,13 +76,19 @@ pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(3600);
 /// gets the value held (counted as stale) while the refresh goes on.
 pub const REFRESH_WAIT: Duration = Duration::from_secs(1);
 
-/// Each cached TTL is drawn from TTL x (1 +/- TTL_JITTER).
-pub const TTL_JITTER: f64 = 0.1;
+/// Each cached TTL is drawn from TTL x (1 - TTL_JITTER .. 1): spread
+/// apart, never longer than the TTL.
+pub const TTL_JITTER: f64 = 0.2;
 /// The AWS store's attempt timeout: a read with nothing cached waits no
 /// longer for an answer.
 pub const COLD_WAIT: Duration = Duration::from_secs(5);
 pub const DENIED_TTL: Duration = Duration::from_secs(30);
 pub const DOWN_TTL: Duration = Duration::from_secs(5);
+
+/// A value revalidated by DescribeSecret is still read again with
+/// GetSecretValue at least this often, so that a GetSecretValue permission
+/// or a KMS key revoked since takes effect.
+pub const REVERIFY: Duration = Duration::from_secs(15 * 60);
 
 /// Default bound on cached values: 32 MiB (about 500 values of the maximum
 /// size, or tens of thousands of typical ones).
@@ -365,7 +371,11 @@ impl Fs {
                     && let Some(d) = descs.now(&n).await?
                 {
                     let id = d.with_stage(*stage);
-                    if id == held.as_ref().map(|v| &v.id) {
+                    // The same version, and its value read not too long
+                    // ago: a permission or KMS key revoked since must not
+                    // go unnoticed behind DescribeSecret for ever.
+                    let recent = held.as_ref().is_none_or(|v| v.fetched.elapsed() < REVERIFY);
+                    if id == held.as_ref().map(|v| &v.id) && recent {
                         stats.revalidated();
                         return Ok(held);
                     }
@@ -387,7 +397,12 @@ impl Fs {
                 .value(s, Selector::Stage(Stage::Previous))
                 .await
                 .is_ok_and(|c| c.value.is_some()),
-            Err(_) => false,
+            // Unknown for now (the backend fails): what the cache says.
+            Err(_) => self
+                .values
+                .peek_any(&(s.clone(), Selector::Stage(Stage::Previous)))
+                .flatten()
+                .is_some(),
         }
     }
 
@@ -408,7 +423,7 @@ impl Fs {
         if path.is_empty() {
             return Ok(DirInfo::PLAIN);
         }
-        let listing = self.names.listing_or_empty().await;
+        let (listing, complete) = self.names.listing_or_empty().await;
         if let Some(info) = self.names.known(path, &listing) {
             return Ok(info);
         }
@@ -435,6 +450,11 @@ impl Fs {
                 self.names.found_direct(path);
                 Ok(DirInfo::SECRET)
             }
+            // Not a secret, but maybe a directory of secrets that only the
+            // listing still on its way can tell: not an answer yet.
+            Err(Error::NotFound) if !complete => Err(Error::Unavailable(
+                "the listing is slow and the name is not a secret".into(),
+            )),
             Err(Error::NotFound) => {
                 self.names.remember_missing(path);
                 Err(Error::NotFound)
@@ -519,7 +539,12 @@ impl Fs {
                 let key = (s.clone(), Selector::Id(id.clone()));
                 let listed =
                     || async { self.version_list(s).await.is_ok_and(|ids| ids.contains(id)) };
-                if self.values.peek_any(&key).flatten().is_none() && listed().await {
+                // Not on a read-only mount: the kernel then reads through the
+                // page cache (no open, no direct I/O), which stops at the size.
+                if !self.cfg.read_only
+                    && self.values.peek_any(&key).flatten().is_none()
+                    && listed().await
+                {
                     // Known to exist, value not fetched: no decrypt only to
                     // report a size. Size 0 for now, reads bypass the page
                     // cache, and the kernel asks again next time.
@@ -693,7 +718,7 @@ impl Fs {
                     // The root lists what ListSecrets says; a failure is the caller's.
                     self.names.listing().await?.children(&p)
                 } else {
-                    self.names.listing_or_empty().await.children(&p)
+                    self.names.listing_or_empty().await.0.children(&p)
                 };
                 children.extend(self.names.extra_children(&p));
                 for c in children {

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lru::LruCache;
@@ -56,6 +57,9 @@ pub struct Namespace {
     prefix: Option<String>,
     ttl: Duration,
     negative_ttl: Duration,
+    cold_wait: Duration,
+    /// The last wait for a listing ran out.
+    listing_slow: AtomicBool,
     listings: Arc<Cache<(), Arc<Listing>>>,
     /// `--secret`: exactly these, never listed.
     fixed: Option<Arc<Listing>>,
@@ -121,6 +125,8 @@ impl Namespace {
             prefix: cfg.prefix.clone(),
             ttl: cfg.ttl,
             negative_ttl: cfg.negative_ttl,
+            cold_wait: cfg.cold_wait.unwrap_or(LISTING_DEADLINE),
+            listing_slow: AtomicBool::new(false),
             listings: Cache::new(
                 Limits {
                     // Listings are refreshed behind the reader anyway.
@@ -175,12 +181,31 @@ impl Namespace {
 
     /// The listing, or an empty one when listing is not possible (then only
     /// direct lookups find secrets).
-    pub async fn listing_or_empty(&self) -> Arc<Listing> {
-        match self.listing().await {
-            Ok(l) => l,
-            Err(e) => {
+    /// The listing, or an empty one when listing is not possible (then only
+    /// direct lookups find secrets). A listing that takes longer than the
+    /// cold wait is not waited for here (it goes on and serves later
+    /// lookups): a path walk must not hang on a hung ListSecrets. The flag
+    /// says whether the answer is the real listing or a stand-in for one
+    /// that is still coming (then "not found" cannot be trusted).
+    pub async fn listing_or_empty(&self) -> (Arc<Listing>, bool) {
+        // Once a wait ran out, later lookups (the next path component, say)
+        // do not wait again for the same slow listing.
+        let wait = if self.listing_slow.load(Ordering::Relaxed) {
+            Duration::ZERO
+        } else {
+            self.cold_wait
+        };
+        let got = tokio::time::timeout(wait, self.listing()).await;
+        self.listing_slow.store(got.is_err(), Ordering::Relaxed);
+        match got {
+            Ok(Ok(l)) => (l, true),
+            Ok(Err(e)) => {
                 tracing::debug!(error = %e, "listing failed; falling back to direct lookups");
-                Arc::new(Listing::default())
+                (Arc::new(Listing::default()), true)
+            }
+            Err(_) => {
+                tracing::debug!("listing is slow; falling back to direct lookups meanwhile");
+                (Arc::new(Listing::default()), false)
             }
         }
     }

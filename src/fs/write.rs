@@ -454,6 +454,7 @@ impl Fs {
             id,
             value,
             created: SystemTime::now(),
+            fetched: tokio::time::Instant::now(),
         });
         self.after_put(name, new, old).await;
         if create {
@@ -464,9 +465,9 @@ impl Fs {
 
     /// Every attempt of a put ended without an answer (`lost`): the version
     /// may exist. The token is its id, so ask for it. Found: the put
-    /// succeeded. Not found: it did not, and `lost` is the answer. Cannot
-    /// tell: `lost` too, and AWSCURRENT is dropped from the cache so that
-    /// the next read asks again.
+    /// succeeded. Not found (a put may still be on its way) or cannot
+    /// tell: `lost` is the answer, and AWSCURRENT is dropped from the cache
+    /// so that the next read asks again.
     async fn landed(&self, name: &SecretName, token: &str, lost: StoreError) -> Result<VersionId> {
         let id = VersionId::new(token);
         match self.store.get_value(name, &Selector::Id(id.clone())).await {
@@ -475,14 +476,19 @@ impl Fs {
                     "the answer to the put was lost; the version is there, so it succeeded");
                 Ok(id)
             }
-            Ok(None) => Err(lost.into()),
-            Err(e) if e.kind == StoreErrorKind::NotFound => Err(lost.into()),
-            Err(e) => {
+            // Not there now, but a put still on its way may land later;
+            // or the lookup failed: either way the outcome is unknown.
+            found => {
                 self.values
                     .remove(&(name.clone(), Selector::Stage(Stage::Current)));
                 self.descs.forget(name);
-                tracing::error!(secret = %name, version = %id, error = %e,
-                    "the answer to the put was lost and the version could not be looked up: whether it was stored is unknown");
+                let lookup = match found {
+                    Ok(_) => "not found yet".to_string(),
+                    Err(e) if e.kind == StoreErrorKind::NotFound => "not found yet".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::error!(secret = %name, version = %id, lookup = %lookup,
+                    "the answer to the put was lost: whether it was stored is unknown; the next read asks Secrets Manager");
                 Err(lost.into())
             }
         }

@@ -219,7 +219,12 @@ impl SecretStore for AwsStore {
             (None, Some(b)) => SecretBytes::new(b.into_inner()),
             (None, None) => SecretBytes::new(Vec::new()),
         };
-        Ok(Some(SecretVersion { id, value, created }))
+        Ok(Some(SecretVersion {
+            id,
+            value,
+            created,
+            fetched: tokio::time::Instant::now(),
+        }))
     }
 
     async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>> {

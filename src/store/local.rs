@@ -335,6 +335,7 @@ impl SecretStore for LocalStore {
             id: v.id.clone(),
             value: v.value.clone(),
             created: v.created,
+            fetched: tokio::time::Instant::now(),
         }))
     }
 

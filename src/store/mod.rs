@@ -110,6 +110,8 @@ pub struct SecretVersion {
     pub id: VersionId,
     pub value: SecretBytes,
     pub created: SystemTime,
+    /// When this copy was read from the store (or written to it).
+    pub fetched: tokio::time::Instant,
 }
 
 /// What DescribeSecret says of a secret's versions: ids and their staging
