@@ -568,27 +568,29 @@ impl Filesystem for FuseAdapter {
 /// /proc/PID/stat can block while that task exits (seen: the last thread
 /// of a process whose leader already exited, flushing at exit), and that
 /// task waits for our answer: so it is read off the FUSE threads, bounded.
-const PROC_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
-
-async fn proc_read<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    let job = tokio::task::spawn_blocking(f);
-    tokio::time::timeout(PROC_WAIT, job).await.ok()?.ok()
-}
+const PROC_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Who closes: the thread group of the FLUSH's thread, and whether it is
-/// dying of a signal (checked while it waits for us, so /proc has it).
+/// dying of a signal (checked while it waits for us, so /proc has it). Both
+/// are read in one blocking job, off the session threads. When /proc does
+/// not answer in time, the close is taken as a killed process's: storing
+/// nothing (the writer sees EIO) is safe, storing half a value is not.
 async fn inspect_closer(pid: u32) -> Closer {
-    let tgid = proc_read(move || process::tgid(pid)).await.unwrap_or(pid);
-    let killed = proc_read(move || process::killed_by_signal(pid))
-        .await
-        .unwrap_or_else(|| {
-            tracing::debug!(
+    let job =
+        tokio::task::spawn_blocking(move || (process::tgid(pid), process::killed_by_signal(pid)));
+    match tokio::time::timeout(PROC_WAIT, job).await {
+        Ok(Ok((tgid, killed))) => Closer { tgid, killed },
+        _ => {
+            tracing::warn!(
                 pid,
-                "/proc did not answer for the closing task; an ordinary close"
+                "/proc did not answer for the closing task in time; nothing is stored for it"
             );
-            false
-        });
-    Closer { tgid, killed }
+            Closer {
+                tgid: pid,
+                killed: true,
+            }
+        }
+    }
 }
 
 /// Sends invalidations to the kernel from a thread of its own: never from
