@@ -242,9 +242,19 @@ fn main() {
     }
 
     let (rounds, ops) = scale();
-    println!("secretsfs benchmark: {rounds} rounds of {ops} open+read+close, medians (min-max)\n");
-    println!("| case | secretsfs | tmpfs | ratio |");
-    println!("| --- | --- | --- | --- |");
+    // Under `cargo test` the same code runs once as a smoke test: its
+    // numbers mean nothing, so only `cargo bench` prints the table.
+    let smoke = rounds == 1;
+    macro_rules! row {
+        ($($arg:tt)*) => {
+            if !smoke {
+                println!($($arg)*);
+            }
+        };
+    }
+    row!("secretsfs benchmark: {rounds} rounds of {ops} open+read+close, medians (min-max)\n");
+    row!("| case | secretsfs | tmpfs | ratio |");
+    row!("| --- | --- | --- | --- |");
     let mut results = Vec::new();
     for (mode, extra) in [("read-write", &[][..]), ("read-only", &["--read-only"][..])] {
         let d = Daemon::start(&store, &work.path().join(format!("mnt-{mode}")), extra);
@@ -256,7 +266,7 @@ fn main() {
                 ));
                 let base = spread(measure(&tmpfs.path().join(format!("s{size}")), threads));
                 let ratio = ours.median / base.median;
-                println!(
+                row!(
                     "| warm {label}, {threads} thread{}, {mode} | {} | {} | {ratio:.2}x |",
                     if threads > 1 { "s" } else { "" },
                     fmt(&ours, "us/op"),
@@ -275,7 +285,7 @@ fn main() {
                 spread(measure(&path, 1))
             };
             let base = spread(measure(&tmpfs.path().join("s100"), 1));
-            println!(
+            row!(
                 "| warm 100 B, 1 thread, read-write, client and daemon pinned to one CPU (floor) | {} | {} | {:.2}x |",
                 fmt(&pinned, "us/op"),
                 fmt(&base, "us/op"),
@@ -298,7 +308,7 @@ fn main() {
         .collect();
     let cold = spread(cold);
     let warm_base = spread(measure(&tmpfs.path().join("s100"), 1));
-    println!(
+    row!(
         "| cold read (first open+read of a secret, local store) | {} | {} | {:.1}x |",
         fmt(&cold, "us"),
         fmt(&warm_base, "us/op"),
@@ -324,8 +334,8 @@ fn main() {
     let before = d.get_calls();
     read_loop(&herd_path, 10_000);
     let ttl_calls = d.get_calls() - before;
-    println!("| herd of 64 cold readers: GetSecretValue calls | {herd_calls} | | target 1 |");
-    println!(
+    row!("| herd of 64 cold readers: GetSecretValue calls | {herd_calls} | | target 1 |");
+    row!(
         "| 10,000 reads within the TTL: GetSecretValue calls | {ttl_calls} | | target 0 more after the first |"
     );
     drop(d);
@@ -352,7 +362,7 @@ fn main() {
         std::fs::read(p).unwrap();
     }
     let rss = d.rss_kib();
-    println!(
+    row!(
         "| RSS, 10,000 secrets listed + 1,000 values cached | {:.1} MiB (at start {:.1} MiB) | | target < 64 MiB |",
         rss as f64 / 1024.0,
         rss_start as f64 / 1024.0
@@ -366,18 +376,16 @@ fn main() {
             d.started_to_ready.as_secs_f64() * 1e3
         })
         .collect();
-    println!(
+    row!(
         "| start to mounted (READY=1) | {} | | target < 100 ms |",
         fmt(&spread(starts), "ms")
     );
 
-    println!();
-    if rounds == 1 {
-        println!(
-            "(smoke run under cargo test: the numbers mean nothing; run cargo bench --bench perf)"
-        );
+    if smoke {
+        println!("secretsfs benchmark: smoke run ok (numbers: cargo bench --bench perf)");
         return;
     }
+    println!();
     for (mode, threads, size, ratio) in results {
         let target = match (mode, threads) {
             ("read-only", 1) => 1.5,

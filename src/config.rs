@@ -5,82 +5,166 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueHint};
 use serde::Deserialize;
 
 use crate::fs::FsConfig;
 use crate::store::SecretName;
 use crate::store::aws::AwsOptions;
 
+/// The version `--version` prints: the package's, and the git commit it was
+/// built from when built from a git checkout (set by build.rs).
+pub const VERSION: &str = env!("SECRETSFS_VERSION");
+
+/// The environment variables secretsfs reads, for `--help` and the man page.
+pub const ENVIRONMENT: [(&str, &str); 9] = [
+    (
+        "RUST_LOG",
+        "Log filter (default info; RUST_LOG=secretsfs=debug shows each refresh). Logs go to standard error.",
+    ),
+    ("AWS_REGION", "Region, when --region is not given."),
+    (
+        "AWS_PROFILE",
+        "Profile of ~/.aws/config and ~/.aws/credentials, when --profile is not given (AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE move those files).",
+    ),
+    (
+        "AWS_ENDPOINT_URL",
+        "Endpoint, when --endpoint-url is not given (a VPC endpoint, an emulator).",
+    ),
+    (
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN",
+        "Static credentials. Without them the standard chain is tried: the profile, web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN), the ECS container and EC2 instance roles.",
+    ),
+    (
+        "AWS_CA_BUNDLE",
+        "A PEM file of extra certificate authorities to trust (a TLS-inspecting gateway).",
+    ),
+    (
+        "HTTPS_PROXY, NO_PROXY",
+        "An HTTP proxy for the API, and the hosts that bypass it.",
+    ),
+    (
+        "NOTIFY_SOCKET",
+        "Set by systemd (Type=notify): READY=1 is sent once the mount answers.",
+    ),
+    (
+        "SSL_CERT_FILE",
+        "Replaces the system's trusted certificate authorities.",
+    ),
+];
+
+/// `--help`'s closing text: the environment, then where to read more.
+fn after_help() -> String {
+    let mut s = String::from("Environment:\n");
+    for (name, what) in ENVIRONMENT {
+        s.push_str(&format!("  {name}\n          {what}\n"));
+    }
+    s.push_str(
+        "\nUnder systemd, set them in /etc/secretsfs/secretsfs.env. \
+         See secretsfs(1) and the README's \"Operating\" section.",
+    );
+    s
+}
+
+/// The command line. Options have no clap defaults: an option left unset can
+/// still come from `-o` or the config file, so the defaults are applied in
+/// `into_config` and stated in the help texts (a test keeps the two equal).
 #[derive(Parser, Debug, Default)]
 #[command(
     name = "secretsfs",
-    version,
-    about = "Mount AWS Secrets Manager as a filesystem"
+    version = VERSION,
+    about = "Mount AWS Secrets Manager as a filesystem",
+    long_about = "Mount AWS Secrets Manager as a filesystem: one directory per secret, \
+                  with `current`, `previous` and `versions/<id>` files. Reads come from a \
+                  cache with a TTL; writing `current` stores a new version.",
+    after_help = after_help(),
 )]
 pub struct Cli {
-    /// `[SOURCE] MOUNTPOINT`: mount(8) passes a source first; it is ignored.
-    #[arg(num_args = 1..=2, required = true, value_name = "MOUNTPOINT")]
-    pub paths: Vec<PathBuf>,
-    /// Cache TTL for staging labels and listings, in seconds.
-    #[arg(long)]
+    /// Where to mount (created if missing). mount(8) runs `secretsfs SOURCE
+    /// MOUNTPOINT`: SOURCE is accepted and ignored
+    #[arg(value_name = "MOUNTPOINT", value_hint = ValueHint::DirPath)]
+    pub mountpoint: PathBuf,
+    /// mount(8) runs `secretsfs SOURCE MOUNTPOINT`: with two paths, the first
+    /// is the source (ignored) and this is the mountpoint.
+    #[arg(hide = true, value_name = "MOUNTPOINT")]
+    pub helper_mountpoint: Option<PathBuf>,
+    /// Cache TTL of values, staging labels and listings, in seconds
+    /// (1-604800) [default: 300]
+    #[arg(long, value_name = "SECONDS")]
     pub ttl: Option<u64>,
-    /// Expose only secrets whose names start with PREFIX.
+    /// Expose only secrets whose names start with PREFIX [default: every
+    /// secret]
     #[arg(long)]
     pub prefix: Option<String>,
-    /// Expose exactly these secrets (repeatable); no ListSecrets call.
+    /// Expose exactly this secret; repeat for more. No ListSecrets call is
+    /// made [default: every secret, listed]
     #[arg(long = "secret", value_name = "NAME")]
     pub secrets: Vec<String>,
+    /// AWS region [default: AWS_REGION, then the profile's region]
     #[arg(long)]
     pub region: Option<String>,
+    /// AWS profile for settings and credentials [default: AWS_PROFILE, then
+    /// `default`]
     #[arg(long)]
     pub profile: Option<String>,
-    #[arg(long)]
+    /// Secrets Manager endpoint [default: AWS_ENDPOINT_URL, then the
+    /// region's]
+    #[arg(long, value_name = "URL", value_hint = ValueHint::Url)]
     pub endpoint_url: Option<String>,
-    /// Serve the embedded local store in DIR instead of AWS.
-    #[arg(long, value_name = "DIR")]
+    /// Serve the embedded local store in DIR instead of AWS
+    #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
     pub local: Option<PathBuf>,
-    /// With --local: seed a few demo secrets into an empty store.
+    /// With --local: seed a few demo secrets into an empty store
     #[arg(long)]
     pub demo: bool,
-    #[arg(long)]
+    /// Owner of every file, a user name or number [default: the mounting
+    /// user]
+    #[arg(long, value_name = "USER", value_parser = user_id, value_hint = ValueHint::Username)]
     pub uid: Option<u32>,
-    #[arg(long)]
+    /// Group of every file, a group name or number [default: the mounting
+    /// user's group]
+    #[arg(long, value_name = "GROUP", value_parser = group_id)]
     pub gid: Option<u32>,
-    /// Let other users in (the kernel then enforces the file modes).
+    /// Let other users in (the kernel then enforces the file modes)
     #[arg(long)]
     pub allow_other: bool,
-    /// Refuse every write; reads are served from the kernel's page cache.
+    /// Refuse every write; reads are served from the kernel's page cache
     #[arg(long)]
     pub read_only: bool,
-    /// Lock the daemon's memory (mlockall).
+    /// Lock the daemon's memory (mlockall)
     #[arg(long)]
     pub mlock: bool,
-    /// On AWS: let mkdir + writing `current` create a secret (CreateSecret).
+    /// On AWS: let mkdir + writing `current` create a secret (CreateSecret)
     #[arg(long)]
     pub allow_create: bool,
-    /// FUSE session threads (1-64).
-    #[arg(long)]
+    /// FUSE session threads (1-64) [default: 2]
+    #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// How long a value is served while its refreshes fail (e.g. 90s, 30m,
-    /// 2h, 1d; 0 = never serve a stale value; default 1h).
+    /// How long a value is served while its refreshes fail: 90s, 30m, 2h,
+    /// 1d; 0 = never serve a stale value [default: 1h]
     #[arg(long, value_name = "DURATION")]
     pub max_stale: Option<String>,
-    /// Memory for cached secret values, in MiB (1-4096; default 32).
+    /// Memory for cached secret values, in MiB (1-4096) [default: 32]
     #[arg(long, value_name = "MIB")]
     pub cache_size: Option<usize>,
-    /// Most API calls open at once (1-256; default 16); more wait their turn.
+    /// Most API calls open at once (1-256); more wait their turn [default:
+    /// 16]
     #[arg(long, value_name = "N")]
     pub max_calls: Option<usize>,
-    /// Wait a random time up to DURATION before mounting (e.g. 30s), so
-    /// that a fleet restarting at once spreads its first calls; default 0.
+    /// Wait a random time up to DURATION (at most 10m) before mounting, so
+    /// that a fleet restarting at once spreads its first calls [default: 0]
     #[arg(long, value_name = "DURATION")]
     pub start_jitter: Option<String>,
-    /// Settings in a TOML file (keys as the long flags, with underscores);
-    /// flags override it.
-    #[arg(long, value_name = "FILE")]
+    /// Mount over a mountpoint that is not empty (its files are hidden
+    /// while mounted); refused otherwise
+    #[arg(long)]
+    pub nonempty: bool,
+    /// Settings in a TOML file (keys as the long options, with underscores);
+    /// options given here override it
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub config: Option<PathBuf>,
-    /// Mount options, comma-separated: the flags above in key[=value] form.
+    /// Mount options, comma-separated: the long options in key[=value] form
+    /// (ttl=60,prefix=prod/,uid=www-data,read_only)
     #[arg(short = 'o', value_name = "OPT,...")]
     pub options: Vec<String>,
 }
@@ -103,6 +187,8 @@ pub struct Config {
     pub max_calls: usize,
     /// Upper bound of the random wait before mounting.
     pub start_jitter: Duration,
+    /// Mount over a mountpoint that is not empty.
+    pub nonempty: bool,
 }
 
 /// Options mount(8) and fstab pass along that are the kernel's business or
@@ -145,8 +231,8 @@ struct FileConfig {
     endpoint_url: Option<String>,
     local: Option<PathBuf>,
     demo: Option<bool>,
-    uid: Option<u32>,
-    gid: Option<u32>,
+    uid: Option<Owner>,
+    gid: Option<Owner>,
     allow_other: Option<bool>,
     read_only: Option<bool>,
     mlock: Option<bool>,
@@ -174,6 +260,55 @@ fn duration(key: &str, v: &str) -> Result<std::time::Duration, String> {
         .filter(|s| *s <= 365 * 86_400)
         .map(std::time::Duration::from_secs)
         .ok_or_else(|| format!("{key}: '{v}' is longer than a year"))
+}
+
+/// A user or group in the config file: `uid = 1000` or `uid = "www-data"`.
+#[derive(Deserialize, Debug)]
+#[serde(
+    untagged,
+    expecting = "a user or group name, or a number from 0 to 4294967295"
+)]
+enum Owner {
+    Id(u32),
+    Name(String),
+}
+
+/// A user name or number as a uid. All digits is a number (as chown(1) reads
+/// it); anything else is looked up in the user database (getpwnam_r).
+pub fn user_id(v: &str) -> Result<u32, String> {
+    if let Some(id) = id_number(v)? {
+        return Ok(id);
+    }
+    match nix::unistd::User::from_name(v) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        Ok(None) => Err(format!("no user named '{v}' (give a user name or a uid)")),
+        Err(e) => Err(format!("cannot look up user '{v}': {e}")),
+    }
+}
+
+/// A group name or number as a gid, like `user_id` (getgrnam_r).
+pub fn group_id(v: &str) -> Result<u32, String> {
+    if let Some(id) = id_number(v)? {
+        return Ok(id);
+    }
+    match nix::unistd::Group::from_name(v) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(format!("no group named '{v}' (give a group name or a gid)")),
+        Err(e) => Err(format!("cannot look up group '{v}': {e}")),
+    }
+}
+
+/// `Some(id)` when `v` is all digits, checked against u32's range.
+fn id_number(v: &str) -> Result<Option<u32>, String> {
+    if v.is_empty() {
+        return Err("an empty name is not a user or group".into());
+    }
+    if !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|_| format!("'{v}' is out of range (0 to 4294967295)"))
 }
 
 /// A number for option `key`, in range for its type (no silent wrapping:
@@ -211,14 +346,23 @@ impl Cli {
                 "profile" => self.profile = Some(need(value)?),
                 "endpoint_url" => self.endpoint_url = Some(need(value)?),
                 "local" => self.local = Some(need(value)?.into()),
-                "uid" => self.uid = Some(number(&key, value)?),
-                "gid" => self.gid = Some(number(&key, value)?),
+                "uid" => {
+                    self.uid = Some(
+                        user_id(&need(value)?).map_err(|e| format!("mount option 'uid': {e}"))?,
+                    )
+                }
+                "gid" => {
+                    self.gid = Some(
+                        group_id(&need(value)?).map_err(|e| format!("mount option 'gid': {e}"))?,
+                    )
+                }
                 "threads" => self.threads = Some(number(&key, value)?),
                 "cache_size" => self.cache_size = Some(number(&key, value)?),
                 "max_stale" => self.max_stale = Some(need(value)?),
                 "max_calls" => self.max_calls = Some(number(&key, value)?),
                 "start_jitter" => self.start_jitter = Some(need(value)?),
                 "demo" => self.demo = true,
+                "nonempty" => self.nonempty = true,
                 "allow_other" => self.allow_other = true,
                 "read_only" | "ro" => self.read_only = true,
                 "mlock" => self.mlock = true,
@@ -258,8 +402,22 @@ impl Cli {
         self.profile = self.profile.take().or(f.profile);
         self.endpoint_url = self.endpoint_url.take().or(f.endpoint_url);
         self.local = self.local.take().or(f.local);
-        self.uid = self.uid.or(f.uid);
-        self.gid = self.gid.or(f.gid);
+        let owner = |key: &str, v: Option<Owner>, resolve: fn(&str) -> Result<u32, String>| {
+            v.map(|o| match o {
+                Owner::Id(id) => Ok(id),
+                Owner::Name(name) => resolve(&name),
+            })
+            .transpose()
+            .map_err(|e| format!("--config {}: {key}: {e}", path.display()))
+        };
+        // Resolved even when a flag overrides them: a name that cannot
+        // work is an error in the file, as a wrong type is.
+        let (uid, gid) = (
+            owner("uid", f.uid, user_id)?,
+            owner("gid", f.gid, group_id)?,
+        );
+        self.uid = self.uid.or(uid);
+        self.gid = self.gid.or(gid);
         self.threads = self.threads.or(f.threads);
         self.cache_size = self.cache_size.or(f.cache_size);
         self.max_stale = self.max_stale.take().or(f.max_stale);
@@ -277,10 +435,12 @@ impl Cli {
         self.apply_options()?;
         self.apply_file()?;
         let mountpoint = self
-            .paths
-            .last()
-            .cloned()
-            .ok_or("a MOUNTPOINT is required")?;
+            .helper_mountpoint
+            .take()
+            .unwrap_or_else(|| std::mem::take(&mut self.mountpoint));
+        if mountpoint.as_os_str().is_empty() {
+            return Err("a MOUNTPOINT is required".into());
+        }
         // ttl=0 would make every read an API call and turn caching off for
         // the kernel too: refused, as a typo more often than a wish.
         let ttl = match self.ttl.unwrap_or(300) {
@@ -356,6 +516,7 @@ impl Cli {
             threads,
             max_calls,
             start_jitter,
+            nonempty: self.nonempty,
             mountpoint,
             fs,
             backend,
@@ -373,6 +534,74 @@ mod tests {
         let cli = Cli::try_parse_from(std::iter::once("secretsfs").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
         cli.into_config()
+    }
+
+    #[test]
+    fn help_states_the_defaults_that_apply() {
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let default = |long: &str| {
+            let arg = cmd.get_arguments().find(|a| a.get_long() == Some(long));
+            let help = arg.and_then(|a| a.get_help()).map(|h| h.to_string());
+            let help = help.unwrap_or_else(|| panic!("--{long} has no help"));
+            let start = help.find("[default: ").expect(&help) + "[default: ".len();
+            help[start..help.len() - 1].to_string()
+        };
+        let c = parse(&["/mnt"]).unwrap();
+        assert_eq!(default("ttl"), c.fs.ttl.as_secs().to_string());
+        assert_eq!(default("threads"), c.threads.to_string());
+        assert_eq!(
+            default("cache-size"),
+            (c.fs.cache_bytes.get() >> 20).to_string()
+        );
+        assert_eq!(default("max-calls"), c.max_calls.to_string());
+        assert_eq!(
+            Some(duration("", &default("max-stale")).unwrap()),
+            c.fs.max_stale
+        );
+        assert_eq!(
+            duration("", &default("start-jitter")).unwrap(),
+            c.start_jitter
+        );
+    }
+
+    #[test]
+    fn users_and_groups_are_names_or_numbers() {
+        let c = parse(&["--uid", "root", "--gid", "root", "/mnt"]).unwrap();
+        assert_eq!((c.fs.uid, c.fs.gid), (0, 0));
+        let c = parse(&["/mnt", "-o", "uid=root,gid=7"]).unwrap();
+        assert_eq!((c.fs.uid, c.fs.gid), (0, 7));
+        let e = parse(&["--uid", "no-such-user-7q", "/mnt"]).unwrap_err();
+        assert!(e.contains("no user named 'no-such-user-7q'"), "{e}");
+        let e = parse(&["/mnt", "-o", "gid=no-such-group-7q"]).unwrap_err();
+        assert!(e.contains("gid") && e.contains("no group named"), "{e}");
+        let e = parse(&["/mnt", "-o", "uid="]).unwrap_err();
+        assert!(e.contains("uid"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let p = path.to_str().unwrap();
+        std::fs::write(&path, "uid = \"root\"\ngid = 5\n").unwrap();
+        let c = parse(&["--config", p, "/mnt"]).unwrap();
+        assert_eq!((c.fs.uid, c.fs.gid), (0, 5));
+        for (text, key) in [
+            ("uid = \"no-such-user-7q\"", "no-such-user-7q"),
+            ("gid = -1", "gid"),
+            ("uid = 4294967296", "uid"),
+            ("gid = true", "gid"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = parse(&["--config", p, "/mnt"]).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn one_mountpoint_or_mount8s_source_and_mountpoint() {
+        assert_eq!(parse(&["/mnt"]).unwrap().mountpoint, PathBuf::from("/mnt"));
+        let c = parse(&["secretsfs", "/mnt"]).unwrap();
+        assert_eq!(c.mountpoint, PathBuf::from("/mnt"));
+        assert!(parse(&["a", "b", "/mnt"]).is_err());
+        assert!(parse(&[]).is_err());
     }
 
     #[test]

@@ -6,11 +6,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use fuser::{MountOption, SessionACL};
+use fuser::SessionACL;
 
 use crate::config::{Backend, Config};
 use crate::fs::Fs;
 use crate::fuse::{FuseAdapter, NotifyInvalidator};
+use crate::mount::{self, MountSpec};
 use crate::stats::Stats;
 use crate::store::aws::AwsStore;
 use crate::store::local::LocalStore;
@@ -88,7 +89,13 @@ pub fn sd_notify(state: &str) {
 
 async fn open_store(backend: &Backend) -> Result<Arc<dyn SecretStore>, String> {
     Ok(match backend {
-        Backend::Aws(opts) => Arc::new(AwsStore::connect(opts).await),
+        // Checked before anything is mounted (preflight.rs): a configuration
+        // error ends the start here, with its one line.
+        Backend::Aws(opts) => {
+            let first = crate::preflight::first_secret_from_command_line();
+            let store: Arc<AwsStore> = crate::preflight::open_aws(opts, first.as_ref()).await?;
+            store
+        }
         Backend::Local { dir, demo } => {
             let store =
                 LocalStore::open(dir).map_err(|e| format!("--local {}: {e}", dir.display()))?;
@@ -103,22 +110,11 @@ async fn open_store(backend: &Backend) -> Result<Arc<dyn SecretStore>, String> {
     })
 }
 
+/// The session's settings; the mount itself is made by `mount::mount`
+/// (type `fuse.secretsfs`, nosuid, nodev, noexec, noatime,
+/// default_permissions).
 fn mount_config(cfg: &Config) -> fuser::Config {
     let mut mc = fuser::Config::default();
-    mc.mount_options = vec![
-        MountOption::FSName("secretsfs".into()),
-        MountOption::Subtype("secretsfs".into()),
-        MountOption::DefaultPermissions,
-        MountOption::NoSuid,
-        MountOption::NoDev,
-        MountOption::NoExec,
-        MountOption::NoAtime,
-        if cfg.fs.read_only {
-            MountOption::RO
-        } else {
-            MountOption::RW
-        },
-    ];
     mc.acl = if cfg.allow_other {
         SessionACL::All
     } else {
@@ -230,19 +226,6 @@ fn join(worker: std::thread::JoinHandle<std::io::Result<()>>) -> Result<(), Stri
     }
 }
 
-/// Detaches the mount from the tree even while it is busy.
-fn detach(mountpoint: &Path) {
-    if let Ok(c) = CString::new(mountpoint.as_os_str().as_bytes()) {
-        // SAFETY: valid NUL-terminated path.
-        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-            let _ = std::process::Command::new("fusermount3")
-                .arg("-uz")
-                .arg(mountpoint)
-                .status();
-        }
-    }
-}
-
 pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), String> {
     harden()?;
     if cfg.mlock {
@@ -268,15 +251,25 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), String> {
     let fs = Fs::new(cfg.fs.clone(), store, stats, invalidator);
 
     clean_stale_mount(&cfg.mountpoint);
-    if !cfg.mountpoint.exists() {
-        std::fs::create_dir_all(&cfg.mountpoint)
-            .map_err(|e| format!("creating mountpoint {}: {e}", cfg.mountpoint.display()))?;
-    }
+    mount::check_mountpoint(&cfg.mountpoint, cfg.nonempty)?;
+    let spec = MountSpec {
+        read_only: cfg.fs.read_only,
+        allow_other: cfg.allow_other,
+    };
+    let (dev, how) = mount::mount(&cfg.mountpoint, &spec)?;
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
-    let mut session = fuser::Session::new(adapter, &cfg.mountpoint, &mount_config(&cfg))
-        .map_err(|e| format!("mounting {}: {e}", cfg.mountpoint.display()))?;
+    let mc = mount_config(&cfg);
+    let session = match fuser::Session::from_fd(adapter, dev, mc.acl, mc) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = mount::unmount(&cfg.mountpoint, how, true);
+            return Err(format!(
+                "starting the session on {}: {e}",
+                cfg.mountpoint.display()
+            ));
+        }
+    };
     NotifyInvalidator::serve(inval_rx, session.notifier());
-    let mut unmounter = session.unmount_callable();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let worker = std::thread::Builder::new()
         .name("secretsfs-fuse".into())
@@ -303,14 +296,18 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), String> {
     if signalled {
         sd_notify("STOPPING=1");
         tracing::info!("signal received; unmounting");
-        if unmounter.unmount().is_ok() && wait_for(SHUTDOWN_GRACE, || worker.is_finished()) {
+        if mount::unmount(&cfg.mountpoint, how, false).is_ok()
+            && wait_for(SHUTDOWN_GRACE, || worker.is_finished())
+        {
             join(worker)?;
         } else {
             // Busy: files open or a working directory in the mount. Detach
             // it (new opens fail, open files keep working), give puts in
             // flight the rest of the grace, then exit: the kernel ends the
             // connection, and what is still open gets ENOTCONN.
-            detach(&cfg.mountpoint);
+            if let Err(e) = mount::unmount(&cfg.mountpoint, how, true) {
+                tracing::warn!(error = %e, "could not detach the mount");
+            }
             let drained = wait_for(SHUTDOWN_GRACE, || fs.pending().0 == 0);
             let (puts, unsaved) = fs.pending();
             if !drained {

@@ -160,17 +160,34 @@ impl FuseAdapter {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // O_TRUNC arrives with open (not as a later setattr), and the kernel
-        // drops cached pages itself when a refreshed mtime differs.
-        for cap in [
-            InitFlags::FUSE_ATOMIC_O_TRUNC,
-            InitFlags::FUSE_AUTO_INVAL_DATA,
-        ] {
+        // The kernel drops cached pages itself when a refreshed mtime
+        // differs. FUSE_ATOMIC_O_TRUNC is not asked for: with it the kernel
+        // sets the inode's size to 0 at open(O_TRUNC), and readers of the
+        // stored value, which share that size, read nothing until the write
+        // is stored. Without it, O_TRUNC arrives as a setattr on the new
+        // handle, answered with the stored value's size.
+        for cap in [InitFlags::FUSE_AUTO_INVAL_DATA] {
             if let Err(missing) = config.add_capabilities(cap) {
                 tracing::warn!(?missing, "kernel lacks a FUSE capability");
             }
         }
         Ok(())
+    }
+
+    /// No ioctl means anything here: ENOTTY, as for any file that is not a
+    /// terminal (Python's open() asks TCGETS of every file), quietly.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(fuser::Errno::from_i32(libc::ENOTTY));
     }
 
     fn getxattr(
@@ -224,7 +241,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -242,10 +259,14 @@ impl Filesystem for FuseAdapter {
     ) {
         let fs = self.fs.clone();
         let owner = Ownership { mode, uid, gid };
+        let pid = req.pid();
         self.reply_attr(
             "setattr",
             ino.0,
-            async move { fs.setattr(Ino(ino.0), fh.map(|f| f.0), size, owner).await },
+            async move {
+                fs.setattr(Ino(ino.0), fh.map(|f| f.0), size, owner, pid)
+                    .await
+            },
             reply,
         );
     }

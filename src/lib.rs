@@ -7,6 +7,8 @@ pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod inode;
+pub mod mount;
+pub mod preflight;
 pub mod process;
 pub mod stats;
 pub mod store;

@@ -795,7 +795,7 @@ async fn a_killed_writer_of_a_renamed_temporary_file_commits_nothing() {
             .unwrap();
     s.fs.write(o.fh, 0, b"complete", PID()).await.unwrap();
     s.fs.rename(dir, ".t", dir, "current").await.unwrap();
-    s.fs.setattr(ROOT, Some(o.fh), Some(0), Default::default())
+    s.fs.setattr(ROOT, Some(o.fh), Some(0), Default::default(), PID())
         .await
         .unwrap();
     s.fs.write(o.fh, 0, b"HALF", PID()).await.unwrap();

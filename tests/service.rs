@@ -105,7 +105,7 @@ fn mount_helper_mounts_from_fstab_style_options_and_umount_ends_the_daemon() {
 mkdir -p {d}/mnt
 trap 'umount -l {d}/mnt 2>/dev/null || true' EXIT
 timeout 30 mount -t fuse.secretsfs secretsfs {d}/mnt -o _netdev,local={d}/store,demo,ttl=5
-grep -q "^secretsfs {d}/mnt fuse " /proc/mounts
+grep -q "^secretsfs {d}/mnt fuse.secretsfs " /proc/mounts
 cat {d}/mnt/demo/api-key/current > {d}/value
 pid=$(sed -n 's/.*"pid": \([0-9]*\).*/\1/p' {d}/mnt/.secretsfs/stats)
 [ -n "$pid" ]

@@ -35,7 +35,20 @@ impl Fs {
         fh: Option<u64>,
         size: Option<u64>,
         owner: Ownership,
+        pid: u32,
     ) -> Result<Entry> {
+        // open(O_TRUNC) arrives as an OPEN, then a truncation to 0 without
+        // a handle, from the same process: it belongs to the write handle
+        // that process just opened on this file (not a put of its own).
+        if fh.is_none()
+            && size == Some(0)
+            && let Some(Handle::Write(w)) = self.fresh_write_handle(ino, process::tgid(pid))
+        {
+            w.lock().await.truncate_at_open();
+            let node = self.node(ino)?;
+            // The stored value's size: see below.
+            return Ok(Entry::uncached(self.attr_of(ino, &node).await?.attr));
+        }
         let handle = fh.and_then(|fh| self.handles.get(fh));
         if let Some(Handle::Temp(t)) = &handle {
             return self.setattr_temp(ino, &t.file, size, owner.mode);

@@ -29,8 +29,9 @@ struct View {
     told: Option<(VersionId, u64)>,
     /// The version whose bytes the page cache may hold.
     pages: Option<VersionId>,
-    /// Live read handles that go through the page cache, per version.
-    cached_readers: HashMap<VersionId, usize>,
+    /// Live read handles that go through the page cache, per version, and
+    /// that version's size.
+    cached_readers: HashMap<VersionId, (usize, u64)>,
     /// The kernel was given a size of 0 for a value not fetched yet: reads
     /// must bypass the page cache (which stops at that size) until it is
     /// given the real one.
@@ -59,22 +60,28 @@ impl KernelView {
         }
     }
 
-    /// The kernel is given attributes of `id` (`size` bytes) for `ino`
-    /// (lookup, getattr): if it last had another version's, its attributes
-    /// and pages go, once.
-    pub fn tell(&self, ino: Ino, id: &VersionId, size: u64) {
-        let changed = {
-            let mut views = self.views.lock();
-            let v = views.entry(ino).or_default();
-            let changed = v.told.as_ref().is_some_and(|(t, _)| t != id);
-            v.told = Some((id.clone(), size));
-            v.size_unknown = false;
-            changed
-        };
+    /// The kernel is to be given attributes of `id` (`size` bytes) for
+    /// `ino` (lookup, getattr): if it last had another version's, its
+    /// attributes and pages go, once. Returns the size to report: while
+    /// page-cache readers of another version live, the kernel keeps their
+    /// size (it is the inode's, and their reads stop at it), and the answer
+    /// is not to be cached; new opens bypass the page cache meanwhile.
+    pub fn tell(&self, ino: Ino, id: &VersionId, size: u64) -> Option<u64> {
+        let mut views = self.views.lock();
+        let v = views.entry(ino).or_default();
+        if let Some((_, (_, held))) = v.cached_readers.iter().find(|(other, _)| *other != id) {
+            v.told = None;
+            return Some(*held);
+        }
+        let changed = v.told.as_ref().is_some_and(|(t, _)| t != id);
+        v.told = Some((id.clone(), size));
+        v.size_unknown = false;
+        drop(views);
         if changed {
             tracing::debug!(ino = ino.0, version = %id, "version changed; invalidating kernel cache");
             self.invalidator.inval_inode(ino);
         }
+        None
     }
 
     /// The kernel is given attributes without a size (the value is not
@@ -89,6 +96,14 @@ impl KernelView {
             v.told = None;
         }
         self.invalidator.inval_inode(ino);
+    }
+
+    /// The kernel was given the size of one handle's version: what it holds
+    /// is no longer known to be the current version's.
+    pub fn told_by_handle(&self, ino: Ino) {
+        if let Some(v) = self.views.lock().get_mut(&ino) {
+            v.told = None;
+        }
     }
 
     /// A write handle opens on `ino`.
@@ -128,7 +143,7 @@ impl KernelView {
         }
         let keep_cache = v.pages.as_ref() == Some(id);
         v.pages = Some(id.clone());
-        *v.cached_readers.entry(id.clone()).or_default() += 1;
+        v.cached_readers.entry(id.clone()).or_insert((0, size)).0 += 1;
         ReadMode {
             keep_cache,
             direct_io: false,
@@ -142,7 +157,7 @@ impl KernelView {
         }
         let mut views = self.views.lock();
         if let Some(v) = views.get_mut(&ino)
-            && let Some(n) = v.cached_readers.get_mut(id)
+            && let Some((n, _)) = v.cached_readers.get_mut(id)
         {
             *n -= 1;
             if *n == 0 {
@@ -205,16 +220,19 @@ mod tests {
         k.tell(I, &a, 1);
         let old = k.open_read(I, &a, 1);
         assert_eq!(old, ReadMode::default(), "first open: nothing to keep");
-        k.tell(I, &b, 1);
-        let new = k.open_read(I, &b, 1);
+        // a's reader lives: the kernel keeps a's size (2), not b's.
+        assert_eq!(k.tell(I, &b, 2), Some(1));
+        let new = k.open_read(I, &b, 2);
         assert!(new.direct_io && !new.keep_cache);
         k.close_read(I, &b, new);
         k.close_read(I, &a, old);
+        // While a was open the kernel kept a's size; it is told b's now.
+        assert_eq!(k.tell(I, &b, 2), None);
         // The pages may hold a's bytes: b's next open drops them.
-        let next = k.open_read(I, &b, 1);
+        let next = k.open_read(I, &b, 2);
         assert_eq!(next, ReadMode::default());
         k.close_read(I, &b, next);
-        let again = k.open_read(I, &b, 1);
+        let again = k.open_read(I, &b, 2);
         assert!(again.keep_cache && !again.direct_io);
     }
 

@@ -304,6 +304,14 @@ impl Fs {
         (self.writes.len(), unsaved)
     }
 
+    /// A write handle `owner` opened on `ino` and has not written to yet.
+    fn fresh_write_handle(&self, ino: Ino, owner: u32) -> Option<Handle> {
+        self.handles.all().into_iter().find(|h| match h {
+            Handle::Write(w) => w.try_lock().is_ok_and(|st| st.is_fresh(ino, owner)),
+            _ => false,
+        })
+    }
+
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
     }
@@ -524,15 +532,14 @@ impl Fs {
                     )));
                 }
                 let (v, ttl) = self.version(s, Selector::Stage(stage)).await?;
-                self.kernel.tell(ino, &v.id, v.value.len() as u64);
-                Entry {
-                    attr: self.file_attr(
-                        ino,
-                        v.value.len() as u64,
-                        v.created,
-                        stage == Stage::Current,
-                    ),
-                    ttl,
+                let size = v.value.len() as u64;
+                let writable = stage == Stage::Current;
+                match self.kernel.tell(ino, &v.id, size) {
+                    None => Entry {
+                        attr: self.file_attr(ino, size, v.created, writable),
+                        ttl,
+                    },
+                    Some(held) => Entry::uncached(self.file_attr(ino, held, v.created, writable)),
                 }
             }
             Node::Version(s, id) => {
@@ -557,7 +564,8 @@ impl Fs {
                     )));
                 }
                 let (v, ttl) = self.version(s, Selector::Id(id.clone())).await?;
-                self.kernel.tell(ino, &v.id, v.value.len() as u64);
+                // One version per inode: nothing else can be held.
+                let _ = self.kernel.tell(ino, &v.id, v.value.len() as u64);
                 Entry {
                     attr: self.file_attr(ino, v.value.len() as u64, v.created, false),
                     ttl,
@@ -651,11 +659,24 @@ impl Fs {
     /// Attributes; with a handle (fstat), those of the file it holds, which
     /// may have been renamed or unlinked since.
     pub async fn getattr(&self, ino: Ino, fh: Option<u64>) -> Result<Entry> {
-        if let Some(Handle::Temp(t)) = fh.and_then(|fh| self.handles.get(fh)) {
-            let f = t.file.lock();
-            if f.target.is_none() {
-                return Ok(Entry::uncached(self.temp_attr(ino, &f)));
+        match fh.and_then(|fh| self.handles.get(fh)) {
+            Some(Handle::Temp(t)) => {
+                let f = t.file.lock();
+                if f.target.is_none() {
+                    return Ok(Entry::uncached(self.temp_attr(ino, &f)));
+                }
             }
+            // The kernel asks with a reader's handle before it reads through
+            // the page cache (which stops at the size it holds): the size is
+            // that of the version this handle reads, whatever is current now.
+            Some(Handle::Read { version, .. }) => {
+                self.kernel.told_by_handle(ino);
+                let writable = matches!(self.node(ino)?, Node::Current(_));
+                let size = version.value.len() as u64;
+                let attr = self.file_attr(ino, size, version.created, writable);
+                return Ok(Entry::uncached(attr));
+            }
+            _ => {}
         }
         let node = self.node(ino)?;
         self.attr_of(ino, &node).await

@@ -88,6 +88,11 @@ pub struct WriteState {
 pub type WriteRef = Arc<tokio::sync::Mutex<WriteState>>;
 
 impl WriteState {
+    /// Opened on `ino` by `owner`, and nothing written or closed since.
+    pub fn is_fresh(&self, ino: Ino, owner: u32) -> bool {
+        self.ino == ino && self.owner == owner && matches!(self.phase, Phase::Untouched)
+    }
+
     /// The secret, when this handle holds data no close has stored.
     pub fn unsaved(&self) -> Option<SecretName> {
         matches!(self.phase, Phase::Dirty).then(|| self.name.clone())
@@ -142,11 +147,19 @@ impl WriteState {
         Ok(data.len() as u32)
     }
 
-    /// ftruncate(2) on the handle.
+    /// ftruncate(2) on the handle: the value becomes what it holds.
     pub(super) fn resize(&mut self, size: usize) {
         grow(&mut self.buf, size);
         self.phase = Phase::Dirty;
         self.too_large = false;
+    }
+
+    /// open(O_TRUNC), which arrives as a truncation after the open: the
+    /// handle starts empty, and stores nothing until something is written
+    /// (a shell's `> current` closes a duplicate descriptor before it
+    /// writes; that close must not put an empty value, or fail trying).
+    pub(super) fn truncate_at_open(&mut self) {
+        self.buf.clear();
     }
 }
 

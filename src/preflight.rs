@@ -1,0 +1,335 @@
+//! The start-up check of the AWS store, before mounting: one bounded look at
+//! the credentials chain and one cheap authenticated call, so that a daemon
+//! with no region or no usable credentials refuses to start with one line
+//! that names the cause and the fix, instead of mounting and answering EIO.
+//!
+//! - no region, no credentials, credentials the API rejects, a certificate
+//!   that does not verify: configuration errors; the daemon exits non-zero;
+//! - AccessDenied: the credentials work; logged once, with the IAM action;
+//! - no answer (DNS, connection refused, timeout): the network, maybe for a
+//!   moment at boot; logged, the daemon mounts and checks again in the
+//!   background (README, "Start-up checks").
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::store::SecretName;
+use crate::store::aws::{About, AwsOptions, AwsStore, Check, TLS_HINT};
+
+/// What the daemon does after the check.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    /// Mount; log this line at info.
+    Mount(String),
+    /// Mount; log this line once, as a warning.
+    MountWarned(String),
+    /// Mount, log this warning, and check again in the background.
+    MountAndRetry(String),
+    /// Refuse to start: this one line is the error.
+    Refuse(String),
+}
+
+/// Opens the AWS store and checks it before anything is mounted.
+/// `first_secret`: the first `--secret`, which the check describes instead
+/// of listing (no ListSecrets call for a mount of named secrets).
+pub async fn open_aws(
+    opts: &AwsOptions,
+    first_secret: Option<&SecretName>,
+) -> Result<Arc<AwsStore>, String> {
+    let store = Arc::new(AwsStore::connect(opts).await?);
+    let check = store.check(first_secret).await;
+    match verdict(&check, store.about(), first_secret) {
+        Verdict::Mount(line) => tracing::info!("{line}"),
+        Verdict::MountWarned(line) => tracing::warn!("{line}"),
+        Verdict::MountAndRetry(line) => {
+            tracing::warn!("{line}");
+            let (store, first) = (store.clone(), first_secret.cloned());
+            tokio::spawn(async move { check_until_answered(&store, first.as_ref()).await });
+        }
+        Verdict::Refuse(line) => return Err(line),
+    }
+    Ok(store)
+}
+
+/// While the endpoint does not answer: the check again, 2 s after the
+/// start, then doubling up to once a minute; one line when it answers (or
+/// when what answers is a configuration error, which is then logged as an
+/// error: the daemon keeps serving what it can).
+async fn check_until_answered(store: &AwsStore, first: Option<&SecretName>) {
+    let started = Instant::now();
+    let mut wait = Duration::from_secs(2);
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(60));
+        let check = store.check(first).await;
+        let after = started.elapsed().as_secs();
+        match verdict(&check, store.about(), first) {
+            Verdict::MountAndRetry(_) => continue,
+            Verdict::Mount(line) => {
+                tracing::info!("Secrets Manager answered {after} s after the start: {line}")
+            }
+            Verdict::MountWarned(line) => {
+                tracing::warn!("Secrets Manager answered {after} s after the start: {line}")
+            }
+            Verdict::Refuse(line) => tracing::error!(
+                "Secrets Manager answered {after} s after the start, with a configuration error: {line}"
+            ),
+        }
+        return;
+    }
+}
+
+/// The check's finding as a decision and its one line.
+pub fn verdict(check: &Check, about: &About, secret: Option<&SecretName>) -> Verdict {
+    match check {
+        Check::Ok {
+            action,
+            source,
+            elapsed,
+        } => Verdict::Mount(format!(
+            "start-up check passed: {action} answered in {} ms (region {}, endpoint {}, credentials from {source})",
+            elapsed.as_millis(),
+            about.region.as_deref().unwrap_or("?"),
+            about.endpoint,
+        )),
+        Check::NoRegion => Verdict::Refuse(
+            "no AWS region configured: set AWS_REGION (under systemd in /etc/secretsfs/secretsfs.env) \
+             or region in the AWS profile, or pass --region"
+                .into(),
+        ),
+        Check::NoCredentials(cause) => Verdict::Refuse(match (&about.profile, about.profile_missing) {
+            (Some(p), true) => format!(
+                "no AWS credentials: profile '{p}' is in neither ~/.aws/config nor ~/.aws/credentials \
+                 (AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE move them): correct AWS_PROFILE or --profile"
+            ),
+            _ => format!(
+                "no AWS credentials{} ({cause}): set AWS_PROFILE or --profile to a profile that has them, \
+                 or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with an instance or container role",
+                profile_note(about)
+            ),
+        }),
+        Check::CredentialsTimedOut(bound) => Verdict::Refuse(format!(
+            "no AWS credentials within {} s{}: the credentials chain was still trying its sources \
+             (outside EC2 the instance metadata service never answers: set AWS_EC2_METADATA_DISABLED=true); \
+             set AWS_PROFILE or --profile, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            bound.as_secs(),
+            profile_note(about)
+        )),
+        Check::Rejected {
+            code,
+            message,
+            source,
+        } => {
+            let fix = if code.starts_with("ExpiredToken") {
+                "they have expired: renew them (a new session token, `aws sso login`, a fresh role session)"
+            } else {
+                "they are not valid keys for this account and region: correct them, or choose others with AWS_PROFILE or --profile"
+            };
+            Verdict::Refuse(format!(
+                "Secrets Manager rejected the credentials from {} ({code}: {message}); {fix}",
+                describe_source(source, about)
+            ))
+        }
+        Check::Denied { action, message } => {
+            let what = match (action, secret) {
+                (&"DescribeSecret", Some(s)) => format!(
+                    "secretsmanager:DescribeSecret on {s}: reads of it may be refused too \
+                     (grant secretsmanager:DescribeSecret and secretsmanager:GetSecretValue)"
+                ),
+                _ => "secretsmanager:ListSecrets: listing the mount will answer EACCES \
+                      (grant it, or name the secrets with --secret)"
+                    .to_string(),
+            };
+            Verdict::MountWarned(format!(
+                "start-up check: {action} was denied ({message}); the credentials work, \
+                 but this principal may not call {what}"
+            ))
+        }
+        Check::Answered { action, text } => Verdict::MountWarned(format!(
+            "start-up check: Secrets Manager answered {action} with {text}; mounting"
+        )),
+        Check::Certificate(cause) => Verdict::Refuse(match &about.ca_bundle {
+            Some((path, named_by)) => format!(
+                "the TLS certificate of {} is not trusted ({cause}); the CA bundle {} (from {named_by}) \
+                 does not verify it: it needs the certificate of the CA that signed the endpoint's (or the gateway's)",
+                about.endpoint,
+                path.display()
+            ),
+            None => format!(
+                "the TLS certificate of {} is not trusted ({cause}); {TLS_HINT}",
+                about.endpoint
+            ),
+        }),
+        Check::Tls(cause) => Verdict::Refuse(format!(
+            "TLS with {} failed ({cause}): is it an HTTPS endpoint? (AWS_ENDPOINT_URL, --endpoint-url, HTTPS_PROXY)",
+            about.endpoint
+        )),
+        Check::Unreachable(cause) => Verdict::MountAndRetry(format!(
+            "Secrets Manager at {} is unreachable at start ({cause}); mounting anyway: \
+             reads answer EIO until it answers, and the check is repeated in the background",
+            about.endpoint
+        )),
+    }
+}
+
+fn profile_note(about: &About) -> String {
+    match &about.profile {
+        Some(p) => format!(" for profile '{p}'"),
+        None => String::new(),
+    }
+}
+
+/// Where credentials from this provider were configured, for the fix.
+fn describe_source(provider: &str, about: &About) -> String {
+    let profile = about.profile.as_deref().unwrap_or("default");
+    match provider {
+        "EnvironmentVariable" | "Environment" => {
+            "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)".into()
+        }
+        "ProfileFile" => format!("profile '{profile}' (~/.aws/credentials, ~/.aws/config)"),
+        "AssumeRoleProvider" => format!("the role that profile '{profile}' assumes"),
+        "SSO" => format!("the SSO session of profile '{profile}'"),
+        "CredentialProcess" => format!("the credential_process of profile '{profile}'"),
+        "WebIdentityToken" => "web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)".into(),
+        "EcsContainer" => "the container's role".into(),
+        "IMDSv2" | "IMDS" => "the EC2 instance's role".into(),
+        other => format!("the credentials provider {other}"),
+    }
+}
+
+/// The first `--secret` of this process's command line. Interim: `run()`
+/// hands `open_store` the backend only, so the command line is read again
+/// here (the same parse main did); to be replaced by the Config's
+/// `fs.secrets` once `open_store` receives it.
+pub fn first_secret_from_command_line() -> Option<SecretName> {
+    use clap::Parser;
+    let cfg = crate::config::Cli::try_parse().ok()?.into_config().ok()?;
+    cfg.fs.secrets?.into_iter().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn about() -> About {
+        About {
+            region: Some("eu-west-1".into()),
+            endpoint: "https://secretsmanager.eu-west-1.amazonaws.com".into(),
+            ca_bundle: None,
+            profile: None,
+            profile_missing: false,
+        }
+    }
+
+    fn refused(c: Check) -> String {
+        match verdict(&c, &about(), None) {
+            Verdict::Refuse(line) => line,
+            v => panic!("{c:?} did not refuse: {v:?}"),
+        }
+    }
+
+    #[test]
+    fn configuration_errors_refuse_with_one_line_naming_the_fix() {
+        let line = refused(Check::NoRegion);
+        assert!(
+            line.contains("AWS_REGION") && line.contains("--region"),
+            "{line}"
+        );
+        let line = refused(Check::NoCredentials("no providers in chain".into()));
+        assert!(
+            line.contains("AWS_PROFILE") && line.contains("--profile"),
+            "{line}"
+        );
+        assert!(line.contains("no providers in chain"), "{line}");
+        let line = refused(Check::CredentialsTimedOut(Duration::from_secs(3)));
+        assert!(line.contains("AWS_EC2_METADATA_DISABLED"), "{line}");
+        let line = refused(Check::Rejected {
+            code: "UnrecognizedClientException".into(),
+            message: "The security token included in the request is invalid.".into(),
+            source: "EnvironmentVariable".into(),
+        });
+        assert!(line.contains("AWS_ACCESS_KEY_ID"), "{line}");
+        assert!(line.contains("UnrecognizedClientException"), "{line}");
+        let line = refused(Check::Rejected {
+            code: "ExpiredTokenException".into(),
+            message: "expired".into(),
+            source: "ProfileFile".into(),
+        });
+        assert!(
+            line.contains("expired") && line.contains("profile 'default'"),
+            "{line}"
+        );
+        let line = refused(Check::Certificate(
+            "invalid peer certificate: UnknownIssuer".into(),
+        ));
+        assert!(
+            line.contains("AWS_CA_BUNDLE") && line.contains("UnknownIssuer"),
+            "{line}"
+        );
+        let line = refused(Check::Tls("received corrupt message".into()));
+        assert!(
+            line.contains("HTTPS endpoint") && !line.contains("AWS_CA_BUNDLE"),
+            "{line}"
+        );
+        for c in [
+            Check::NoRegion,
+            Check::NoCredentials("x".into()),
+            Check::Tls("y".into()),
+        ] {
+            assert!(!refused(c).contains('\n'));
+        }
+    }
+
+    #[test]
+    fn a_tls_failure_with_a_bundle_names_the_bundle() {
+        let mut a = about();
+        a.ca_bundle = Some((PathBuf::from("/etc/ca.pem"), "AWS_CA_BUNDLE"));
+        match verdict(&Check::Certificate("UnknownIssuer".into()), &a, None) {
+            Verdict::Refuse(line) => {
+                assert!(
+                    line.contains("/etc/ca.pem") && line.contains("AWS_CA_BUNDLE"),
+                    "{line}"
+                )
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn access_denied_mounts_and_names_the_action() {
+        let c = Check::Denied {
+            action: "ListSecrets",
+            message: "AccessDeniedException: no".into(),
+        };
+        match verdict(&c, &about(), None) {
+            Verdict::MountWarned(line) => {
+                assert!(line.contains("secretsmanager:ListSecrets"), "{line}")
+            }
+            v => panic!("{v:?}"),
+        }
+        let s = SecretName::new("prod/db");
+        let c = Check::Denied {
+            action: "DescribeSecret",
+            message: "AccessDeniedException: no".into(),
+        };
+        match verdict(&c, &about(), Some(&s)) {
+            Verdict::MountWarned(line) => {
+                assert!(
+                    line.contains("secretsmanager:DescribeSecret on prod/db"),
+                    "{line}"
+                )
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unreachable_endpoint_mounts_and_retries() {
+        let c = Check::Unreachable("connection refused".into());
+        assert!(matches!(
+            verdict(&c, &about(), None),
+            Verdict::MountAndRetry(l) if l.contains("connection refused")
+        ));
+    }
+}
