@@ -228,6 +228,16 @@ fn fmt(s: &Spread, unit: &str) -> String {
     format!("{:.2} {unit} ({:.2}-{:.2})", s.median, s.min, s.max)
 }
 
+/// A local store directory as the daemon wants it (0700; it warns otherwise).
+fn private_dir(dir: &Path) {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .unwrap();
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and friends: nothing to list
@@ -235,7 +245,7 @@ fn main() {
     let work = tempfile::tempdir().unwrap();
     let tmpfs = tempfile::tempdir_in("/dev/shm").unwrap();
     let store = work.path().join("store");
-    std::fs::create_dir_all(&store).unwrap();
+    private_dir(&store);
     for (size, _) in SIZES {
         seed(&store, &format!("bench/s{size}"), &"x".repeat(size));
         std::fs::write(tmpfs.path().join(format!("s{size}")), "x".repeat(size)).unwrap();
@@ -342,7 +352,7 @@ fn main() {
 
     // Memory: 10,000 secrets listed, 1,000 values cached.
     let big = work.path().join("big");
-    std::fs::create_dir_all(&big).unwrap();
+    private_dir(&big);
     for i in 0..10_000 {
         seed(
             &big,
