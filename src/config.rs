@@ -111,6 +111,11 @@ pub struct Cli {
     /// region's]
     #[arg(long, value_name = "URL", value_hint = ValueHint::Url)]
     pub endpoint_url: Option<String>,
+    /// PEM file of CA certificates trusted as well as the system's (a
+    /// TLS-inspecting gateway) [default: AWS_CA_BUNDLE, then ca_bundle in
+    /// the AWS profile]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    pub ca_bundle: Option<PathBuf>,
     /// Serve the embedded local store in DIR instead of AWS
     #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
     pub local: Option<PathBuf>,
@@ -155,6 +160,10 @@ pub struct Cli {
     /// that a fleet restarting at once spreads its first calls [default: 0]
     #[arg(long, value_name = "DURATION")]
     pub start_jitter: Option<String>,
+    /// Log format on standard error: text, or json (one object a line,
+    /// for log shippers) [default: text]
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
     /// Mount over a mountpoint that is not empty (its files are hidden
     /// while mounted); refused otherwise
     #[arg(long)]
@@ -189,6 +198,8 @@ pub struct Config {
     pub start_jitter: Duration,
     /// Mount over a mountpoint that is not empty.
     pub nonempty: bool,
+    /// Log lines as JSON objects.
+    pub log_json: bool,
 }
 
 /// Options mount(8) and fstab pass along that are the kernel's business or
@@ -229,6 +240,7 @@ struct FileConfig {
     region: Option<String>,
     profile: Option<String>,
     endpoint_url: Option<String>,
+    ca_bundle: Option<PathBuf>,
     local: Option<PathBuf>,
     demo: Option<bool>,
     uid: Option<Owner>,
@@ -345,6 +357,7 @@ impl Cli {
                 "region" => self.region = Some(need(value)?),
                 "profile" => self.profile = Some(need(value)?),
                 "endpoint_url" => self.endpoint_url = Some(need(value)?),
+                "ca_bundle" => self.ca_bundle = Some(need(value)?.into()),
                 "local" => self.local = Some(need(value)?.into()),
                 "uid" => {
                     self.uid = Some(
@@ -363,6 +376,7 @@ impl Cli {
                 "start_jitter" => self.start_jitter = Some(need(value)?),
                 "demo" => self.demo = true,
                 "nonempty" => self.nonempty = true,
+                "log_format" => self.log_format = Some(need(value)?),
                 "allow_other" => self.allow_other = true,
                 "read_only" | "ro" => self.read_only = true,
                 "mlock" => self.mlock = true,
@@ -401,6 +415,7 @@ impl Cli {
         self.region = self.region.take().or(f.region);
         self.profile = self.profile.take().or(f.profile);
         self.endpoint_url = self.endpoint_url.take().or(f.endpoint_url);
+        self.ca_bundle = self.ca_bundle.take().or(f.ca_bundle);
         self.local = self.local.take().or(f.local);
         let owner = |key: &str, v: Option<Owner>, resolve: fn(&str) -> Result<u32, String>| {
             v.map(|o| match o {
@@ -477,6 +492,7 @@ impl Cli {
                 region: self.region,
                 profile: self.profile,
                 endpoint_url: self.endpoint_url,
+                ca_bundle: self.ca_bundle,
             }),
         };
         let mut fs = FsConfig::new(ttl);
@@ -517,6 +533,7 @@ impl Cli {
             max_calls,
             start_jitter,
             nonempty: self.nonempty,
+            log_json: self.log_format.as_deref() == Some("json"),
             mountpoint,
             fs,
             backend,

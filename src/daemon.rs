@@ -15,7 +15,7 @@ use crate::mount::{self, MountSpec};
 use crate::stats::Stats;
 use crate::store::aws::AwsStore;
 use crate::store::local::LocalStore;
-use crate::store::{Instrumented, SecretStore};
+use crate::store::{Instrumented, SecretName, SecretStore};
 
 /// No core dumps, no ptrace by same-uid processes.
 fn harden() -> Result<(), String> {
@@ -87,18 +87,19 @@ pub fn sd_notify(state: &str) {
     }
 }
 
-async fn open_store(backend: &Backend) -> Result<Arc<dyn SecretStore>, String> {
+async fn open_store(
+    backend: &Backend,
+    first_secret: Option<&SecretName>,
+) -> Result<Arc<dyn SecretStore>, String> {
     Ok(match backend {
         // Checked before anything is mounted (preflight.rs): a configuration
         // error ends the start here, with its one line.
         Backend::Aws(opts) => {
-            let first = crate::preflight::first_secret_from_command_line();
-            let store: Arc<AwsStore> = crate::preflight::open_aws(opts, first.as_ref()).await?;
+            let store: Arc<AwsStore> = crate::preflight::open_aws(opts, first_secret).await?;
             store
         }
         Backend::Local { dir, demo } => {
-            let store =
-                LocalStore::open(dir).map_err(|e| format!("--local {}: {e}", dir.display()))?;
+            let store = LocalStore::open(dir).map_err(|e| format!("--local: {}", e.message))?;
             if *demo && store.is_empty() {
                 store
                     .seed_demo()
@@ -244,11 +245,18 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), String> {
         std::thread::sleep(wait);
     }
     let stats = Arc::new(Stats::default());
-    let store = rt.block_on(open_store(&cfg.backend))?;
+    let first_secret = cfg.fs.secrets.as_deref().and_then(|s| s.first());
+    let store = rt.block_on(open_store(&cfg.backend, first_secret))?;
     let store: Arc<dyn SecretStore> =
         Arc::new(Instrumented::new(store, stats.clone(), cfg.max_calls));
     let (invalidator, inval_rx) = NotifyInvalidator::channel();
-    let fs = Fs::new(cfg.fs.clone(), store, stats, invalidator);
+    let mut fs_cfg = cfg.fs.clone();
+    fs_cfg.store_kind = match cfg.backend {
+        Backend::Aws(_) => "aws".into(),
+        Backend::Local { .. } => "local".into(),
+    };
+    fs_cfg.mountpoint = cfg.mountpoint.display().to_string();
+    let fs = Fs::new(fs_cfg, store, stats, invalidator);
 
     clean_stale_mount(&cfg.mountpoint);
     mount::check_mountpoint(&cfg.mountpoint, cfg.nonempty)?;

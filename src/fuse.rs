@@ -27,16 +27,17 @@ pub struct FuseAdapter {
     rt: tokio::runtime::Handle,
 }
 
-fn log_error(op: &'static str, ino: u64, e: &Error) {
+/// Names the file (`prod/db/password/previous`), never a value.
+fn log_error(op: &'static str, path: &str, e: &Error) {
     match e.level() {
-        Level::DEBUG => tracing::debug!(op, ino, error = %e, "request failed"),
-        Level::INFO => tracing::info!(op, ino, error = %e, "request refused"),
-        _ => tracing::warn!(op, ino, error = %e, "request failed"),
+        Level::DEBUG => tracing::debug!(op, path, error = %e, "request failed"),
+        Level::INFO => tracing::info!(op, path, error = %e, "request refused"),
+        _ => tracing::warn!(op, path, error = %e, "request failed"),
     }
 }
 
 fn errno(fs: &Fs, op: &'static str, ino: u64, e: Error) -> Errno {
-    log_error(op, ino, &e);
+    log_error(op, &fs.path_of(Ino(ino)), &e);
     if !matches!(e, Error::NotFound | Error::NotImplemented) {
         fs.stats().fs_error();
     }

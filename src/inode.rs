@@ -22,6 +22,13 @@ pub fn unassigned_ino(node: &Node) -> Ino {
     Ino(h.finish() | 1 << 63)
 }
 
+/// The two reports under `.secretsfs/`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Report {
+    Json,
+    Prometheus,
+}
+
 /// A node of the tree.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub enum Node {
@@ -32,7 +39,8 @@ pub enum Node {
     Versions(SecretName),
     Version(SecretName, VersionId),
     StatsDir,
-    StatsFile,
+    /// `.secretsfs/stats` (JSON) or `.secretsfs/metrics` (Prometheus text).
+    StatsFile(Report),
     /// An editor's temporary file in a secret's directory (dir path, name).
     Temp(Arc<str>, Arc<str>),
 }

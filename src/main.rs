@@ -1,4 +1,4 @@
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -6,8 +6,10 @@ use secretsfs::daemon::{self, Forked};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{EnvFilter, fmt};
 
-/// Logs to standard error; a daemonised child logs to journald when there is one.
-fn init_logging(daemonised: bool) {
+/// Logs to standard error (coloured only on a terminal; one JSON object a
+/// line with `--log-format json`); a daemonised child logs to journald when
+/// there is one. Returns whether the log goes to standard error.
+fn init_logging(daemonised: bool, json: bool) -> bool {
     // Without RUST_LOG: info (mounts, versions stored, warnings).
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if daemonised
@@ -18,12 +20,20 @@ fn init_logging(daemonised: bool) {
             .with(filter)
             .with(journald)
             .init();
-        return;
+        return false;
     }
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt::layer().with_writer(std::io::stderr))
-        .init();
+    let registry = tracing_subscriber::registry().with(filter);
+    if json {
+        registry
+            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .init();
+    } else {
+        let ansi = std::io::stderr().is_terminal();
+        registry
+            .with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr))
+            .init();
+    }
+    true
 }
 
 fn main() -> ExitCode {
@@ -34,24 +44,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = cfg.log_json;
     if !daemon::started_by_mount_helper() {
-        init_logging(false);
-        return report(daemon::run(cfg, || {}));
+        let on_stderr = init_logging(false, json);
+        return report(daemon::run(cfg, || {}), on_stderr);
     }
     // Started by mount(8): return once mounted, serve in the background.
     match daemon::fork_daemon() {
-        Err(e) => report(Err(e)),
+        Err(e) => report(Err(e), false),
         Ok(Forked::Parent(mut pipe)) => {
             let mut msg = String::new();
             let _ = pipe.read_to_string(&mut msg);
             match msg.strip_prefix("ready") {
                 Some(_) => ExitCode::SUCCESS,
-                None if msg.is_empty() => report(Err("the daemon exited before mounting".into())),
-                None => report(Err(msg)),
+                None if msg.is_empty() => {
+                    report(Err("the daemon exited before mounting".into()), false)
+                }
+                None => report(Err(msg), false),
             }
         }
         Ok(Forked::Child(pipe)) => {
-            init_logging(true);
+            let on_stderr = init_logging(true, json);
             // Whoever speaks first (ready, or the error) closes the pipe, so
             // that the parent's read ends.
             let pipe = std::sync::Arc::new(parking_lot::Mutex::new(Some(pipe)));
@@ -65,16 +78,28 @@ fn main() -> ExitCode {
             if let Err(e) = &result {
                 speak(&pipe, e.as_bytes());
             }
-            report(result)
+            // The parent prints the error; here it goes to the journal.
+            match result {
+                Err(e) if !on_stderr => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+                r => report(r, on_stderr),
+            }
         }
     }
 }
 
-fn report(result: Result<(), String>) -> ExitCode {
+/// Says why the daemon could not run, once: as a log line when the log is
+/// standard error (so that `--log-format json` stays JSON), else plainly.
+fn report(result: Result<(), String>, logged: bool) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(e) if logged => {
             tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
             eprintln!("secretsfs: {e}");
             ExitCode::FAILURE
         }

@@ -197,16 +197,6 @@ fn describe_source(provider: &str, about: &About) -> String {
     }
 }
 
-/// The first `--secret` of this process's command line. Interim: `run()`
-/// hands `open_store` the backend only, so the command line is read again
-/// here (the same parse main did); to be replaced by the Config's
-/// `fs.secrets` once `open_store` receives it.
-pub fn first_secret_from_command_line() -> Option<SecretName> {
-    use clap::Parser;
-    let cfg = crate::config::Cli::try_parse().ok()?.into_config().ok()?;
-    cfg.fs.secrets?.into_iter().next()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,9 +21,21 @@ const OPS: [(ApiOp, &str); 6] = [
     (ApiOp::DescribeSecret, "DescribeSecret"),
 ];
 
+/// What the reports say of the mount besides the counters.
+pub struct Info<'a> {
+    pub version: &'a str,
+    pub uptime: std::time::Duration,
+    pub store: &'a str,
+    pub mountpoint: &'a str,
+    pub cache_entries: u64,
+    pub cache_bytes: u64,
+}
+
 #[derive(Default, Debug)]
 pub struct Stats {
     api: [AtomicU64; 6],
+    /// Unix time of the last successful call, per operation (0: none yet).
+    api_ok: [AtomicU64; 6],
     api_errors: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
@@ -45,6 +57,13 @@ impl Stats {
     }
     pub fn api_calls(&self, op: ApiOp) -> u64 {
         self.api[op as usize].load(Relaxed)
+    }
+    /// A call of `op` answered without an error.
+    pub fn api_ok(&self, op: ApiOp) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.api_ok[op as usize].store(now, Relaxed);
     }
     pub fn api_error(&self) {
         self.api_errors.fetch_add(1, Relaxed);
@@ -100,8 +119,171 @@ impl Stats {
         self.stale_served.load(Relaxed)
     }
 
+    /// The stats file: the counters and what `info` says, one JSON object.
+    pub fn render_with(&self, info: &Info) -> Vec<u8> {
+        let mut doc = self.json();
+        let extra = serde_json::json!({
+            "version": info.version,
+            "uptime_secs": info.uptime.as_secs(),
+            "store": info.store,
+            "mountpoint": info.mountpoint,
+            "cache_entries": info.cache_entries,
+            "cache_bytes": info.cache_bytes,
+        });
+        if let (Some(d), serde_json::Value::Object(e)) = (doc.as_object_mut(), extra) {
+            d.extend(e);
+        }
+        let mut out = serde_json::to_vec_pretty(&doc).expect("stats serialise");
+        out.push(b'\n');
+        out
+    }
+
+    /// The metrics file: the same figures in the Prometheus text format
+    /// (version 0.0.4), for node_exporter's textfile collector or a scrape.
+    pub fn prometheus(&self, info: &Info) -> Vec<u8> {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+            let _ = writeln!(out, "# HELP secretsfs_{name} {help}");
+            let _ = writeln!(out, "# TYPE secretsfs_{name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "secretsfs_{name}{labels} {v}");
+            }
+        };
+        let per_op = |values: &[AtomicU64; 6]| -> Vec<(String, f64)> {
+            OPS.iter()
+                .map(|(op, n)| {
+                    let v = values[*op as usize].load(Relaxed) as f64;
+                    (format!("{{operation=\"{n}\"}}"), v)
+                })
+                .collect()
+        };
+        let one = |v: u64| vec![(String::new(), v as f64)];
+        metric(
+            "api_calls_total",
+            "counter",
+            "Secrets Manager calls, by operation.",
+            &per_op(&self.api),
+        );
+        metric(
+            "api_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time of the last successful call, by operation (0: none yet).",
+            &per_op(&self.api_ok),
+        );
+        metric(
+            "api_errors_total",
+            "counter",
+            "Calls that failed.",
+            &one(self.api_errors.load(Relaxed)),
+        );
+        metric(
+            "cache_hits_total",
+            "counter",
+            "Reads answered from memory.",
+            &one(self.hits()),
+        );
+        metric(
+            "cache_misses_total",
+            "counter",
+            "Reads that asked the backend.",
+            &one(self.misses()),
+        );
+        metric(
+            "stale_served_total",
+            "counter",
+            "Values served while their refresh failed.",
+            &one(self.stale_count()),
+        );
+        metric(
+            "stale_max_age_seconds",
+            "gauge",
+            "Oldest stale value served, seconds since its refreshes began failing.",
+            &one(self.stale_max_age.load(Relaxed)),
+        );
+        metric(
+            "refreshed_ahead_total",
+            "counter",
+            "Refreshes started behind a reader in the last third of a TTL.",
+            &one(self.refreshed_ahead()),
+        );
+        metric(
+            "revalidated_unchanged_total",
+            "counter",
+            "Expired values DescribeSecret showed unchanged (no GetSecretValue).",
+            &one(self.revalidated.load(Relaxed)),
+        );
+        metric(
+            "negative_hits_total",
+            "counter",
+            "Reads answered from a remembered failure.",
+            &one(self.negative_hits.load(Relaxed)),
+        );
+        metric(
+            "calls_in_flight",
+            "gauge",
+            "API calls open now.",
+            &one(self.calls_in_flight.load(Relaxed)),
+        );
+        metric(
+            "calls_in_flight_peak",
+            "gauge",
+            "Most API calls open at once.",
+            &one(self.calls_in_flight_peak.load(Relaxed)),
+        );
+        metric(
+            "throttle_backoff_seconds",
+            "gauge",
+            "Daemon-wide wait before each call after throttling.",
+            &[(String::new(), self.backoff_ms.load(Relaxed) as f64 / 1000.0)],
+        );
+        metric(
+            "errors_total",
+            "counter",
+            "Requests answered with an error other than ENOENT.",
+            &one(self.fs_errors.load(Relaxed)),
+        );
+        metric(
+            "cache_entries",
+            "gauge",
+            "Values cached.",
+            &one(info.cache_entries),
+        );
+        metric(
+            "cache_bytes",
+            "gauge",
+            "Bytes of cached values.",
+            &one(info.cache_bytes),
+        );
+        metric(
+            "uptime_seconds",
+            "gauge",
+            "Seconds since the mount.",
+            &one(info.uptime.as_secs()),
+        );
+        let build = format!(
+            "{{version=\"{}\",store=\"{}\",mountpoint=\"{}\"}}",
+            escape(info.version),
+            escape(info.store),
+            escape(info.mountpoint)
+        );
+        metric(
+            "build_info",
+            "gauge",
+            "Version, store kind and mountpoint; always 1.",
+            &[(build, 1.0)],
+        );
+        out.into_bytes()
+    }
+
     /// The stats file's content: one JSON object, newline-terminated.
     pub fn render(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(&self.json()).expect("stats serialise");
+        out.push(b'\n');
+        out
+    }
+
+    fn json(&self) -> serde_json::Value {
         let api: serde_json::Map<String, serde_json::Value> = OPS
             .iter()
             .map(|(op, name)| (name.to_string(), self.api_calls(*op).into()))
@@ -125,10 +307,15 @@ impl Stats {
             // SAFETY: PR_GET_DUMPABLE only reads a flag of this process.
             "dumpable": unsafe { libc::prctl(libc::PR_GET_DUMPABLE) } == 1,
         });
-        let mut out = serde_json::to_vec_pretty(&doc).expect("stats serialise");
-        out.push(b'\n');
-        out
+        doc
     }
+}
+
+/// A label value in the text format: backslash, quote and newline escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use crate::store::SecretName;
 pub const OWN_FILES: [&str; 3] = ["current", "previous", "versions"];
 pub const STATS_DIR: &str = ".secretsfs";
 pub const STATS_FILE: &str = "stats";
+pub const METRICS_FILE: &str = "metrics";
 
 /// A path component we can show: not empty, not `.`/`..`, at most 255 bytes.
 pub fn valid_component(c: &str) -> bool {

@@ -18,12 +18,12 @@ use std::time::{Duration, SystemTime};
 
 use crate::cache::{Cache, Cached, Limits};
 use crate::error::{Error, Result};
-use crate::inode::{Ino, InodeTable, Node};
+use crate::inode::{Ino, InodeTable, Node, Report};
 use crate::stats::Stats;
 use crate::store::{
     SecretName, SecretStore, SecretVersion, Selector, Stage, StoreResult, VersionId,
 };
-use crate::tree::{self, OWN_FILES, STATS_DIR, STATS_FILE};
+use crate::tree::{self, METRICS_FILE, OWN_FILES, STATS_DIR, STATS_FILE};
 use futures::future::BoxFuture;
 
 use describe::Descriptions;
@@ -56,6 +56,9 @@ pub struct FsConfig {
     /// How long a value may be served after its refreshes began failing
     /// (None: no limit; zero: never).
     pub max_stale: Option<Duration>,
+    /// What the stats say the mount is: the store's kind and the mountpoint.
+    pub store_kind: String,
+    pub mountpoint: String,
     /// Bounds on editors' temporary files, per mount.
     pub temp_max_files: usize,
     pub temp_max_bytes: usize,
@@ -107,6 +110,8 @@ impl FsConfig {
             allow_create: false,
             cache_bytes: NonZeroUsize::new(DEFAULT_CACHE_BYTES).expect("non-zero"),
             max_stale: Some(DEFAULT_MAX_STALE),
+            store_kind: String::new(),
+            mountpoint: String::new(),
             temp_max_files: 64,
             temp_max_bytes: 4 << 20,
             cold_wait: Some(COLD_WAIT),
@@ -312,6 +317,23 @@ impl Fs {
         })
     }
 
+    /// The stats (JSON) or metrics (Prometheus text) file's content.
+    fn report(&self, r: Report) -> Vec<u8> {
+        let sizes = self.sizes();
+        let info = crate::stats::Info {
+            version: crate::config::VERSION,
+            uptime: self.mounted_at.elapsed().unwrap_or_default(),
+            store: &self.cfg.store_kind,
+            mountpoint: &self.cfg.mountpoint,
+            cache_entries: sizes.cached_values as u64,
+            cache_bytes: sizes.value_bytes as u64,
+        };
+        match r {
+            Report::Json => self.stats.render_with(&info),
+            Report::Prometheus => self.stats.prometheus(&info),
+        }
+    }
+
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
     }
@@ -334,6 +356,31 @@ impl Fs {
             temp_files,
             temp_bytes,
             put_locks: self.writes.len(),
+        }
+    }
+
+    /// The path of an inode inside the mount, for log lines
+    /// (`prod/db/current`); never a value.
+    pub fn path_of(&self, ino: Ino) -> String {
+        let join = |dir: &str, name: &str| {
+            if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{dir}/{name}")
+            }
+        };
+        match self.inodes.node(ino) {
+            Some(Node::Dir(p)) if p.is_empty() => "/".into(),
+            Some(Node::Dir(p)) => p.to_string(),
+            Some(Node::Current(s)) => join(s.as_str(), "current"),
+            Some(Node::Previous(s)) => join(s.as_str(), "previous"),
+            Some(Node::Versions(s)) => join(s.as_str(), "versions"),
+            Some(Node::Version(s, id)) => format!("{s}/versions/{id}"),
+            Some(Node::StatsDir) => STATS_DIR.into(),
+            Some(Node::StatsFile(Report::Json)) => format!("{STATS_DIR}/{STATS_FILE}"),
+            Some(Node::StatsFile(Report::Prometheus)) => format!("{STATS_DIR}/{METRICS_FILE}"),
+            Some(Node::Temp(d, n)) => join(&d, &n),
+            None => format!("(inode {} no longer known)", ino.0),
         }
     }
 
@@ -575,9 +622,9 @@ impl Fs {
                 attr: self.dir_attr(ino, false),
                 ttl: dir_ttl,
             },
-            Node::StatsFile => Entry::uncached(self.file_attr(
+            Node::StatsFile(r) => Entry::uncached(self.file_attr(
                 ino,
-                self.stats.render().len() as u64,
+                self.report(*r).len() as u64,
                 SystemTime::now(),
                 false,
             )),
@@ -633,7 +680,8 @@ impl Fs {
                 }
             }
             Node::Versions(s) => Node::Version(s, VersionId::new(name)),
-            Node::StatsDir if name == STATS_FILE => Node::StatsFile,
+            Node::StatsDir if name == STATS_FILE => Node::StatsFile(Report::Json),
+            Node::StatsDir if name == METRICS_FILE => Node::StatsFile(Report::Prometheus),
             Node::StatsDir => return Err(Error::NotFound),
             _ => return Err(Error::NotDir),
         };
@@ -762,7 +810,14 @@ impl Fs {
                     );
                 }
             }
-            Node::StatsDir => push(Node::StatsFile, Kind::File, STATS_FILE),
+            Node::StatsDir => {
+                push(Node::StatsFile(Report::Json), Kind::File, STATS_FILE);
+                push(
+                    Node::StatsFile(Report::Prometheus),
+                    Kind::File,
+                    METRICS_FILE,
+                );
+            }
             _ => return Err(Error::NotDir),
         }
         Ok(out)
@@ -795,16 +850,14 @@ impl Fs {
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let (name, sel) = match node {
             Node::Current(s) if writing => return self.open_write(ino, &s, flags, pid).await,
-            Node::Previous(_) | Node::Version(..) | Node::StatsFile if writing => {
+            Node::Previous(_) | Node::Version(..) | Node::StatsFile(_) if writing => {
                 return Err(Error::Refused("read-only file"));
             }
             Node::Current(s) => (s, Selector::Stage(Stage::Current)),
             Node::Previous(s) => (s, Selector::Stage(Stage::Previous)),
             Node::Version(s, id) => (s, Selector::Id(id)),
-            Node::StatsFile => {
-                let fh = self
-                    .handles
-                    .add(Handle::Plain(Arc::from(self.stats.render())));
+            Node::StatsFile(r) => {
+                let fh = self.handles.add(Handle::Plain(Arc::from(self.report(r))));
                 return Ok(Opened {
                     fh,
                     keep_cache: false,
@@ -845,7 +898,7 @@ impl Fs {
             Node::Current(s) => (s, Selector::Stage(Stage::Current)),
             Node::Previous(s) => (s, Selector::Stage(Stage::Previous)),
             Node::Version(s, id) => (s, Selector::Id(id)),
-            Node::StatsFile => return Ok(slice(&self.stats.render(), offset, size)),
+            Node::StatsFile(r) => return Ok(slice(&self.report(r), offset, size)),
             _ => return Err(Error::BadHandle),
         };
         let (v, _) = self.version(&name, sel).await?;

@@ -33,6 +33,8 @@ pub struct AwsOptions {
     pub region: Option<String>,
     pub profile: Option<String>,
     pub endpoint_url: Option<String>,
+    /// `--ca-bundle`: CA certificates trusted besides the system's.
+    pub ca_bundle: Option<std::path::PathBuf>,
 }
 
 /// Attempts per call (the first and two retries).
@@ -68,7 +70,7 @@ impl AwsStore {
     /// Loads the AWS configuration and builds the client; no call is made.
     /// Fails only on a CA bundle that cannot be used.
     pub async fn connect(opts: &AwsOptions) -> Result<Self, String> {
-        Self::connect_with(opts, None).await
+        Self::connect_with(opts, opts.ca_bundle.as_deref()).await
     }
 
     /// `connect` with a CA bundle named on the command line (`--ca-bundle`),
@@ -612,7 +614,7 @@ pub fn one_line(err: &(dyn StdError + 'static)) -> String {
 }
 
 /// The hint a TLS failure's log line carries.
-pub const TLS_HINT: &str = "if a gateway inspects TLS, set AWS_CA_BUNDLE (or ca_bundle in the AWS profile) to its CA certificate in PEM";
+pub const TLS_HINT: &str = "if a gateway inspects TLS, give its CA certificate in PEM with --ca-bundle, AWS_CA_BUNDLE or ca_bundle in the AWS profile";
 
 /// SDK error -> store error kind. Service codes decide; HTTP 5xx and network
 /// failures are transient. Messages keep the real cause, on one line.

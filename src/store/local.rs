@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -65,6 +66,8 @@ impl Record {
 
 pub struct LocalStore {
     dir: PathBuf,
+    /// The directory, held with an exclusive flock while the store is open.
+    _lock: fs::File,
     secrets: parking_lot::Mutex<BTreeMap<String, Record>>,
     /// One change at a time, so that files are written in the order of the
     /// changes; reads never wait for it.
@@ -85,8 +88,43 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> StoreError {
 
 impl LocalStore {
     /// Opens (creating if needed) the store in `dir` and loads every secret.
+    /// Opens (or creates, mode 0700) the store in `dir`, and takes it for
+    /// this process alone: a second daemon on the same store would write
+    /// over the first one's files and lose versions.
     pub fn open(dir: &Path) -> StoreResult<Self> {
-        fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let other = |m: String| StoreError::new(StoreErrorKind::Other, m);
+        match fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => {
+                return Err(other(format!("{}: not a directory", dir.display())));
+            }
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                tracing::warn!(store = %dir.display(), mode = format!("{:o}", m.permissions().mode() & 0o777),
+                    "the local store can be read by other users; chmod 700 it");
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| io_err("creating", dir, e))?;
+            }
+            Err(e) => return Err(io_err("opening", dir, e)),
+        }
+        let lock = fs::File::open(dir).map_err(|e| io_err("opening", dir, e))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(other(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                format!(
+                    "{} is in use by another secretsfs (one daemon per local store)",
+                    dir.display()
+                )
+            } else {
+                format!("locking {}: {e}", dir.display())
+            }));
+        }
         let mut secrets = BTreeMap::new();
         let entries = fs::read_dir(dir).map_err(|e| io_err("reading", dir, e))?;
         for entry in entries {
@@ -106,6 +144,7 @@ impl LocalStore {
         }
         Ok(Self {
             dir: dir.to_path_buf(),
+            _lock: lock,
             secrets: parking_lot::Mutex::new(secrets),
             writing: tokio::sync::Mutex::new(()),
         })

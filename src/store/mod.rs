@@ -285,8 +285,9 @@ impl<S> Instrumented<S> {
         let result = call.await;
         self.adapt(matches!(&result, Err(e) if e.kind == StoreErrorKind::Throttled));
         self.stats.api_call(op);
-        if result.is_err() {
-            self.stats.api_error();
+        match &result {
+            Ok(_) => self.stats.api_ok(op),
+            Err(_) => self.stats.api_error(),
         }
         result
     }

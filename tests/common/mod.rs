@@ -336,6 +336,15 @@ impl Mount {
     }
 
     pub fn local(store: &Path) -> MountBuilder {
+        // A store only its owner can read, as the daemon wants it (it warns
+        // about others).
+        if let Ok(m) = std::fs::metadata(store) {
+            use std::os::unix::fs::PermissionsExt;
+            let private = m.permissions().mode() & 0o077 == 0;
+            if m.is_dir() && !private {
+                let _ = std::fs::set_permissions(store, std::fs::Permissions::from_mode(0o700));
+            }
+        }
         Mount::aws().arg("--local").arg(store.to_str().unwrap())
     }
 
