@@ -557,6 +557,23 @@ fn a_private_ca_endpoint_works_with_aws_ca_bundle_and_is_refused_without() {
     );
     drop(m);
 
+    // With --ca-bundle (AWS_CA_BUNDLE cleared).
+    let m = Mount::aws()
+        .endpoint(url.clone())
+        .env("AWS_CA_BUNDLE", "")
+        .args([
+            "--ca-bundle",
+            pki.ca_path().to_str().unwrap(),
+            "--secret",
+            &s,
+        ])
+        .start();
+    assert_eq!(
+        m.read_string(&format!("{s}/current")),
+        "through the gateway"
+    );
+    drop(m);
+
     // With ca_bundle in the selected profile of the AWS config file.
     let config = pki.dir.path().join("aws-config");
     std::fs::write(
