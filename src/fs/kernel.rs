@@ -98,6 +98,15 @@ impl KernelView {
         self.invalidator.inval_inode(ino);
     }
 
+    /// Whether the kernel was last told `id`'s attributes (`size` bytes).
+    pub fn holds(&self, ino: Ino, id: &VersionId, size: u64) -> bool {
+        self.views
+            .lock()
+            .get(&ino)
+            .and_then(|v| v.told.as_ref())
+            .is_some_and(|(t, n)| t == id && *n == size)
+    }
+
     /// The kernel was given the size of one handle's version: what it holds
     /// is no longer known to be the current version's.
     pub fn told_by_handle(&self, ino: Ino) {

@@ -717,7 +717,11 @@ impl Fs {
             // The kernel asks with a reader's handle before it reads through
             // the page cache (which stops at the size it holds): the size is
             // that of the version this handle reads, whatever is current now.
-            Some(Handle::Read { version, .. }) => {
+            // (When the kernel already holds that version's size, the
+            // ordinary answer below is the same, and keeps its TTL.)
+            Some(Handle::Read { version, .. })
+                if !self.kernel.holds(ino, &version.id, version.value.len() as u64) =>
+            {
                 self.kernel.told_by_handle(ino);
                 let writable = matches!(self.node(ino)?, Node::Current(_));
                 let size = version.value.len() as u64;
