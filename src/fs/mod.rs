@@ -720,7 +720,9 @@ impl Fs {
             // (When the kernel already holds that version's size, the
             // ordinary answer below is the same, and keeps its TTL.)
             Some(Handle::Read { version, .. })
-                if !self.kernel.holds(ino, &version.id, version.value.len() as u64) =>
+                if !self
+                    .kernel
+                    .holds(ino, &version.id, version.value.len() as u64) =>
             {
                 self.kernel.told_by_handle(ino);
                 let writable = matches!(self.node(ino)?, Node::Current(_));
