@@ -11,7 +11,7 @@ use fuser::SessionACL;
 use crate::config::{Backend, Config};
 use crate::fs::Fs;
 use crate::fuse::{FuseAdapter, NotifyInvalidator};
-use crate::mount::{self, MountSpec};
+use crate::mount::{self, How, MountSpec};
 use crate::stats::Stats;
 use crate::store::aws::AwsStore;
 use crate::store::local::LocalStore;
@@ -55,12 +55,11 @@ fn clean_stale_mount(mountpoint: &Path) {
     };
     if dead {
         tracing::warn!(mountpoint = %mountpoint.display(), "stale FUSE mount left by a previous instance; detaching it");
-        // SAFETY: valid NUL-terminated path.
-        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-            let _ = std::process::Command::new("fusermount3")
-                .arg("-uz")
-                .arg(mountpoint)
-                .status();
+        // Made by mount(2) or by fusermount3: whichever detaches it.
+        if mount::unmount(mountpoint, How::Kernel, true).is_err()
+            && let Err(e) = mount::unmount(mountpoint, How::Fusermount, true)
+        {
+            tracing::warn!(error = %e, "could not detach the stale mount");
         }
     }
 }

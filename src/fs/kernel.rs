@@ -42,6 +42,13 @@ struct View {
 }
 
 impl View {
+    /// Whether the kernel was last told `id`'s attributes (`size` bytes).
+    fn holds(&self, id: &VersionId, size: u64) -> bool {
+        self.told
+            .as_ref()
+            .is_some_and(|(t, n)| t == id && *n == size)
+    }
+
     fn idle(&self) -> bool {
         self.cached_readers.is_empty() && self.writers == 0
     }
@@ -92,9 +99,7 @@ impl KernelView {
 
     /// This mount changed the file (a put): what the kernel holds is old.
     pub fn changed(&self, ino: Ino) {
-        if let Some(v) = self.views.lock().get_mut(&ino) {
-            v.told = None;
-        }
+        self.forget_size(ino);
         self.invalidator.inval_inode(ino);
     }
 
@@ -103,13 +108,13 @@ impl KernelView {
         self.views
             .lock()
             .get(&ino)
-            .and_then(|v| v.told.as_ref())
-            .is_some_and(|(t, n)| t == id && *n == size)
+            .is_some_and(|v| v.holds(id, size))
     }
 
-    /// The kernel was given the size of one handle's version: what it holds
-    /// is no longer known to be the current version's.
-    pub fn told_by_handle(&self, ino: Ino) {
+    /// What size the kernel holds is no longer known (it was given one
+    /// handle's version's, or this mount changed the file): opens bypass
+    /// the page cache until it is told again.
+    pub fn forget_size(&self, ino: Ino) {
         if let Some(v) = self.views.lock().get_mut(&ino) {
             v.told = None;
         }
@@ -139,10 +144,9 @@ impl KernelView {
     pub fn open_read(&self, ino: Ino, id: &VersionId, size: u64) -> ReadMode {
         let mut views = self.views.lock();
         let v = views.entry(ino).or_default();
-        let size_known = v.told.as_ref().is_some_and(|(t, n)| t == id && *n == size);
         if v.size_unknown
             || v.writers > 0
-            || !size_known
+            || !v.holds(id, size)
             || v.cached_readers.keys().any(|other| other != id)
         {
             return ReadMode {

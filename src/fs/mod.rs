@@ -724,7 +724,7 @@ impl Fs {
                     .kernel
                     .holds(ino, &version.id, version.value.len() as u64) =>
             {
-                self.kernel.told_by_handle(ino);
+                self.kernel.forget_size(ino);
                 let writable = matches!(self.node(ino)?, Node::Current(_));
                 let size = version.value.len() as u64;
                 let attr = self.file_attr(ino, size, version.created, writable);

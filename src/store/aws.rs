@@ -194,34 +194,34 @@ impl AwsStore {
                     .operation_timeout(CHECK_CALL_BOUND)
                     .build(),
             );
-        let (action, result) = match secret {
-            Some(name) => {
-                let call = self
-                    .client
-                    .describe_secret()
-                    .secret_id(name.as_str())
-                    .customize()
-                    .config_override(bound)
-                    .send();
-                let r = tokio::time::timeout(CHECK_CALL_BOUND + Duration::from_millis(500), call)
-                    .await
-                    .map(|r| r.map(|_| ()).map_err(|e| judge_call(&e)));
-                ("DescribeSecret", r)
-            }
-            None => {
-                let call = self
-                    .client
-                    .list_secrets()
-                    .max_results(1)
-                    .customize()
-                    .config_override(bound)
-                    .send();
-                let r = tokio::time::timeout(CHECK_CALL_BOUND + Duration::from_millis(500), call)
-                    .await
-                    .map(|r| r.map(|_| ()).map_err(|e| judge_call(&e)));
-                ("ListSecrets", r)
-            }
-        };
+        // One call, whichever it is, under one bound.
+        let (action, call): (_, futures::future::BoxFuture<'_, Result<(), CallFailure>>) =
+            match secret {
+                Some(name) => {
+                    let call = self
+                        .client
+                        .describe_secret()
+                        .secret_id(name.as_str())
+                        .customize()
+                        .config_override(bound)
+                        .send();
+                    let call = async move { call.await.map(|_| ()).map_err(|e| judge_call(&e)) };
+                    ("DescribeSecret", Box::pin(call))
+                }
+                None => {
+                    let call = self
+                        .client
+                        .list_secrets()
+                        .max_results(1)
+                        .customize()
+                        .config_override(bound)
+                        .send();
+                    let call = async move { call.await.map(|_| ()).map_err(|e| judge_call(&e)) };
+                    ("ListSecrets", Box::pin(call))
+                }
+            };
+        let result =
+            tokio::time::timeout(CHECK_CALL_BOUND + Duration::from_millis(500), call).await;
         let elapsed = started.elapsed();
         match result {
             Err(_) => {
