@@ -7,6 +7,7 @@
 mod describe;
 mod edit;
 mod handles;
+mod hooks;
 mod kernel;
 mod namespace;
 mod temp;
@@ -71,6 +72,8 @@ pub struct FsConfig {
     /// How long "nothing cached and the backend failed" is answered from
     /// memory.
     pub down_ttl: Duration,
+    /// Change hooks (`--on-change`, `[[hook]]`); none: nothing is watched.
+    pub hooks: Vec<crate::hooks::HookSpec>,
 }
 
 /// How long a value is served while its refreshes fail, by default.
@@ -117,6 +120,7 @@ impl FsConfig {
             cold_wait: Some(COLD_WAIT),
             denied_ttl: DENIED_TTL,
             down_ttl: DOWN_TTL,
+            hooks: Vec::new(),
         }
     }
 
@@ -260,6 +264,7 @@ pub struct Fs {
     writes: Writes,
     temps: Temps,
     mounted_at: SystemTime,
+    watch: Option<Arc<crate::hooks::Watch>>,
 }
 
 impl Fs {
@@ -270,7 +275,11 @@ impl Fs {
         invalidator: Arc<dyn Invalidate>,
     ) -> Arc<Self> {
         let bytes = cfg.cache_bytes.get();
+        let watch = (!cfg.hooks.is_empty()).then(|| {
+            crate::hooks::Watch::new(cfg.hooks.clone(), stats.clone(), cfg.mountpoint.clone())
+        });
         Arc::new(Self {
+            watch,
             values: Cache::new(cfg.limits(bytes, weigh_value), stats.clone()),
             version_ids: Cache::new(cfg.limits(bytes / 4, weigh_ids), stats.clone()),
             descs: Descriptions::new(
@@ -400,11 +409,19 @@ impl Fs {
     async fn value(&self, name: &SecretName, sel: Selector) -> Result<Cached<Value>> {
         let ttl = self.value_ttl(&sel);
         let fetch = self.value_fetch(name, &sel);
-        let got = self.values.get_with(&(name.clone(), sel), ttl, fetch).await;
+        let got = self
+            .values
+            .get_with(&(name.clone(), sel.clone()), ttl, fetch)
+            .await;
         if let Err(e) = &got
             && e.kind == crate::store::StoreErrorKind::NotFound
         {
             self.names.lost(name.as_str());
+        }
+        if let (Some(w), Ok(Cached { value: Some(v), .. })) = (&self.watch, &got)
+            && sel == Selector::Stage(Stage::Current)
+        {
+            w.served(name, &v.id);
         }
         Ok(got?)
     }

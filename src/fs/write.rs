@@ -528,6 +528,7 @@ impl Fs {
             Err(_) => (true, true),
         };
         if cur_ok {
+            self.hooks_put(name, &new.id);
             self.values.insert(cur_key, Some(new), ttl);
         } else {
             self.values.remove(&cur_key);
