@@ -43,6 +43,10 @@ pub enum Node {
     StatsFile(Report),
     /// An editor's temporary file in a secret's directory (dir path, name).
     Temp(Arc<str>, Arc<str>),
+    /// A secret's `json/`: the top-level keys of AWSCURRENT's JSON object.
+    JsonDir(SecretName),
+    /// `json/<key>`: one key's value.
+    JsonKey(SecretName, Arc<str>),
 }
 
 struct Slot {
