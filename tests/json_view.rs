@@ -309,3 +309,79 @@ fn a_trace_log_holds_no_json_value() {
         assert!(!log.contains(v), "value {v} leaked into the log");
     }
 }
+
+#[test]
+fn a_json_key_writer_killed_by_a_signal_commits_nothing() {
+    use std::os::unix::process::ExitStatusExt;
+    let s = unique("jv-kill");
+    create(&s, DB);
+    let m = mounted(&s, &[]);
+    // The shell opens the key as its stdout, writes and dies of the signal
+    // with the descriptor open.
+    let script = "ulimit -c 0; exec >json/password; printf partial; kill -KILL $$";
+    let status = std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(m.p(&s))
+        .status()
+        .unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    assert_eq!(version_ids(&s).len(), 1);
+    assert_eq!(current_string(&s), DB);
+    // Control: the same writer exiting normally commits, appending to the
+    // key's text as of open.
+    sh_ok("exec >>json/password; printf X; exit 0", &m.p(&s));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while version_ids(&s).len() != 2 {
+        assert!(Instant::now() < deadline, "the normal exit never committed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        current_string(&s),
+        r#"{"username":"u","password":"pX","port":5432}"#
+    );
+}
+
+#[test]
+fn fsync_of_a_json_key_is_the_put() {
+    use std::io::Write;
+    let s = unique("jv-fsync");
+    create(&s, DB);
+    let m = mounted(&s, &[]);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.p(&format!("{s}/json/username")))
+        .unwrap();
+    f.write_all(b"admin").unwrap();
+    f.sync_all().unwrap();
+    assert_eq!(
+        current_string(&s),
+        r#"{"username":"admin","password":"p","port":5432}"#,
+        "stored before close"
+    );
+    drop(f);
+    assert_eq!(
+        version_ids(&s).len(),
+        2,
+        "the close found nothing left to put"
+    );
+}
+
+#[test]
+fn a_child_secret_named_json_is_shadowed_and_logged() {
+    let top = unique("jv-shadow");
+    let db = format!("{top}/db");
+    create(&db, DB);
+    create(&format!("{db}/json"), "the child");
+    let m = Mount::aws().args(["--prefix", &top]).start();
+    assert_eq!(ls(&m.p(&db)), ["current", "json", "versions"]);
+    assert_eq!(
+        ls(&m.p(&format!("{db}/json"))),
+        ["password", "port", "username"]
+    );
+    assert!(
+        m.log_text().contains("shadowed by its parent's own file"),
+        "{}",
+        m.log_text()
+    );
+}
