@@ -77,7 +77,7 @@ enum Target {
 
 /// An open-for-writing `current` (or `json/<key>`).
 pub struct WriteState {
-    /// The inode of the `current` it writes.
+    /// The inode of the `current` (or `json/<key>`) it writes.
     ino: Ino,
     name: SecretName,
     buf: Zeroizing<Vec<u8>>,
