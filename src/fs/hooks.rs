@@ -57,10 +57,18 @@ impl Fs {
         }
         self.descs.forget(name);
         self.version_ids.remove(name);
-        for node in [Node::Current(name.clone()), Node::Previous(name.clone())] {
-            if let Some(ino) = self.inodes.ino_of(&node) {
-                self.kernel.changed(ino);
-            }
+        self.label_files_changed(name);
+    }
+
+    /// The kernel's copies of every file that shows a version of `name`
+    /// chosen by label (`current`, `previous`, `json/*`) are old.
+    pub(super) fn label_files_changed(&self, name: &SecretName) {
+        let of_labels = |n: &Node| match n {
+            Node::Current(s) | Node::Previous(s) | Node::JsonKey(s, _) => s == name,
+            _ => false,
+        };
+        for ino in self.inodes.matching(of_labels) {
+            self.kernel.changed(ino);
         }
     }
 

@@ -8,6 +8,7 @@ mod describe;
 mod edit;
 mod handles;
 mod hooks;
+mod json;
 mod kernel;
 mod namespace;
 mod temp;
@@ -265,6 +266,7 @@ pub struct Fs {
     temps: Temps,
     mounted_at: SystemTime,
     watch: Option<Arc<crate::hooks::Watch>>,
+    json: json::JsonViews,
 }
 
 impl Fs {
@@ -297,6 +299,7 @@ impl Fs {
             writes: Writes::default(),
             temps: Temps::new(cfg.temp_max_files, cfg.temp_max_bytes),
             mounted_at: SystemTime::now(),
+            json: json::JsonViews::default(),
             cfg,
         })
     }
@@ -389,6 +392,8 @@ impl Fs {
             Some(Node::StatsFile(Report::Json)) => format!("{STATS_DIR}/{STATS_FILE}"),
             Some(Node::StatsFile(Report::Prometheus)) => format!("{STATS_DIR}/{METRICS_FILE}"),
             Some(Node::Temp(d, n)) => join(&d, &n),
+            Some(Node::JsonDir(s)) => format!("{s}/json"),
+            Some(Node::JsonKey(s, k)) => format!("{s}/json/{k}"),
             None => format!("(inode {} no longer known)", ino.0),
         }
     }
@@ -652,6 +657,11 @@ impl Fs {
                     .ok_or(Error::NotFound)?;
                 Entry::uncached(self.temp_attr(ino, &file.lock()))
             }
+            Node::JsonDir(_) => Entry {
+                attr: self.dir_attr(ino, true),
+                ttl: dir_ttl,
+            },
+            Node::JsonKey(s, k) => self.json_attr(ino, s, k).await?,
         })
     }
 
@@ -687,6 +697,7 @@ impl Fs {
                         "current" if info.secret => Node::Current(s),
                         "previous" if info.secret => Node::Previous(s),
                         "versions" if info.secret => Node::Versions(s),
+                        "json" if info.secret => Node::JsonDir(s),
                         _ if !tree::valid_component(name) => return Err(Error::NotFound),
                         _ => {
                             let child = tree::join(&p, name);
@@ -697,6 +708,7 @@ impl Fs {
                 }
             }
             Node::Versions(s) => Node::Version(s, VersionId::new(name)),
+            Node::JsonDir(s) => Node::JsonKey(s, Arc::from(name)),
             Node::StatsDir if name == STATS_FILE => Node::StatsFile(Report::Json),
             Node::StatsDir if name == METRICS_FILE => Node::StatsFile(Report::Prometheus),
             Node::StatsDir => return Err(Error::NotFound),
@@ -742,7 +754,7 @@ impl Fs {
                     .holds(ino, &version.id, version.value.len() as u64) =>
             {
                 self.kernel.forget_size(ino);
-                let writable = matches!(self.node(ino)?, Node::Current(_));
+                let writable = matches!(self.node(ino)?, Node::Current(_) | Node::JsonKey(..));
                 let size = version.value.len() as u64;
                 let attr = self.file_attr(ino, size, version.created, writable);
                 return Ok(Entry::uncached(attr));
@@ -804,7 +816,8 @@ impl Fs {
                     if self.has_previous(&s).await {
                         push(Node::Previous(s.clone()), Kind::File, "previous");
                     }
-                    push(Node::Versions(s), Kind::Dir, "versions");
+                    push(Node::Versions(s.clone()), Kind::Dir, "versions");
+                    push(Node::JsonDir(s), Kind::Dir, "json");
                 }
                 let mut children = if p.is_empty() {
                     // The root lists what ListSecrets says; a failure is the caller's.
@@ -830,6 +843,15 @@ impl Fs {
                         Node::Version(s.clone(), id.clone()),
                         Kind::File,
                         id.as_str(),
+                    );
+                }
+            }
+            Node::JsonDir(s) => {
+                for k in self.json_keys(&s).await? {
+                    push(
+                        Node::JsonKey(s.clone(), Arc::from(k.as_str())),
+                        Kind::File,
+                        &k,
                     );
                 }
             }
@@ -873,6 +895,10 @@ impl Fs {
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let (name, sel) = match node {
             Node::Current(s) if writing => return self.open_write(ino, &s, flags, pid).await,
+            Node::JsonKey(s, k) if writing => {
+                return self.open_json_write(ino, &s, &k, flags, pid).await;
+            }
+            Node::JsonKey(s, k) => return self.open_json_read(ino, &s, &k).await,
             Node::Previous(_) | Node::Version(..) | Node::StatsFile(_) if writing => {
                 return Err(Error::Refused("read-only file"));
             }
@@ -922,6 +948,7 @@ impl Fs {
             Node::Previous(s) => (s, Selector::Stage(Stage::Previous)),
             Node::Version(s, id) => (s, Selector::Id(id)),
             Node::StatsFile(r) => return Ok(slice(&self.report(r), offset, size)),
+            Node::JsonKey(s, k) => return self.json_read(&s, &k, offset, size).await,
             _ => return Err(Error::BadHandle),
         };
         let (v, _) = self.version(&name, sel).await?;

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use super::handles::Handle;
 use super::{Closer, Fs, Opened};
 use crate::error::{Error, Result};
-use crate::inode::{Ino, Node};
+use crate::inode::Ino;
 use crate::process;
 use crate::store::{
     SecretBytes, SecretName, SecretVersion, Selector, Stage, StoreError, StoreErrorKind, VersionId,
@@ -66,9 +66,18 @@ enum Phase {
     Abandoned,
 }
 
-/// An open-for-writing `current`.
+/// What a write handle's commit puts.
+#[derive(Clone, Debug)]
+enum Target {
+    /// The bytes, as the secret's new value.
+    Current,
+    /// AWSCURRENT's JSON with this key set to the bytes.
+    JsonKey(Arc<str>),
+}
+
+/// An open-for-writing `current` (or `json/<key>`).
 pub struct WriteState {
-    /// The inode of the `current` it writes.
+    /// The inode of the `current` (or `json/<key>`) it writes.
     ino: Ino,
     name: SecretName,
     buf: Zeroizing<Vec<u8>>,
@@ -83,6 +92,7 @@ pub struct WriteState {
     /// Processes that wrote since the last commit: if one of them is killed
     /// by a signal, the buffer may hold half of what it meant to write.
     writers: Vec<u32>,
+    target: Target,
 }
 
 pub type WriteRef = Arc<tokio::sync::Mutex<WriteState>>;
@@ -115,7 +125,14 @@ impl WriteState {
             create: false,
             too_large: false,
             writers: Vec::new(),
+            target: Target::Current,
         }
+    }
+
+    /// Writes `json/<key>`: the commit sets that key.
+    pub(super) fn json_key(mut self, key: Arc<str>) -> Self {
+        self.target = Target::JsonKey(key);
+        self
     }
 
     pub fn creating(mut self) -> Self {
@@ -392,11 +409,16 @@ impl Fs {
 
     async fn commit(&self, st: &mut WriteState) -> Result<()> {
         st.writers.clear();
-        let result = if st.too_large {
-            Err(Error::TooLarge)
-        } else {
-            let value = SecretBytes::new(st.buf.to_vec());
-            self.put(&st.name, value, st.create).await.map(|_| ())
+        let result = match (&st.target, st.too_large) {
+            (_, true) => Err(Error::TooLarge),
+            (Target::Current, false) => {
+                let value = SecretBytes::new(st.buf.to_vec());
+                self.put(&st.name, value, st.create).await.map(|_| ())
+            }
+            (Target::JsonKey(key), false) => self
+                .put_json(&st.name, key, super::json::Edit::Set(&st.buf[..]))
+                .await
+                .map(|_| ()),
         };
         st.phase = match &result {
             Ok(()) => {
@@ -434,18 +456,28 @@ impl Fs {
         value: SecretBytes,
         create: bool,
     ) -> Result<bool> {
-        if value.is_empty() {
-            return Err(Error::Invalid("an empty value cannot be stored".into()));
-        }
-        if value.len() > MAX_VALUE_LEN {
-            return Err(Error::TooLarge);
-        }
+        // Refused before any call.
+        check_value(&value)?;
+        self.put_with(name, create, move |_| Ok(value)).await
+    }
+
+    /// `put` of the value `make` computes, inside the secret's put turn,
+    /// from AWSCURRENT as it is at commit time (None: creating, or no
+    /// AWSCURRENT): the same AWSCURRENT that "unchanged" is judged against.
+    pub(super) async fn put_with(
+        &self,
+        name: &SecretName,
+        create: bool,
+        make: impl FnOnce(Option<&SecretVersion>) -> Result<SecretBytes> + Send,
+    ) -> Result<bool> {
         let _turn = self.writes.turn(name).await;
         let old = if create {
             None
         } else {
             self.current_now(name).await?
         };
+        let value = make(old.as_deref())?;
+        check_value(&value)?;
         if old.as_ref().is_some_and(|o| o.value == value) {
             tracing::info!(secret = %name, "value unchanged; no new version");
             return Ok(false);
@@ -540,12 +572,19 @@ impl Fs {
         }
         self.version_ids.remove(name);
         self.descs.forget(name);
-        for node in [Node::Current(name.clone()), Node::Previous(name.clone())] {
-            if let Some(ino) = self.inodes.ino_of(&node) {
-                self.kernel.changed(ino);
-            }
-        }
+        self.label_files_changed(name);
     }
+}
+
+/// Secrets Manager's limits on a value, checked before any call.
+fn check_value(value: &SecretBytes) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::Invalid("an empty value cannot be stored".into()));
+    }
+    if value.len() > MAX_VALUE_LEN {
+        return Err(Error::TooLarge);
+    }
+    Ok(())
 }
 
 /// A setattr's mode and owner changes.
