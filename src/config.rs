@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, ValueHint};
 use serde::Deserialize;
 
-use crate::fs::FsConfig;
+use crate::fs::{FsConfig, TemplateDef, TemplateSpec};
 use crate::store::SecretName;
 use crate::store::aws::AwsOptions;
 
@@ -176,6 +176,9 @@ pub struct Cli {
     /// (ttl=60,prefix=prod/,uid=www-data,read_only)
     #[arg(short = 'o', value_name = "OPT,...")]
     pub options: Vec<String>,
+    /// `[[template]]` tables of the config file, checked.
+    #[arg(skip)]
+    pub templates: Vec<TemplateDef>,
 }
 
 #[derive(Clone, Debug)]
@@ -200,6 +203,8 @@ pub struct Config {
     pub nonempty: bool,
     /// Log lines as JSON objects.
     pub log_json: bool,
+    /// `--config FILE`, re-read on SIGHUP (templates).
+    pub config_file: Option<PathBuf>,
 }
 
 /// Options mount(8) and fstab pass along that are the kernel's business or
@@ -254,6 +259,41 @@ struct FileConfig {
     max_stale: Option<String>,
     max_calls: Option<usize>,
     start_jitter: Option<String>,
+    /// `[[template]]`: rendered files.
+    template: Option<Vec<TemplateSpec>>,
+}
+
+/// The config file, parsed strictly; errors name the file and the key.
+fn read_file_config(path: &std::path::Path) -> Result<FileConfig, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("--config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        // The full report quotes the offending line, so it names the key.
+        let report = e
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        format!("--config {}: {report}", path.display())
+    })
+}
+
+/// The templates of a config file, checked (sources read, relative to the
+/// file's directory): at start, and again on SIGHUP.
+fn file_templates(
+    path: &std::path::Path,
+    specs: Option<Vec<TemplateSpec>>,
+) -> Result<Vec<TemplateDef>, String> {
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    crate::fs::resolve_all(specs.unwrap_or_default(), base)
+        .map_err(|e| format!("--config {}: {e}", path.display()))
+}
+
+/// SIGHUP: the config file's templates as they are now. The whole file
+/// must still parse, as at start.
+pub fn templates_from_file(path: &std::path::Path) -> Result<Vec<TemplateDef>, String> {
+    let f = read_file_config(path)?;
+    file_templates(path, f.template)
 }
 
 /// `90`, `90s`, `30m`, `2h`, `1d`: a duration; the option's name in errors.
@@ -396,17 +436,8 @@ impl Cli {
         let Some(path) = &self.config else {
             return Ok(());
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--config {}: {e}", path.display()))?;
-        let f: FileConfig = toml::from_str(&text).map_err(|e| {
-            // The full report quotes the offending line, so it names the key.
-            let report = e
-                .to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
-            format!("--config {}: {report}", path.display())
-        })?;
+        let f = read_file_config(path)?;
+        self.templates = file_templates(path, f.template)?;
         self.ttl = self.ttl.or(f.ttl);
         self.prefix = self.prefix.take().or(f.prefix);
         if self.secrets.is_empty() {
@@ -470,6 +501,11 @@ impl Cli {
                     "--secret '{bad}' cannot be a path (empty, '.' or '..' component)"
                 ));
             }
+            if let Some(bad) = self.secrets.iter().find(|s| crate::tree::reserved(s)) {
+                return Err(format!(
+                    "--secret '{bad}': names under .secretsfs/ are reserved for the mount's own files"
+                ));
+            }
             Some(
                 self.secrets
                     .iter()
@@ -496,6 +532,7 @@ impl Cli {
             }),
         };
         let mut fs = FsConfig::new(ttl);
+        fs.templates = std::mem::take(&mut self.templates);
         fs.prefix = self.prefix.filter(|p| !p.is_empty());
         fs.secrets = secrets;
         // SAFETY: geteuid/getegid cannot fail.
@@ -534,6 +571,7 @@ impl Cli {
             start_jitter,
             nonempty: self.nonempty,
             log_json: self.log_format.as_deref() == Some("json"),
+            config_file: self.config.clone(),
             mountpoint,
             fs,
             backend,

@@ -43,6 +43,10 @@ pub enum Node {
     StatsFile(Report),
     /// An editor's temporary file in a secret's directory (dir path, name).
     Temp(Arc<str>, Arc<str>),
+    /// `.secretsfs/rendered/`: the rendered files (templates).
+    RenderedDir,
+    /// `.secretsfs/rendered/<name>`.
+    Rendered(Arc<str>),
 }
 
 struct Slot {

@@ -49,6 +49,9 @@ pub struct Stats {
     calls_in_flight: AtomicU64,
     calls_in_flight_peak: AtomicU64,
     backoff_ms: AtomicU64,
+    /// Rendered files (templates): renders made, and those that failed.
+    renders: AtomicU64,
+    render_failures: AtomicU64,
 }
 
 impl Stats {
@@ -102,6 +105,14 @@ impl Stats {
     /// The daemon-wide wait before each call, after throttling.
     pub fn set_backoff(&self, d: std::time::Duration) {
         self.backoff_ms.store(d.as_millis() as u64, Relaxed);
+    }
+    /// A template rendered.
+    pub fn rendered(&self) {
+        self.renders.fetch_add(1, Relaxed);
+    }
+    /// A template failed to render (its file answers EIO).
+    pub fn render_failed(&self) {
+        self.render_failures.fetch_add(1, Relaxed);
     }
     pub fn fs_error(&self) {
         self.fs_errors.fetch_add(1, Relaxed);
@@ -244,6 +255,18 @@ impl Stats {
             &one(self.fs_errors.load(Relaxed)),
         );
         metric(
+            "renders_total",
+            "counter",
+            "Templates rendered (rendered files).",
+            &one(self.renders.load(Relaxed)),
+        );
+        metric(
+            "render_failures_total",
+            "counter",
+            "Template renders that failed (the file answers EIO).",
+            &one(self.render_failures.load(Relaxed)),
+        );
+        metric(
             "cache_entries",
             "gauge",
             "Values cached.",
@@ -302,6 +325,8 @@ impl Stats {
             "calls_in_flight": self.calls_in_flight.load(Relaxed),
             "calls_in_flight_peak": self.calls_in_flight_peak.load(Relaxed),
             "throttle_backoff_ms": self.backoff_ms.load(Relaxed),
+            "renders": self.renders.load(Relaxed),
+            "render_failures": self.render_failures.load(Relaxed),
             "pid": std::process::id(),
             // The kernel's word on the hardening, for operators and tests.
             // SAFETY: PR_GET_DUMPABLE only reads a flag of this process.

@@ -10,6 +10,7 @@ mod handles;
 mod kernel;
 mod namespace;
 mod temp;
+mod templates;
 mod write;
 
 use std::num::NonZeroUsize;
@@ -33,6 +34,7 @@ use namespace::{DirInfo, Namespace};
 use temp::Temps;
 use write::Writes;
 
+pub use templates::{RENDERED_DIR, TemplateDef, TemplateSpec, resolve_all};
 pub use write::{MAX_VALUE_LEN, Ownership};
 
 /// How long the kernel may keep entries for immutable things (versions by id).
@@ -71,6 +73,8 @@ pub struct FsConfig {
     /// How long "nothing cached and the backend failed" is answered from
     /// memory.
     pub down_ttl: Duration,
+    /// Rendered files (`[[template]]` in the config file).
+    pub templates: Vec<TemplateDef>,
 }
 
 /// How long a value is served while its refreshes fail, by default.
@@ -117,6 +121,7 @@ impl FsConfig {
             cold_wait: Some(COLD_WAIT),
             denied_ttl: DENIED_TTL,
             down_ttl: DOWN_TTL,
+            templates: Vec::new(),
         }
     }
 
@@ -260,6 +265,7 @@ pub struct Fs {
     writes: Writes,
     temps: Temps,
     mounted_at: SystemTime,
+    templates: templates::Templates,
 }
 
 impl Fs {
@@ -288,6 +294,7 @@ impl Fs {
             writes: Writes::default(),
             temps: Temps::new(cfg.temp_max_files, cfg.temp_max_bytes),
             mounted_at: SystemTime::now(),
+            templates: templates::Templates::new(&cfg.templates),
             cfg,
         })
     }
@@ -380,6 +387,8 @@ impl Fs {
             Some(Node::StatsFile(Report::Json)) => format!("{STATS_DIR}/{STATS_FILE}"),
             Some(Node::StatsFile(Report::Prometheus)) => format!("{STATS_DIR}/{METRICS_FILE}"),
             Some(Node::Temp(d, n)) => join(&d, &n),
+            Some(Node::RenderedDir) => format!("{STATS_DIR}/{RENDERED_DIR}"),
+            Some(Node::Rendered(n)) => format!("{STATS_DIR}/{RENDERED_DIR}/{n}"),
             None => format!("(inode {} no longer known)", ino.0),
         }
     }
@@ -478,6 +487,10 @@ impl Fs {
         if path.is_empty() {
             return Ok(DirInfo::PLAIN);
         }
+        // The mount's own namespace: never a secret, never asked for.
+        if tree::reserved(path) {
+            return Err(Error::NotFound);
+        }
         let (listing, complete) = self.names.listing_or_empty().await;
         if let Some(info) = self.names.known(path, &listing) {
             return Ok(info);
@@ -558,10 +571,11 @@ impl Fs {
             Node::Dir(p) => {
                 let info = self.resolve_dir(p).await?;
                 let writable = p.is_empty() || info.secret || info.pending;
-                Entry {
-                    attr: self.dir_attr(ino, writable),
-                    ttl: dir_ttl,
+                let mut attr = self.dir_attr(ino, writable);
+                if p.is_empty() {
+                    attr.perm |= self.root_search_bits();
                 }
+                Entry { attr, ttl: dir_ttl }
             }
             Node::Current(s) | Node::Previous(s) => {
                 let stage = if matches!(node, Node::Current(_)) {
@@ -618,10 +632,15 @@ impl Fs {
                     ttl,
                 }
             }
-            Node::Versions(_) | Node::StatsDir => Entry {
+            Node::Versions(_) => Entry {
                 attr: self.dir_attr(ino, false),
                 ttl: dir_ttl,
             },
+            Node::StatsDir | Node::RenderedDir => Entry {
+                attr: self.reserved_dir_attr(ino),
+                ttl: dir_ttl,
+            },
+            Node::Rendered(n) => self.rendered_entry(ino, n).await?,
             Node::StatsFile(r) => Entry::uncached(self.file_attr(
                 ino,
                 self.report(*r).len() as u64,
@@ -682,7 +701,10 @@ impl Fs {
             Node::Versions(s) => Node::Version(s, VersionId::new(name)),
             Node::StatsDir if name == STATS_FILE => Node::StatsFile(Report::Json),
             Node::StatsDir if name == METRICS_FILE => Node::StatsFile(Report::Prometheus),
+            Node::StatsDir if name == RENDERED_DIR && self.has_templates() => Node::RenderedDir,
             Node::StatsDir => return Err(Error::NotFound),
+            Node::RenderedDir if self.has_template(name) => Node::Rendered(Arc::from(name)),
+            Node::RenderedDir => return Err(Error::NotFound),
             _ => return Err(Error::NotDir),
         };
         // Counted at once, so that a FORGET of an earlier reference racing
@@ -714,6 +736,8 @@ impl Fs {
                     return Ok(Entry::uncached(self.temp_attr(ino, &f)));
                 }
             }
+            // fstat of a rendered file: the bytes this handle pinned.
+            Some(Handle::Rendered { attr, .. }) => return Ok(Entry::uncached(attr)),
             // The kernel asks with a reader's handle before it reads through
             // the page cache (which stops at the size it holds): the size is
             // that of the version this handle reads, whatever is current now.
@@ -823,6 +847,14 @@ impl Fs {
                     Kind::File,
                     METRICS_FILE,
                 );
+                if self.has_templates() {
+                    push(Node::RenderedDir, Kind::Dir, RENDERED_DIR);
+                }
+            }
+            Node::RenderedDir => {
+                for n in self.template_names() {
+                    push(Node::Rendered(n.clone()), Kind::File, &n);
+                }
             }
             _ => return Err(Error::NotDir),
         }
@@ -872,6 +904,7 @@ impl Fs {
                 });
             }
             Node::Temp(d, n) => return self.open_temp(&(d, n), flags, pid),
+            Node::Rendered(n) => return self.open_rendered(ino, &n, writing).await,
             _ => return Err(Error::IsDir),
         };
         let (version, _) = self.version(&name, sel).await?;
@@ -894,6 +927,9 @@ impl Fs {
                 return Ok(slice(version.value.as_bytes(), offset, size));
             }
             Some(Handle::Plain(b)) => return Ok(slice(&b, offset, size)),
+            Some(Handle::Rendered { bytes, .. }) => {
+                return Ok(slice(bytes.as_bytes(), offset, size));
+            }
             Some(Handle::Write(w)) => return Ok(slice(w.lock().await.buf(), offset, size)),
             Some(Handle::Temp(t)) => return Ok(t.file.lock().read(offset, size)),
             Some(Handle::Dir(_)) => return Err(Error::IsDir),
@@ -905,6 +941,7 @@ impl Fs {
             Node::Previous(s) => (s, Selector::Stage(Stage::Previous)),
             Node::Version(s, id) => (s, Selector::Id(id)),
             Node::StatsFile(r) => return Ok(slice(&self.report(r), offset, size)),
+            Node::Rendered(n) => return self.read_rendered(&n, offset, size).await,
             _ => return Err(Error::BadHandle),
         };
         let (v, _) = self.version(&name, sel).await?;
