@@ -114,6 +114,9 @@ impl Stats {
     pub fn render_failed(&self) {
         self.render_failures.fetch_add(1, Relaxed);
     }
+    pub fn renders(&self) -> u64 {
+        self.renders.load(Relaxed)
+    }
     pub fn fs_error(&self) {
         self.fs_errors.fetch_add(1, Relaxed);
     }

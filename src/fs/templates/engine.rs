@@ -670,6 +670,19 @@ mod tests {
     }
 
     #[test]
+    fn parsed_json_reads_as_usual_in_the_secrets_order() {
+        let src = "{% set db = secret('prod/db') | from_json %}\
+                   {{ db['port'] }} {{ db.port is defined }} {{ db.nope | default('d') }} \
+                   {% for k, v in db | items %}{{ k }}{% if not loop.last %},{% endif %}{% endfor %} \
+                   {{ db.tls.ca }} {{ db | length }}";
+        let (_, out) = render_all(src, &db_store());
+        assert_eq!(
+            out.unwrap(),
+            "5432 True d username,password,port,host,tls C 5"
+        );
+    }
+
+    #[test]
     fn output_is_bounded() {
         let (_, out) = render_all(
             "{% for i in range(2000) %}{% for j in range(100) %}xxxxxxxxxx{% endfor %}{% endfor %}",

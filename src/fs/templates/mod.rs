@@ -417,3 +417,140 @@ fn deps_of<'a>(
         .filter_map(|k| fetched.get(k).map(|f| (k.clone(), DepState::from(f))))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::{Caller, FsConfig, Invalidate};
+    use crate::inode::ROOT;
+    use crate::stats::{ApiOp, Stats};
+    use crate::store::local::LocalStore;
+    use crate::store::{Instrumented, SecretName, SecretStore};
+    use std::time::Duration;
+
+    struct NoInval;
+    impl Invalidate for NoInval {
+        fn inval_inode(&self, _ino: Ino) {}
+    }
+
+    const ME: Caller = Caller { pid: 1, uid: 0 };
+    const TTL: Duration = Duration::from_secs(60);
+
+    struct Setup {
+        fs: Arc<Fs>,
+        stats: Arc<Stats>,
+        store: Arc<dyn SecretStore>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn setup(template: &str, secrets: &[(&str, &str)]) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(Stats::default());
+        let store: Arc<dyn SecretStore> = Arc::new(Instrumented::new(
+            LocalStore::open(dir.path()).unwrap(),
+            stats.clone(),
+            4,
+        ));
+        for (n, v) in secrets {
+            put(&store, n, v, true).await;
+        }
+        let mut cfg = FsConfig::new(TTL);
+        cfg.templates = vec![TemplateDef {
+            name: Arc::from("t"),
+            source: "t.j2".into(),
+            text: Arc::from(template),
+            uid: None,
+            gid: None,
+            mode: 0o400,
+        }];
+        let fs = Fs::new(cfg, store.clone(), stats.clone(), Arc::new(NoInval));
+        Setup {
+            fs,
+            stats,
+            store,
+            _dir: dir,
+        }
+    }
+
+    async fn put(store: &Arc<dyn SecretStore>, name: &str, value: &str, create: bool) {
+        let (n, v) = (
+            SecretName::new(name),
+            SecretBytes::new(value.as_bytes().to_vec()),
+        );
+        let token = uuid::Uuid::new_v4().to_string();
+        if create {
+            store.create_secret(&n, &v, &token).await.unwrap();
+        } else {
+            store.put_value(&n, &v, &token).await.unwrap();
+        }
+    }
+
+    async fn read(fs: &Fs) -> Result<String> {
+        let mut ino = ROOT;
+        for c in [".secretsfs", RENDERED_DIR, "t"] {
+            ino = fs.lookup(ino, c, ME).await?.attr.ino;
+        }
+        let size = fs.getattr(ino, None).await?.attr.size;
+        let o = fs.open(ino, libc::O_RDONLY, 1).await?;
+        assert!(o.direct_io && !o.keep_cache);
+        let bytes = fs.read(ino, o.fh, 0, 1 << 20).await?;
+        fs.release(o.fh).await;
+        assert_eq!(
+            bytes.len() as u64,
+            size,
+            "stat's size is what an open reads"
+        );
+        Ok(String::from_utf8(bytes).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unchanged_template_renders_once_and_a_moved_secret_renders_again() {
+        let s = setup(
+            "{{ secret('a') }}-{{ (secret('b') | from_json).k }}",
+            &[("a", "1"), ("b", r#"{"k":"x"}"#)],
+        )
+        .await;
+        let gets = || s.stats.api_calls(ApiOp::GetSecretValue);
+        let g0 = gets();
+        assert_eq!(read(&s.fs).await.unwrap(), "1-x");
+        assert_eq!(gets() - g0, 2, "one GetSecretValue per secret");
+        for _ in 0..5 {
+            assert_eq!(read(&s.fs).await.unwrap(), "1-x");
+        }
+        assert_eq!(gets() - g0, 2, "within the TTL: from the cache");
+        put(&s.store, "a", "2", false).await;
+        assert_eq!(read(&s.fs).await.unwrap(), "1-x", "within the TTL");
+        let renders = s.stats.renders();
+        tokio::time::advance(TTL + Duration::from_secs(1)).await;
+        assert_eq!(read(&s.fs).await.unwrap(), "2-x");
+        assert_eq!(gets() - g0, 3, "only the secret that moved is read again");
+        assert_eq!(s.stats.renders(), renders + 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_render_answers_eio_until_its_secret_is_fixed() {
+        let s = setup("{{ (secret('a') | from_json).k }}", &[("a", r#"{"j":1}"#)]).await;
+        let e = read(&s.fs).await.unwrap_err();
+        assert_eq!(e.errno(), libc::EIO);
+        assert!(e.to_string().contains("missing key \"k\""), "{e}");
+        put(&s.store, "a", r#"{"k":"ok"}"#, false).await;
+        tokio::time::advance(TTL + Duration::from_secs(1)).await;
+        assert_eq!(read(&s.fs).await.unwrap(), "ok");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_renders_a_changed_source_and_keeps_an_unchanged_one() {
+        let s = setup("v={{ secret('a') }}", &[("a", "1")]).await;
+        assert_eq!(read(&s.fs).await.unwrap(), "v=1");
+        let renders = s.stats.renders();
+        let mut def = s.fs.templates.get("t").unwrap().def.clone();
+        s.fs.reload_templates(vec![def.clone()]);
+        assert_eq!(read(&s.fs).await.unwrap(), "v=1");
+        assert_eq!(s.stats.renders(), renders, "unchanged: kept");
+        def.text = Arc::from("w={{ secret('a') }}");
+        s.fs.reload_templates(vec![def]);
+        assert_eq!(read(&s.fs).await.unwrap(), "w=1");
+        s.fs.reload_templates(vec![]);
+        assert!(read(&s.fs).await.is_err(), "removed");
+    }
+}
