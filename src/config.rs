@@ -710,6 +710,39 @@ mod tests {
     }
 
     #[test]
+    fn templates_come_from_the_config_file_and_sighup_rereads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let p = path.to_str().unwrap();
+        std::fs::write(dir.path().join("a.j2"), "{{ secret('x') }}").unwrap();
+        let table = "[[template]]\nname = \"a\"\nsource = \"a.j2\"\nmode = \"0440\"\n";
+        std::fs::write(&path, format!("ttl = 5\n{table}")).unwrap();
+        let c = parse(&["--config", p, "/mnt"]).unwrap();
+        assert_eq!(c.fs.templates.len(), 1);
+        assert_eq!(c.fs.templates[0].mode, 0o440);
+        assert_eq!(c.config_file.as_deref(), Some(path.as_path()));
+        std::fs::write(&path, format!("{table}{table}")).unwrap();
+        let e = parse(&["--config", p, "/mnt"]).unwrap_err();
+        assert!(e.contains(p) && e.contains("twice"), "{e}");
+        let e = templates_from_file(&path).unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+        std::fs::write(&path, "[[template]]\nname = \"a\"\n").unwrap();
+        let e = templates_from_file(&path).unwrap_err();
+        assert!(e.contains("source"), "{e}");
+        std::fs::write(&path, table.replace("a.j2", "b.j2")).unwrap();
+        std::fs::write(dir.path().join("b.j2"), "b").unwrap();
+        assert_eq!(&*templates_from_file(&path).unwrap()[0].text, "b");
+        assert!(parse(&["/mnt"]).unwrap().fs.templates.is_empty());
+    }
+
+    #[test]
+    fn secrets_under_the_reserved_directory_are_refused() {
+        let e = parse(&["--secret", ".secretsfs/x", "/mnt"]).unwrap_err();
+        assert!(e.contains("reserved"), "{e}");
+        assert!(parse(&["--secret", "a/.secretsfs", "/mnt"]).is_ok());
+    }
+
+    #[test]
     fn unknown_or_bad_options_name_the_option() {
         let e = parse(&["/mnt", "-o", "ttl=5,frobnicate"]).unwrap_err();
         assert!(e.contains("frobnicate"), "{e}");
