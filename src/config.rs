@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, ValueHint};
 use serde::Deserialize;
 
-use crate::fs::FsConfig;
+use crate::fs::{FsConfig, TemplateDef, TemplateSpec};
 use crate::store::SecretName;
 use crate::store::aws::AwsOptions;
 
@@ -195,6 +195,9 @@ pub struct Cli {
     /// --watch or --hook-timeout came from the command line or -o.
     #[arg(skip)]
     hook_flags: bool,
+    /// `[[template]]` tables of the config file, checked.
+    #[arg(skip)]
+    pub templates: Vec<TemplateDef>,
 }
 
 #[derive(Clone, Debug)]
@@ -219,6 +222,8 @@ pub struct Config {
     pub nonempty: bool,
     /// Log lines as JSON objects.
     pub log_json: bool,
+    /// `--config FILE`, re-read on SIGHUP (templates).
+    pub config_file: Option<PathBuf>,
 }
 
 /// Options mount(8) and fstab pass along that are the kernel's business or
@@ -277,6 +282,41 @@ struct FileConfig {
     watch: Option<String>,
     hook_timeout: Option<String>,
     hook: Option<Vec<FileHook>>,
+    /// `[[template]]`: rendered files.
+    template: Option<Vec<TemplateSpec>>,
+}
+
+/// The config file, parsed strictly; errors name the file and the key.
+fn read_file_config(path: &std::path::Path) -> Result<FileConfig, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("--config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        // The full report quotes the offending line, so it names the key.
+        let report = e
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        format!("--config {}: {report}", path.display())
+    })
+}
+
+/// The templates of a config file, checked (sources read, relative to the
+/// file's directory): at start, and again on SIGHUP.
+fn file_templates(
+    path: &std::path::Path,
+    specs: Option<Vec<TemplateSpec>>,
+) -> Result<Vec<TemplateDef>, String> {
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    crate::fs::resolve_all(specs.unwrap_or_default(), base)
+        .map_err(|e| format!("--config {}: {e}", path.display()))
+}
+
+/// SIGHUP: the config file's templates as they are now. The whole file
+/// must still parse, as at start.
+pub fn templates_from_file(path: &std::path::Path) -> Result<Vec<TemplateDef>, String> {
+    let f = read_file_config(path)?;
+    file_templates(path, f.template)
 }
 
 /// `[[hook]]` in the config file: a change hook for the secrets whose
@@ -433,17 +473,8 @@ impl Cli {
         let Some(path) = &self.config else {
             return Ok(());
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--config {}: {e}", path.display()))?;
-        let f: FileConfig = toml::from_str(&text).map_err(|e| {
-            // The full report quotes the offending line, so it names the key.
-            let report = e
-                .to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
-            format!("--config {}: {report}", path.display())
-        })?;
+        let f = read_file_config(path)?;
+        self.templates = file_templates(path, f.template)?;
         self.ttl = self.ttl.or(f.ttl);
         self.prefix = self.prefix.take().or(f.prefix);
         if self.secrets.is_empty() {
@@ -539,6 +570,11 @@ impl Cli {
                     "--secret '{bad}' cannot be a path (empty, '.' or '..' component)"
                 ));
             }
+            if let Some(bad) = self.secrets.iter().find(|s| crate::tree::reserved(s)) {
+                return Err(format!(
+                    "--secret '{bad}': names under .secretsfs/ are reserved for the mount's own files"
+                ));
+            }
             Some(
                 self.secrets
                     .iter()
@@ -566,6 +602,7 @@ impl Cli {
         };
         let mut fs = FsConfig::new(ttl);
         fs.hooks = hooks;
+        fs.templates = std::mem::take(&mut self.templates);
         fs.prefix = self.prefix.filter(|p| !p.is_empty());
         fs.secrets = secrets;
         // SAFETY: geteuid/getegid cannot fail.
@@ -604,6 +641,7 @@ impl Cli {
             start_jitter,
             nonempty: self.nonempty,
             log_json: self.log_format.as_deref() == Some("json"),
+            config_file: self.config.clone(),
             mountpoint,
             fs,
             backend,
@@ -739,6 +777,39 @@ mod tests {
         std::fs::write(&path, "ttl = 9999999\n").unwrap();
         let e = parse(&["--config", p, "/mnt"]).unwrap_err();
         assert!(e.contains("ttl"), "{e}");
+    }
+
+    #[test]
+    fn templates_come_from_the_config_file_and_sighup_rereads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let p = path.to_str().unwrap();
+        std::fs::write(dir.path().join("a.j2"), "{{ secret('x') }}").unwrap();
+        let table = "[[template]]\nname = \"a\"\nsource = \"a.j2\"\nmode = \"0440\"\n";
+        std::fs::write(&path, format!("ttl = 5\n{table}")).unwrap();
+        let c = parse(&["--config", p, "/mnt"]).unwrap();
+        assert_eq!(c.fs.templates.len(), 1);
+        assert_eq!(c.fs.templates[0].mode, 0o440);
+        assert_eq!(c.config_file.as_deref(), Some(path.as_path()));
+        std::fs::write(&path, format!("{table}{table}")).unwrap();
+        let e = parse(&["--config", p, "/mnt"]).unwrap_err();
+        assert!(e.contains(p) && e.contains("twice"), "{e}");
+        let e = templates_from_file(&path).unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+        std::fs::write(&path, "[[template]]\nname = \"a\"\n").unwrap();
+        let e = templates_from_file(&path).unwrap_err();
+        assert!(e.contains("source"), "{e}");
+        std::fs::write(&path, table.replace("a.j2", "b.j2")).unwrap();
+        std::fs::write(dir.path().join("b.j2"), "b").unwrap();
+        assert_eq!(&*templates_from_file(&path).unwrap()[0].text, "b");
+        assert!(parse(&["/mnt"]).unwrap().fs.templates.is_empty());
+    }
+
+    #[test]
+    fn secrets_under_the_reserved_directory_are_refused() {
+        let e = parse(&["--secret", ".secretsfs/x", "/mnt"]).unwrap_err();
+        assert!(e.contains("reserved"), "{e}");
+        assert!(parse(&["--secret", "a/.secretsfs", "/mnt"]).is_ok());
     }
 
     #[test]

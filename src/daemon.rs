@@ -199,6 +199,21 @@ pub fn fork_daemon() -> Result<Forked, String> {
     }
 }
 
+/// SIGHUP: the config file's templates re-read. A file that no longer
+/// parses (or names a source that cannot be read) keeps the old ones.
+fn reload_templates(fs: &Fs, config_file: Option<&Path>) {
+    let Some(path) = config_file else {
+        tracing::info!("SIGHUP: no --config file; no templates to reload");
+        return;
+    };
+    match crate::config::templates_from_file(path) {
+        Ok(defs) => fs.reload_templates(defs),
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: config file not reloaded; templates unchanged")
+        }
+    }
+}
+
 /// How long SIGTERM waits for the unmount, then again for puts in flight,
 /// before the daemon exits (well under systemd's 90 s stop timeout).
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -311,10 +326,15 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), String> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        tokio::select! {
-            _ = term.recv() => true,
-            _ = int.recv() => true,
-            _ = done_rx => false,
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        let mut done_rx = done_rx;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break true,
+                _ = int.recv() => break true,
+                _ = hup.recv() => reload_templates(&fs, cfg.config_file.as_deref()),
+                _ = &mut done_rx => break false,
+            }
         }
     });
     if signalled {

@@ -42,6 +42,9 @@ pub enum Error {
     /// Answering open with ENOSYS puts the kernel in no-open mode.
     #[error("not implemented")]
     NotImplemented,
+    /// A rendered file whose template failed (logged once, when it rendered).
+    #[error("template failed: {0}")]
+    Template(String),
 }
 
 impl Error {
@@ -61,6 +64,7 @@ impl Error {
             Error::NotDir => libc::ENOTDIR,
             Error::BadHandle => libc::EBADF,
             Error::NotImplemented => libc::ENOSYS,
+            Error::Template(_) => libc::EIO,
         }
     }
 
@@ -68,7 +72,10 @@ impl Error {
     /// caller's business; backend trouble is the operator's.
     pub fn level(&self) -> Level {
         match self {
-            Error::NotFound | Error::NotImplemented | Error::Exists => Level::DEBUG,
+            // A template's failure was logged at WARN when it rendered.
+            Error::NotFound | Error::NotImplemented | Error::Exists | Error::Template(_) => {
+                Level::DEBUG
+            }
             Error::NotPermitted(_)
             | Error::Refused(_)
             | Error::ReadOnly

@@ -47,6 +47,10 @@ pub enum Node {
     JsonDir(SecretName),
     /// `json/<key>`: one key's value.
     JsonKey(SecretName, Arc<str>),
+    /// `.secretsfs/rendered/`: the rendered files (templates).
+    RenderedDir,
+    /// `.secretsfs/rendered/<name>`.
+    Rendered(Arc<str>),
 }
 
 struct Slot {

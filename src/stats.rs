@@ -60,6 +60,9 @@ pub struct Stats {
     /// Change hook runs: exit 0, another status (or not started), killed
     /// at the timeout.
     hook_runs: [AtomicU64; 3],
+    /// Rendered files (templates): renders made, and those that failed.
+    renders: AtomicU64,
+    render_failures: AtomicU64,
 }
 
 impl Stats {
@@ -113,6 +116,17 @@ impl Stats {
     /// The daemon-wide wait before each call, after throttling.
     pub fn set_backoff(&self, d: std::time::Duration) {
         self.backoff_ms.store(d.as_millis() as u64, Relaxed);
+    }
+    /// A template rendered.
+    pub fn rendered(&self) {
+        self.renders.fetch_add(1, Relaxed);
+    }
+    /// A template failed to render (its file answers EIO).
+    pub fn render_failed(&self) {
+        self.render_failures.fetch_add(1, Relaxed);
+    }
+    pub fn renders(&self) -> u64 {
+        self.renders.load(Relaxed)
     }
     pub fn fs_error(&self) {
         self.fs_errors.fetch_add(1, Relaxed);
@@ -258,6 +272,18 @@ impl Stats {
             &one(self.fs_errors.load(Relaxed)),
         );
         metric(
+            "renders_total",
+            "counter",
+            "Templates rendered (rendered files).",
+            &one(self.renders.load(Relaxed)),
+        );
+        metric(
+            "render_failures_total",
+            "counter",
+            "Template renders that failed (the file answers EIO).",
+            &one(self.render_failures.load(Relaxed)),
+        );
+        metric(
             "cache_entries",
             "gauge",
             "Values cached.",
@@ -332,6 +358,8 @@ impl Stats {
                 "failed": self.hook_runs[HookResult::Failed as usize].load(Relaxed),
                 "timeout": self.hook_runs[HookResult::TimedOut as usize].load(Relaxed),
             },
+            "renders": self.renders.load(Relaxed),
+            "render_failures": self.render_failures.load(Relaxed),
             "pid": std::process::id(),
             // The kernel's word on the hardening, for operators and tests.
             // SAFETY: PR_GET_DUMPABLE only reads a flag of this process.

@@ -17,6 +17,12 @@ pub fn valid_component(c: &str) -> bool {
     !c.is_empty() && c != "." && c != ".." && c.len() <= 255 && !c.contains('\0')
 }
 
+/// A name under the mount's own `.secretsfs/` directory: never shown as a
+/// secret, so that nothing there can collide with one.
+pub fn reserved(name: &str) -> bool {
+    name.split('/').next() == Some(STATS_DIR)
+}
+
 pub fn valid_path(name: &str) -> bool {
     name.split('/').all(valid_component)
 }
@@ -60,7 +66,11 @@ impl Listing {
     pub fn build(names: impl IntoIterator<Item = SecretName>, warned: &Warned) -> Self {
         let mut set = BTreeSet::new();
         for n in names {
-            if valid_path(n.as_str()) {
+            if reserved(n.as_str()) {
+                if warned.first_time(n.as_str()) {
+                    tracing::warn!(secret = %n.as_str().escape_debug(), "secret name is under the mount's reserved .secretsfs directory; left out of listings");
+                }
+            } else if valid_path(n.as_str()) {
                 set.insert(n.as_str().to_string());
             } else if warned.first_time(n.as_str()) {
                 tracing::warn!(secret = %n.as_str().escape_debug(), "secret name cannot be a path; left out of listings");
@@ -155,6 +165,16 @@ mod tests {
         Listing::build([SecretName::new("a//b")], &warned);
         assert!(warned.first_time("ok"), "a name never seen is new");
         assert!(!warned.first_time("a//b"), "already warned");
+    }
+
+    #[test]
+    fn names_under_the_reserved_directory_are_left_out() {
+        let l = listing(&[".secretsfs/rendered/x", ".secretsfs", "a/.secretsfs", "ok"]);
+        assert_eq!(l.children(""), BTreeSet::from(["a".into(), "ok".into()]));
+        assert!(
+            l.is_secret("a/.secretsfs"),
+            "only the first component is reserved"
+        );
     }
 
     #[test]

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use super::DirEntry;
 use super::kernel::ReadMode;
 use super::temp::TempRef;
 use super::write::WriteRef;
+use super::{Attr, DirEntry};
 use crate::inode::Ino;
-use crate::store::SecretVersion;
+use crate::store::{SecretBytes, SecretVersion};
 
 #[derive(Clone)]
 pub enum Handle {
@@ -27,6 +27,11 @@ pub enum Handle {
     Write(WriteRef),
     Temp(TempHandle),
     Dir(Arc<Vec<DirEntry>>),
+    /// A rendered file: the bytes rendered at open, and their attributes.
+    Rendered {
+        bytes: Arc<SecretBytes>,
+        attr: Attr,
+    },
 }
 
 /// A temporary file opened: the file and how it was opened.

@@ -12,6 +12,7 @@ mod json;
 mod kernel;
 mod namespace;
 mod temp;
+mod templates;
 mod write;
 
 use std::num::NonZeroUsize;
@@ -35,6 +36,7 @@ use namespace::{DirInfo, Namespace};
 use temp::Temps;
 use write::Writes;
 
+pub use templates::{RENDERED_DIR, TemplateDef, TemplateSpec, resolve_all};
 pub use write::{MAX_VALUE_LEN, Ownership};
 
 /// How long the kernel may keep entries for immutable things (versions by id).
@@ -75,6 +77,8 @@ pub struct FsConfig {
     pub down_ttl: Duration,
     /// Change hooks (`--on-change`, `[[hook]]`); none: nothing is watched.
     pub hooks: Vec<crate::hooks::HookSpec>,
+    /// Rendered files (`[[template]]` in the config file).
+    pub templates: Vec<TemplateDef>,
 }
 
 /// How long a value is served while its refreshes fail, by default.
@@ -122,6 +126,7 @@ impl FsConfig {
             denied_ttl: DENIED_TTL,
             down_ttl: DOWN_TTL,
             hooks: Vec::new(),
+            templates: Vec::new(),
         }
     }
 
@@ -267,6 +272,7 @@ pub struct Fs {
     mounted_at: SystemTime,
     watch: Option<Arc<crate::hooks::Watch>>,
     json: json::JsonViews,
+    templates: templates::Templates,
 }
 
 impl Fs {
@@ -300,6 +306,7 @@ impl Fs {
             temps: Temps::new(cfg.temp_max_files, cfg.temp_max_bytes),
             mounted_at: SystemTime::now(),
             json: json::JsonViews::default(),
+            templates: templates::Templates::new(&cfg.templates),
             cfg,
         })
     }
@@ -394,6 +401,8 @@ impl Fs {
             Some(Node::Temp(d, n)) => join(&d, &n),
             Some(Node::JsonDir(s)) => format!("{s}/json"),
             Some(Node::JsonKey(s, k)) => format!("{s}/json/{k}"),
+            Some(Node::RenderedDir) => format!("{STATS_DIR}/{RENDERED_DIR}"),
+            Some(Node::Rendered(n)) => format!("{STATS_DIR}/{RENDERED_DIR}/{n}"),
             None => format!("(inode {} no longer known)", ino.0),
         }
     }
@@ -500,6 +509,10 @@ impl Fs {
         if path.is_empty() {
             return Ok(DirInfo::PLAIN);
         }
+        // The mount's own namespace: never a secret, never asked for.
+        if tree::reserved(path) {
+            return Err(Error::NotFound);
+        }
         let (listing, complete) = self.names.listing_or_empty().await;
         if let Some(info) = self.names.known(path, &listing) {
             return Ok(info);
@@ -580,10 +593,11 @@ impl Fs {
             Node::Dir(p) => {
                 let info = self.resolve_dir(p).await?;
                 let writable = p.is_empty() || info.secret || info.pending;
-                Entry {
-                    attr: self.dir_attr(ino, writable),
-                    ttl: dir_ttl,
+                let mut attr = self.dir_attr(ino, writable);
+                if p.is_empty() {
+                    attr.perm |= self.root_search_bits();
                 }
+                Entry { attr, ttl: dir_ttl }
             }
             Node::Current(s) | Node::Previous(s) => {
                 let stage = if matches!(node, Node::Current(_)) {
@@ -640,10 +654,15 @@ impl Fs {
                     ttl,
                 }
             }
-            Node::Versions(_) | Node::StatsDir => Entry {
+            Node::Versions(_) => Entry {
                 attr: self.dir_attr(ino, false),
                 ttl: dir_ttl,
             },
+            Node::StatsDir | Node::RenderedDir => Entry {
+                attr: self.reserved_dir_attr(ino),
+                ttl: dir_ttl,
+            },
+            Node::Rendered(n) => self.rendered_entry(ino, n).await?,
             Node::StatsFile(r) => Entry::uncached(self.file_attr(
                 ino,
                 self.report(*r).len() as u64,
@@ -711,7 +730,10 @@ impl Fs {
             Node::JsonDir(s) => Node::JsonKey(s, Arc::from(name)),
             Node::StatsDir if name == STATS_FILE => Node::StatsFile(Report::Json),
             Node::StatsDir if name == METRICS_FILE => Node::StatsFile(Report::Prometheus),
+            Node::StatsDir if name == RENDERED_DIR && self.has_templates() => Node::RenderedDir,
             Node::StatsDir => return Err(Error::NotFound),
+            Node::RenderedDir if self.has_template(name) => Node::Rendered(Arc::from(name)),
+            Node::RenderedDir => return Err(Error::NotFound),
             _ => return Err(Error::NotDir),
         };
         // Counted at once, so that a FORGET of an earlier reference racing
@@ -743,6 +765,8 @@ impl Fs {
                     return Ok(Entry::uncached(self.temp_attr(ino, &f)));
                 }
             }
+            // fstat of a rendered file: the bytes this handle pinned.
+            Some(Handle::Rendered { attr, .. }) => return Ok(Entry::uncached(attr)),
             // The kernel asks with a reader's handle before it reads through
             // the page cache (which stops at the size it holds): the size is
             // that of the version this handle reads, whatever is current now.
@@ -862,6 +886,14 @@ impl Fs {
                     Kind::File,
                     METRICS_FILE,
                 );
+                if self.has_templates() {
+                    push(Node::RenderedDir, Kind::Dir, RENDERED_DIR);
+                }
+            }
+            Node::RenderedDir => {
+                for n in self.template_names() {
+                    push(Node::Rendered(n.clone()), Kind::File, &n);
+                }
             }
             _ => return Err(Error::NotDir),
         }
@@ -915,6 +947,7 @@ impl Fs {
                 });
             }
             Node::Temp(d, n) => return self.open_temp(&(d, n), flags, pid),
+            Node::Rendered(n) => return self.open_rendered(ino, &n, writing).await,
             _ => return Err(Error::IsDir),
         };
         let (version, _) = self.version(&name, sel).await?;
@@ -937,6 +970,9 @@ impl Fs {
                 return Ok(slice(version.value.as_bytes(), offset, size));
             }
             Some(Handle::Plain(b)) => return Ok(slice(&b, offset, size)),
+            Some(Handle::Rendered { bytes, .. }) => {
+                return Ok(slice(bytes.as_bytes(), offset, size));
+            }
             Some(Handle::Write(w)) => return Ok(slice(w.lock().await.buf(), offset, size)),
             Some(Handle::Temp(t)) => return Ok(t.file.lock().read(offset, size)),
             Some(Handle::Dir(_)) => return Err(Error::IsDir),
@@ -949,6 +985,7 @@ impl Fs {
             Node::Version(s, id) => (s, Selector::Id(id)),
             Node::StatsFile(r) => return Ok(slice(&self.report(r), offset, size)),
             Node::JsonKey(s, k) => return self.json_read(&s, &k, offset, size).await,
+            Node::Rendered(n) => return self.read_rendered(&n, offset, size).await,
             _ => return Err(Error::BadHandle),
         };
         let (v, _) = self.version(&name, sel).await?;

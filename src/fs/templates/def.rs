@@ -1,0 +1,267 @@
+//! `[[template]]` tables of the config file, checked into `TemplateDef`s:
+//! a file name, the template's source (read now, so that a bad setup fails
+//! at start or keeps the old templates on SIGHUP), owner, group and mode.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+/// A template source larger than this is refused (it is a config file).
+pub const MAX_SOURCE_LEN: usize = 1 << 20;
+
+/// Default mode of a rendered file: its owner reads it, no one else.
+pub const DEFAULT_MODE: u16 = 0o400;
+
+/// One template, validated, with its source text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TemplateDef {
+    /// The file name under `.secretsfs/rendered/`.
+    pub name: Arc<str>,
+    /// Where the source was read from (for log lines).
+    pub source: PathBuf,
+    pub text: Arc<str>,
+    /// None: the mount's --uid / --gid.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mode: u16,
+}
+
+impl fmt::Debug for TemplateDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TemplateDef")
+            .field("name", &self.name)
+            .field("source", &self.source)
+            .field("text_len", &self.text.len())
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .field("mode", &format_args!("{:04o}", self.mode))
+            .finish()
+    }
+}
+
+/// A user or group: a name or a number, as `uid`/`gid` are.
+#[derive(Deserialize, Debug)]
+#[serde(
+    untagged,
+    expecting = "a user or group name, or a number from 0 to 4294967295"
+)]
+enum IdSpec {
+    Id(u32),
+    Name(String),
+}
+
+/// `mode = "0440"` or `mode = 0o440`.
+#[derive(Deserialize, Debug)]
+#[serde(
+    untagged,
+    expecting = "an octal mode such as \"0440\" (a string) or 0o440 (a TOML octal number)"
+)]
+enum ModeSpec {
+    Number(u32),
+    Text(String),
+}
+
+/// A `[[template]]` table as written.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSpec {
+    name: String,
+    source: PathBuf,
+    owner: Option<IdSpec>,
+    group: Option<IdSpec>,
+    mode: Option<ModeSpec>,
+}
+
+/// Checks every table; `base` is the config file's directory, against
+/// which relative sources are read. Errors name the template and the key.
+pub fn resolve_all(specs: Vec<TemplateSpec>, base: &Path) -> Result<Vec<TemplateDef>, String> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let def = spec.resolve(base)?;
+        if !seen.insert(def.name.clone()) {
+            return Err(format!("template '{}': the name is used twice", def.name));
+        }
+        out.push(def);
+    }
+    Ok(out)
+}
+
+impl TemplateSpec {
+    fn resolve(self, base: &Path) -> Result<TemplateDef, String> {
+        let name = self.name;
+        let fail = |key: &str, e: String| format!("template '{name}': {key}: {e}");
+        if !crate::tree::valid_component(&name) || name.contains('/') {
+            return Err(format!(
+                "template '{name}': name: not a file name (empty, '.', '..', a '/' or over 255 bytes)"
+            ));
+        }
+        let mode = match self.mode {
+            None => DEFAULT_MODE,
+            Some(m) => parse_mode(m).map_err(|e| fail("mode", e))?,
+        };
+        let uid = resolve_id(self.owner, crate::config::user_id).map_err(|e| fail("owner", e))?;
+        let gid = resolve_id(self.group, crate::config::group_id).map_err(|e| fail("group", e))?;
+        let source = base.join(&self.source);
+        let text = read_source(&source).map_err(|e| fail("source", e))?;
+        Ok(TemplateDef {
+            name: Arc::from(name),
+            source,
+            text: Arc::from(text),
+            uid,
+            gid,
+            mode,
+        })
+    }
+}
+
+fn resolve_id(
+    v: Option<IdSpec>,
+    by_name: fn(&str) -> Result<u32, String>,
+) -> Result<Option<u32>, String> {
+    v.map(|v| match v {
+        IdSpec::Id(id) => Ok(id),
+        IdSpec::Name(n) => by_name(&n),
+    })
+    .transpose()
+}
+
+/// Rendered files are read-only: only read bits may be given, which also
+/// catches `mode = 440` (decimal, that is 0o670) written for 0o440.
+fn parse_mode(m: ModeSpec) -> Result<u16, String> {
+    let n = match m {
+        ModeSpec::Number(n) => n,
+        ModeSpec::Text(t) => {
+            let digits = t.strip_prefix("0o").unwrap_or(&t);
+            if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+                return Err(format!("'{t}' is not an octal mode such as \"0440\""));
+            }
+            u32::from_str_radix(digits, 8).map_err(|_| format!("'{t}' is out of range"))?
+        }
+    };
+    if n & !0o444 != 0 {
+        return Err(format!(
+            "{n:#o} gives more than read permission (rendered files are read-only: use read bits only, such as \"0440\"; a TOML number is decimal unless written 0o440)"
+        ));
+    }
+    Ok(n as u16)
+}
+
+fn read_source(path: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() > MAX_SOURCE_LEN {
+        return Err(format!(
+            "{}: larger than {} bytes",
+            path.display(),
+            MAX_SOURCE_LEN
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct File {
+        template: Vec<TemplateSpec>,
+    }
+
+    fn parse(toml_text: &str, dir: &Path) -> Result<Vec<TemplateDef>, String> {
+        let f: File = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        resolve_all(f.template, dir)
+    }
+
+    fn dir_with_source() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("t.j2"), "x={{ secret('a') }}\n").unwrap();
+        d
+    }
+
+    #[test]
+    fn a_template_gets_defaults_and_its_source_relative_to_the_config() {
+        let d = dir_with_source();
+        let defs = parse(
+            "[[template]]\nname = \"pgpass\"\nsource = \"t.j2\"\n",
+            d.path(),
+        )
+        .unwrap();
+        assert_eq!(defs.len(), 1);
+        let t = &defs[0];
+        assert_eq!(&*t.name, "pgpass");
+        assert_eq!(&*t.text, "x={{ secret('a') }}\n");
+        assert_eq!((t.uid, t.gid, t.mode), (None, None, 0o400));
+        assert_eq!(t.source, d.path().join("t.j2"));
+    }
+
+    #[test]
+    fn owner_group_and_mode_are_names_numbers_or_octal() {
+        let d = dir_with_source();
+        for (extra, want) in [
+            (
+                "owner = \"root\"\ngroup = 7\nmode = \"0440\"",
+                (Some(0), Some(7), 0o440),
+            ),
+            (
+                "owner = 1000\ngroup = \"root\"\nmode = 0o444",
+                (Some(1000), Some(0), 0o444),
+            ),
+            ("mode = \"400\"", (None, None, 0o400)),
+            ("mode = \"0o040\"", (None, None, 0o040)),
+        ] {
+            let text = format!("[[template]]\nname = \"t\"\nsource = \"t.j2\"\n{extra}\n");
+            let t = &parse(&text, d.path()).unwrap()[0];
+            assert_eq!((t.uid, t.gid, t.mode), want, "{extra}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_template_and_key() {
+        let d = dir_with_source();
+        for (extra, key) in [
+            ("mode = \"0640\"", "mode"),
+            ("mode = 440", "mode"),
+            ("mode = \"rw\"", "mode"),
+            ("mode = \"\"", "mode"),
+            ("mode = \"0999\"", "mode"),
+            ("owner = \"no-such-user-7q\"", "owner"),
+            ("group = \"no-such-group-7q\"", "group"),
+        ] {
+            let text = format!("[[template]]\nname = \"t\"\nsource = \"t.j2\"\n{extra}\n");
+            let e = parse(&text, d.path()).unwrap_err();
+            assert!(
+                e.contains("template 't'") && e.contains(key),
+                "{extra}: {e}"
+            );
+        }
+        let e = parse(
+            "[[template]]\nname = \"t\"\nsource = \"nope.j2\"\n",
+            d.path(),
+        )
+        .unwrap_err();
+        assert!(e.contains("source") && e.contains("nope.j2"), "{e}");
+        for name in ["a/b", "..", ""] {
+            let text = format!("[[template]]\nname = \"{name}\"\nsource = \"t.j2\"\n");
+            let e = parse(&text, d.path()).unwrap_err();
+            assert!(e.contains("name"), "{name}: {e}");
+        }
+        let e = parse(
+            "[[template]]\nname = \"t\"\nsource = \"t.j2\"\nsorce = 1\n",
+            d.path(),
+        )
+        .unwrap_err();
+        assert!(e.contains("sorce"), "{e}");
+    }
+
+    #[test]
+    fn a_name_used_twice_is_refused() {
+        let d = dir_with_source();
+        let one = "[[template]]\nname = \"t\"\nsource = \"t.j2\"\n";
+        let e = parse(&format!("{one}{one}"), d.path()).unwrap_err();
+        assert!(e.contains("'t'") && e.contains("twice"), "{e}");
+    }
+}
