@@ -337,6 +337,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), String> {
             }
         }
     });
+    fs.stop_hooks();
     if signalled {
         sd_notify("STOPPING=1");
         tracing::info!("signal received; unmounting");

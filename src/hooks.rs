@@ -94,6 +94,16 @@ pub struct Watch {
     gate: Arc<tokio::sync::Semaphore>,
     stats: Arc<Stats>,
     mountpoint: String,
+    /// Process groups of the runs going on, killed when the daemon stops.
+    groups: Arc<Mutex<HashSet<i32>>>,
+    /// Secrets whose revalidation fails (warned about once until it works).
+    failing: Mutex<HashSet<SecretName>>,
+}
+
+/// What `seen` holds for a watched secret that was deleted: its next
+/// version, when it is created again, is a change.
+fn gone_marker() -> VersionId {
+    VersionId::new("")
 }
 
 impl Watch {
@@ -109,6 +119,8 @@ impl Watch {
             gate: Arc::new(tokio::sync::Semaphore::new(MAX_RUNNING)),
             stats,
             mountpoint,
+            groups: Arc::default(),
+            failing: Mutex::default(),
         })
     }
 
@@ -128,8 +140,17 @@ impl Watch {
             return;
         }
         let mut seen = self.seen.lock();
-        if seen.get(name).is_none() {
-            seen.put(name.clone(), id.clone());
+        match seen.get(name) {
+            None => {
+                seen.put(name.clone(), id.clone());
+            }
+            // Deleted, and created again since (a replace by Terraform).
+            Some(v) if *v == gone_marker() => {
+                seen.put(name.clone(), id.clone());
+                drop(seen);
+                self.queue(name, id);
+            }
+            Some(_) => {}
         }
     }
 
@@ -171,9 +192,42 @@ impl Watch {
         true
     }
 
-    /// The secret is gone (deleted): no longer watched.
+    /// The secret is gone (deleted): still watched, so that its creation
+    /// anew is a change.
     pub fn gone(&self, name: &SecretName) {
-        self.seen.lock().pop(name);
+        if let Some(v) = self.seen.lock().peek_mut(name) {
+            *v = gone_marker();
+        }
+        self.pending_clear(name);
+    }
+
+    fn pending_clear(&self, name: &SecretName) {
+        for p in &self.pending {
+            p.lock().remove(name);
+        }
+    }
+
+    /// A revalidation failed: warned about once until one works again.
+    pub fn failed(&self, name: &SecretName, error: &dyn std::fmt::Display) {
+        if self.failing.lock().insert(name.clone()) {
+            tracing::warn!(secret = %name, error = %error, "change hooks: cannot tell whether the secret changed; trying again each interval");
+        }
+    }
+
+    pub fn answered(&self, name: &SecretName) {
+        if self.failing.lock().remove(name) {
+            tracing::info!(secret = %name, "change hooks: the secret can be revalidated again");
+        }
+    }
+
+    /// The daemon stops: every run going on is killed with its group.
+    pub fn kill_runs(&self) {
+        for pgid in self.groups.lock().drain() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 
     fn queue(&self, name: &SecretName, id: &VersionId) {
@@ -211,7 +265,7 @@ impl Watch {
                 let me = self.clone();
                 tokio::spawn(async move {
                     let permit = me.gate.clone().acquire_owned().await;
-                    let result = run(&me.hooks[hook], &name, &id, &me.mountpoint).await;
+                    let result = run(&me.hooks[hook], &name, &id, &me.mountpoint, &me.groups).await;
                     drop(permit);
                     me.stats.hook_run(result);
                     me.running[hook].lock().remove(&name);
@@ -225,7 +279,13 @@ impl Watch {
 /// name and new version id in its environment (never the value), in a
 /// process group of its own, killed whole at the timeout. Its output goes
 /// where the daemon's goes.
-pub async fn run(h: &HookSpec, name: &SecretName, id: &VersionId, mountpoint: &str) -> HookResult {
+pub async fn run(
+    h: &HookSpec,
+    name: &SecretName,
+    id: &VersionId,
+    mountpoint: &str,
+    groups: &Mutex<HashSet<i32>>,
+) -> HookResult {
     let started = Instant::now();
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.arg("-c")
@@ -233,6 +293,10 @@ pub async fn run(h: &HookSpec, name: &SecretName, id: &VersionId, mountpoint: &s
         .env("SECRETSFS_SECRET", name.as_str())
         .env("SECRETSFS_VERSION_ID", id.as_str())
         .env("SECRETSFS_MOUNTPOINT", mountpoint)
+        // The daemon's credentials are not the hook's to use.
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
         .stdin(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
@@ -243,9 +307,16 @@ pub async fn run(h: &HookSpec, name: &SecretName, id: &VersionId, mountpoint: &s
             return HookResult::Failed;
         }
     };
-    let pid = child.id();
+    let pid = child.id().and_then(|p| i32::try_from(p).ok());
+    if let Some(pid) = pid {
+        groups.lock().insert(pid);
+    }
     let ms = |t: Instant| t.elapsed().as_millis() as u64;
-    match tokio::time::timeout(h.timeout, child.wait()).await {
+    let waited = tokio::time::timeout(h.timeout, child.wait()).await;
+    if let Some(pid) = pid {
+        groups.lock().remove(&pid);
+    }
+    match waited {
         Ok(Ok(status)) if status.success() => {
             tracing::info!(secret = %name, version = %id, pattern = %h.pattern, status = 0, duration_ms = ms(started), "change hook ran");
             HookResult::Ok
@@ -262,7 +333,7 @@ pub async fn run(h: &HookSpec, name: &SecretName, id: &VersionId, mountpoint: &s
             HookResult::Failed
         }
         Err(_) => {
-            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+            if let Some(pid) = pid {
                 // The whole group: `sh -c` leaves its children behind.
                 let _ = nix::sys::signal::killpg(
                     nix::unistd::Pid::from_raw(pid),
@@ -358,6 +429,19 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_deleted_and_created_again_is_a_change() {
+        let w = watch(&["**"]);
+        w.served(&n("a"), &v("1"));
+        w.gone(&n("a"));
+        assert!(w.observed(&n("a"), &gone_marker(), &v("2")));
+        assert_eq!(w.pending[0].lock().get(&n("a")), Some(&v("2")));
+        w.pending[0].lock().clear();
+        w.gone(&n("a"));
+        w.served(&n("a"), &v("3"));
+        assert_eq!(w.pending[0].lock().get(&n("a")), Some(&v("3")));
+    }
+
+    #[test]
     fn bad_settings_are_refused_naming_them() {
         let e = HookSpec::new("*", " ", Duration::from_secs(1), Duration::from_secs(1));
         assert!(e.unwrap_err().contains("on_change"));
@@ -375,8 +459,9 @@ mod tests {
             "echo \"$SECRETSFS_SECRET $SECRETSFS_VERSION_ID $SECRETSFS_MOUNTPOINT\" > {}",
             out.display()
         );
+        let g = Mutex::default();
         let h = HookSpec::new("*", &cmd, Duration::from_secs(1), Duration::from_secs(5)).unwrap();
-        assert_eq!(run(&h, &n("a"), &v("v1"), "/m").await, HookResult::Ok);
+        assert_eq!(run(&h, &n("a"), &v("v1"), "/m", &g).await, HookResult::Ok);
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "a v1 /m\n");
         let h = HookSpec::new(
             "*",
@@ -385,7 +470,10 @@ mod tests {
             Duration::from_secs(5),
         )
         .unwrap();
-        assert_eq!(run(&h, &n("a"), &v("v1"), "/m").await, HookResult::Failed);
+        assert_eq!(
+            run(&h, &n("a"), &v("v1"), "/m", &g).await,
+            HookResult::Failed
+        );
         let h = HookSpec::new(
             "*",
             "sleep 30 & wait",
@@ -394,7 +482,10 @@ mod tests {
         )
         .unwrap();
         let t = Instant::now();
-        assert_eq!(run(&h, &n("a"), &v("v1"), "/m").await, HookResult::TimedOut);
+        assert_eq!(
+            run(&h, &n("a"), &v("v1"), "/m", &g).await,
+            HookResult::TimedOut
+        );
         assert!(t.elapsed() < Duration::from_secs(5));
     }
 }

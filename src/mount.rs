@@ -252,7 +252,10 @@ fn receive_fd(sock: &UnixStream) -> Option<OwnedFd> {
         sock.as_raw_fd(),
         &mut iov,
         Some(&mut space),
-        MsgFlags::empty(),
+        // Not inherited by what the daemon runs (change hooks): a child
+        // holding /dev/fuse could answer the mount, and keeps it alive
+        // after the daemon dies.
+        MsgFlags::MSG_CMSG_CLOEXEC,
     )
     .ok()?;
     for cmsg in msg.cmsgs().ok()? {

@@ -19,7 +19,7 @@ use crate::tree::{self, OWN_FILES};
 
 /// Programs whose unlink of `current` is the first step of a replacement
 /// (unlink, then create with O_EXCL), not a removal.
-const REPLACERS: [&str; 2] = ["install", "ginstall"];
+pub(super) const REPLACERS: [&str; 2] = ["install", "ginstall"];
 
 const TEMP_OPENED: Opened = Opened {
     fh: 0,
@@ -289,7 +289,7 @@ impl Fs {
     pub async fn unlink(&self, parent: Ino, name: &str, caller: Caller) -> Result<()> {
         let node = self.node(parent)?;
         if let Node::JsonDir(s) = &node {
-            return self.json_unlink(s, name).await;
+            return self.json_unlink(s, name, caller).await;
         }
         let Node::Dir(p) = node else {
             return Err(Error::NotPermitted("secret files cannot be removed"));

@@ -25,23 +25,50 @@ impl Fs {
             .for_each_concurrent(TICK_CALLS, |(name, before)| {
                 let w = w.clone();
                 async move {
-                    match self.store.describe(&name).await {
-                        Ok(d) => match d.with_stage(Stage::Current) {
-                            Some(now) if w.observed(&name, &before, now) => {
+                    match self.current_id(&name).await {
+                        Ok(now) => {
+                            w.answered(&name);
+                            if let Some(now) = now
+                                && w.observed(&name, &before, &now)
+                            {
                                 tracing::info!(secret = %name, version = %now, "AWSCURRENT moved");
                                 self.forget_secret(&name);
                             }
-                            _ => {}
-                        },
-                        Err(e) if e.kind == StoreErrorKind::NotFound => w.gone(&name),
-                        Err(e) => {
-                            tracing::debug!(secret = %name, error = %e, "watch: revalidation failed; next interval");
                         }
+                        Err(e) if e.kind == StoreErrorKind::NotFound => {
+                            w.answered(&name);
+                            w.gone(&name);
+                        }
+                        Err(e) => w.failed(&name, &e),
                     }
                 }
             })
             .await;
         w.run_pending(hook)
+    }
+
+    /// AWSCURRENT's version id, from DescribeSecret (no decrypt); where
+    /// that is denied, from GetSecretValue, as reads do.
+    async fn current_id(
+        &self,
+        name: &SecretName,
+    ) -> crate::store::StoreResult<Option<crate::store::VersionId>> {
+        match self.store.describe(name).await {
+            Ok(d) => Ok(d.with_stage(Stage::Current).cloned()),
+            Err(e) if e.kind == StoreErrorKind::AccessDenied => Ok(self
+                .store
+                .get_value(name, &Selector::Stage(Stage::Current))
+                .await?
+                .map(|v| v.id.clone())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The daemon stops: hook runs going on are killed.
+    pub fn stop_hooks(&self) {
+        if let Some(w) = &self.watch {
+            w.kill_runs();
+        }
     }
 
     /// The watch task's intervals, one per hook.

@@ -29,6 +29,10 @@ type Fields<'a> = IndexMap<String, &'a RawValue>;
 pub(super) enum Edit<'a> {
     /// Set it to the bytes written (its type kept; see `encode`).
     Set(&'a [u8]),
+    /// The same, for a handle opened on a key that existed: if the key was
+    /// removed since, ENOENT (its type is not known any more, and the
+    /// removal is not undone silently).
+    Replace(&'a [u8]),
     Remove,
 }
 
@@ -129,10 +133,22 @@ pub(super) fn merged(current: &[u8], key: &str, edit: Edit<'_>) -> Result<Secret
     let f = fields(current).ok_or_else(not_an_object)?;
     let old = f.get(key).copied();
     let new = match edit {
-        Edit::Set(written) => {
+        Edit::Replace(_) if old.is_none() => {
+            return Err(Error::NotFound);
+        }
+        Edit::Set(written) | Edit::Replace(written) => {
             let new = encode(written, old)?;
             let as_str = std::str::from_utf8(&new).expect("JSON text is UTF-8");
-            if old.is_some_and(|o| text_of(o.get()) == text_of(as_str)) {
+            // Unchanged: the same string (however escaped), or the same
+            // JSON text; a string and a number of the same text differ.
+            let same = old.is_some_and(|o| {
+                if is_string(o.get()) {
+                    is_string(as_str) && text_of(o.get()) == text_of(as_str)
+                } else {
+                    compact(o.get())[..] == new[..]
+                }
+            });
+            if same {
                 return Ok(SecretBytes::new(current.to_vec()));
             }
             Some(new)
@@ -170,6 +186,36 @@ pub(super) fn merged(current: &[u8], key: &str, edit: Edit<'_>) -> Result<Secret
     }
     out.push(b'}');
     Ok(SecretBytes::new(std::mem::take(&mut *out)))
+}
+
+/// Names editors give their backup, swap, lock and temporary files (vim's
+/// `key~`, `.key.swp` and `4913`, emacs's `#key#` and `.#key`, sed -i's
+/// `sedXXXXXX`): in json/ each would become a key, and a version of the
+/// secret holding a copy of it. Refused, editors then write in place.
+fn is_editor_file(name: &str) -> bool {
+    let swap = name.starts_with('.')
+        && name.len() > 4
+        && name.is_char_boundary(name.len() - 4)
+        && name[name.len() - 4..].starts_with(".sw");
+    let sed = name.len() == 9
+        && name.starts_with("sed")
+        && name[3..].bytes().all(|b| b.is_ascii_alphanumeric());
+    let vim_probe = name.len() >= 4 && name.bytes().all(|b| b.is_ascii_digit()) && {
+        // vim probes with 4913, then adds 123 while the name is taken.
+        name.parse::<u64>()
+            .is_ok_and(|n| n >= 4913 && (n - 4913) % 123 == 0)
+    };
+    name.ends_with('~')
+        || swap
+        || sed
+        || vim_probe
+        || name.starts_with(".#")
+        || (name.starts_with('#') && name.ends_with('#'))
+}
+
+/// The path install(1)'s replacement of a key is remembered under.
+pub(super) fn key_path(s: &SecretName, key: &str) -> String {
+    format!("{s}/json/{key}")
 }
 
 /// The JSON views' own state: which keys were warned about.
@@ -300,8 +346,8 @@ impl Fs {
             let raw = f.get(&**key).ok_or(Error::NotFound)?;
             buf = text_of(raw.get());
         }
-        let state =
-            WriteState::new(ino, s.clone(), buf, flags, process::tgid(pid)).json_key(key.clone());
+        let state = WriteState::new(ino, s.clone(), buf, flags, process::tgid(pid))
+            .json_key(key.clone(), true);
         Ok(self.write_handle(state))
     }
 
@@ -317,23 +363,31 @@ impl Fs {
         if !is_file_name(name) {
             return Err(Error::Invalid("bad file name".into()));
         }
+        if is_editor_file(name) {
+            return Err(Error::Refused(
+                "json/ holds keys, not editors' backup, swap or temporary files",
+            ));
+        }
+        let owner = process::tgid(caller.pid);
+        // install(1) unlinked the key to create it anew: the key is there.
+        let replacing = self.writes.end_replacing(&key_path(&s, name), owner);
         let cur = self.current_now(&s).await?.ok_or(Error::NotFound)?;
         let f = fields(cur.value.as_bytes()).ok_or_else(not_an_object)?;
-        if flags & libc::O_EXCL != 0 && f.contains_key(name) {
+        let existing = f.get(name);
+        if flags & libc::O_EXCL != 0 && existing.is_some() && !replacing {
             return Err(Error::Exists);
         }
+        // The key may exist although the lookup (from the cache) did not
+        // see it: without O_TRUNC, build on what it holds.
+        let buf = match existing {
+            Some(raw) if flags & libc::O_TRUNC == 0 && !replacing => text_of(raw.get()),
+            _ => Zeroizing::new(Vec::new()),
+        };
         let key: Arc<str> = Arc::from(name);
         let ino = self
             .inodes
             .assign(Node::JsonKey(s.clone(), key.clone()), true);
-        let state = WriteState::new(
-            ino,
-            s,
-            Zeroizing::new(Vec::new()),
-            flags,
-            process::tgid(caller.pid),
-        )
-        .json_key(key);
+        let state = WriteState::new(ino, s, buf, flags, owner).json_key(key, existing.is_some());
         let opened = self.write_handle(state);
         let attr = self.file_attr(ino, 0, SystemTime::now(), true);
         Ok((Entry::uncached(attr), opened))
@@ -341,9 +395,21 @@ impl Fs {
 
     /// unlink(2) in `json/`: a version without the key (ENOENT if it is not
     /// there at commit time).
-    pub(super) async fn json_unlink(&self, s: &SecretName, name: &str) -> Result<()> {
+    pub(super) async fn json_unlink(
+        &self,
+        s: &SecretName,
+        name: &str,
+        caller: Caller,
+    ) -> Result<()> {
         if self.cfg.read_only {
             return Err(Error::ReadOnly);
+        }
+        let owner = process::tgid(caller.pid);
+        if super::edit::REPLACERS.contains(&process::comm(owner).as_str()) {
+            // install(1) unlinks, then creates: one put, the key in place.
+            tracing::info!(secret = %s, pid = caller.pid, "install replaces a JSON key: hidden from that process until it creates it");
+            self.writes.start_replacing(&key_path(s, name), owner);
+            return Ok(());
         }
         self.put_json(s, name, Edit::Remove).await.map(|_| ())
     }
@@ -352,7 +418,7 @@ impl Fs {
     /// the AWSCURRENT the "unchanged" check uses, so that a change another
     /// writer made to another key since open is kept.
     pub(super) async fn put_json(&self, s: &SecretName, key: &str, edit: Edit<'_>) -> Result<bool> {
-        if let Edit::Set(w) = edit
+        if let Edit::Set(w) | Edit::Replace(w) = edit
             && w.is_empty()
         {
             return Err(Error::Invalid("an empty value cannot be stored".into()));
@@ -386,6 +452,47 @@ mod tests {
 
     fn text(doc: &str, key: &str) -> Option<String> {
         key_text(doc.as_bytes(), key).map(|b| String::from_utf8(b.as_bytes().to_vec()).unwrap())
+    }
+
+    #[test]
+    fn editors_files_are_told_from_keys() {
+        for name in [
+            "password~",
+            ".password.swp",
+            ".password.swx",
+            "4913",
+            "5036",
+            "sedAb12Cd",
+            ".#password",
+            "#password#",
+        ] {
+            assert!(is_editor_file(name), "{name}");
+        }
+        for name in [
+            "password",
+            "port",
+            "4914",
+            "sed",
+            "sedimentary",
+            ".hidden",
+            "swp",
+            "1234",
+        ] {
+            assert!(!is_editor_file(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_change_of_type_is_a_change_and_a_removed_key_is_not_brought_back() {
+        let doc = r#"{"port":5432,"flag":null}"#;
+        let made = merged(doc.as_bytes(), "port", Edit::Set(b"\"5432\"")).unwrap();
+        assert_eq!(made.as_text(), Some(r#"{"port":"5432","flag":null}"#));
+        let same = merged(doc.as_bytes(), "port", Edit::Set(b"5432\n")).unwrap();
+        assert_eq!(same.as_bytes(), doc.as_bytes(), "same number: unchanged");
+        assert!(matches!(
+            merged(doc.as_bytes(), "gone", Edit::Replace(b"1")),
+            Err(Error::NotFound)
+        ));
     }
 
     #[test]

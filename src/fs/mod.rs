@@ -727,7 +727,15 @@ impl Fs {
                 }
             }
             Node::Versions(s) => Node::Version(s, VersionId::new(name)),
-            Node::JsonDir(s) => Node::JsonKey(s, Arc::from(name)),
+            Node::JsonDir(s) => {
+                if self
+                    .writes
+                    .is_replacing(&json::key_path(&s, name), caller.pid)
+                {
+                    return Err(Error::NotFound);
+                }
+                Node::JsonKey(s, Arc::from(name))
+            }
             Node::StatsDir if name == STATS_FILE => Node::StatsFile(Report::Json),
             Node::StatsDir if name == METRICS_FILE => Node::StatsFile(Report::Prometheus),
             Node::StatsDir if name == RENDERED_DIR && self.has_templates() => Node::RenderedDir,
@@ -758,7 +766,8 @@ impl Fs {
     /// Attributes; with a handle (fstat), those of the file it holds, which
     /// may have been renamed or unlinked since.
     pub async fn getattr(&self, ino: Ino, fh: Option<u64>) -> Result<Entry> {
-        match fh.and_then(|fh| self.handles.get(fh)) {
+        let handle = fh.and_then(|fh| self.handles.get(fh));
+        match handle.clone() {
             Some(Handle::Temp(t)) => {
                 let f = t.file.lock();
                 if f.target.is_none() {
@@ -786,7 +795,17 @@ impl Fs {
             _ => {}
         }
         let node = self.node(ino)?;
-        self.attr_of(ino, &node).await
+        match (self.attr_of(ino, &node).await, handle) {
+            // The file is gone (a JSON key removed), the open file is not:
+            // fstat answers for what the handle holds.
+            (Err(Error::NotFound), Some(Handle::Read { version, .. })) => {
+                let writable = matches!(node, Node::Current(_) | Node::JsonKey(..));
+                let size = version.value.len() as u64;
+                let attr = self.file_attr(ino, size, version.created, writable);
+                Ok(Entry::uncached(attr))
+            }
+            (got, _) => got,
+        }
     }
 
     /// Reads a directory whole, for a consistent listing across readdir calls.

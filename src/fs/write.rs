@@ -72,7 +72,8 @@ enum Target {
     /// The bytes, as the secret's new value.
     Current,
     /// AWSCURRENT's JSON with this key set to the bytes.
-    JsonKey(Arc<str>),
+    /// (The key existed when the handle was opened.)
+    JsonKey(Arc<str>, bool),
 }
 
 /// An open-for-writing `current` (or `json/<key>`).
@@ -130,8 +131,8 @@ impl WriteState {
     }
 
     /// Writes `json/<key>`: the commit sets that key.
-    pub(super) fn json_key(mut self, key: Arc<str>) -> Self {
-        self.target = Target::JsonKey(key);
+    pub(super) fn json_key(mut self, key: Arc<str>, existed: bool) -> Self {
+        self.target = Target::JsonKey(key, existed);
         self
     }
 
@@ -415,8 +416,15 @@ impl Fs {
                 let value = SecretBytes::new(st.buf.to_vec());
                 self.put(&st.name, value, st.create).await.map(|_| ())
             }
-            (Target::JsonKey(key), false) => self
-                .put_json(&st.name, key, super::json::Edit::Set(&st.buf[..]))
+            (Target::JsonKey(key, existed), false) => self
+                .put_json(&st.name, key, {
+                    let buf = &st.buf[..];
+                    if *existed {
+                        super::json::Edit::Replace(buf)
+                    } else {
+                        super::json::Edit::Set(buf)
+                    }
+                })
                 .await
                 .map(|_| ()),
         };
@@ -564,6 +572,13 @@ impl Fs {
             self.values.insert(cur_key, Some(new), ttl);
         } else {
             self.values.remove(&cur_key);
+        }
+        if !prev_ok && old.is_some() {
+            // Secrets Manager has no conditional put: another writer's
+            // version landed between our read of AWSCURRENT and our put,
+            // and ours replaced it (it is AWSPREVIOUS now, or older).
+            tracing::warn!(secret = %name,
+                "another writer put a version while this one was being stored; theirs is no longer AWSCURRENT");
         }
         if prev_ok {
             self.values.insert(prev_key, old, ttl);
