@@ -172,10 +172,17 @@ pub struct Cli {
     /// options given here override it
     #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub config: Option<PathBuf>,
+    /// Strip one trailing newline from a single-line text value written to
+    /// `current` (`echo v > current` stores `v`)
+    #[arg(long)]
+    pub trim_newline: bool,
     /// Mount options, comma-separated: the long options in key[=value] form
     /// (ttl=60,prefix=prod/,uid=www-data,read_only)
     #[arg(short = 'o', value_name = "OPT,...")]
     pub options: Vec<String>,
+    /// The config file's `[[rule]]`s, checked.
+    #[arg(skip)]
+    pub rules: Option<crate::rules::Rules>,
 }
 
 #[derive(Clone, Debug)]
@@ -200,6 +207,8 @@ pub struct Config {
     pub nonempty: bool,
     /// Log lines as JSON objects.
     pub log_json: bool,
+    /// `--config`: read again on SIGHUP for its `[[rule]]`s.
+    pub config_file: Option<PathBuf>,
 }
 
 /// Options mount(8) and fstab pass along that are the kernel's business or
@@ -254,6 +263,9 @@ struct FileConfig {
     max_stale: Option<String>,
     max_calls: Option<usize>,
     start_jitter: Option<String>,
+    trim_newline: Option<bool>,
+    /// Ownership rules, in order (src/rules.rs).
+    rule: Option<Vec<crate::rules::RuleSpec>>,
 }
 
 /// `90`, `90s`, `30m`, `2h`, `1d`: a duration; the option's name in errors.
@@ -382,6 +394,7 @@ impl Cli {
                 "mlock" => self.mlock = true,
                 "allow_create" => self.allow_create = true,
                 "config" => self.config = Some(need(value)?.into()),
+                "trim_newline" => self.trim_newline = true,
                 // What mount(8) and mount.fuse3 add on their own.
                 "fsname" | "subtype" => {}
                 k if MOUNT_ONLY.contains(&k) || k.starts_with("x-systemd.") => {}
@@ -443,6 +456,10 @@ impl Cli {
         self.read_only |= f.read_only.unwrap_or(false);
         self.mlock |= f.mlock.unwrap_or(false);
         self.allow_create |= f.allow_create.unwrap_or(false);
+        self.trim_newline |= f.trim_newline.unwrap_or(false);
+        let rules = crate::rules::Rules::build(&f.rule.unwrap_or_default())
+            .map_err(|e| format!("--config {}: {e}", path.display()))?;
+        self.rules = Some(rules);
         Ok(())
     }
 
@@ -502,6 +519,8 @@ impl Cli {
         fs.uid = self.uid.unwrap_or_else(|| unsafe { libc::geteuid() });
         fs.gid = self.gid.unwrap_or_else(|| unsafe { libc::getegid() });
         fs.read_only = self.read_only;
+        fs.trim_newline = self.trim_newline;
+        fs.rules = std::sync::Arc::new(self.rules.take().unwrap_or_default());
         fs.allow_create = self.allow_create || matches!(backend, Backend::Local { .. });
         fs.max_stale = match &self.max_stale {
             Some(v) => Some(duration("max_stale", v)?),
@@ -534,6 +553,7 @@ impl Cli {
             start_jitter,
             nonempty: self.nonempty,
             log_json: self.log_format.as_deref() == Some("json"),
+            config_file: self.config.take(),
             mountpoint,
             fs,
             backend,

@@ -49,6 +49,8 @@ pub struct Stats {
     calls_in_flight: AtomicU64,
     calls_in_flight_peak: AtomicU64,
     backoff_ms: AtomicU64,
+    /// Names, prefixes or `*` written to `.secretsfs/refresh`.
+    refreshes: AtomicU64,
 }
 
 impl Stats {
@@ -102,6 +104,13 @@ impl Stats {
     /// The daemon-wide wait before each call, after throttling.
     pub fn set_backoff(&self, d: std::time::Duration) {
         self.backoff_ms.store(d.as_millis() as u64, Relaxed);
+    }
+    /// One line written to `.secretsfs/refresh` was done.
+    pub fn refreshed(&self) {
+        self.refreshes.fetch_add(1, Relaxed);
+    }
+    pub fn refreshes(&self) -> u64 {
+        self.refreshes.load(Relaxed)
     }
     pub fn fs_error(&self) {
         self.fs_errors.fetch_add(1, Relaxed);
@@ -238,6 +247,12 @@ impl Stats {
             &[(String::new(), self.backoff_ms.load(Relaxed) as f64 / 1000.0)],
         );
         metric(
+            "refreshes_total",
+            "counter",
+            "Names, prefixes or * written to .secretsfs/refresh.",
+            &one(self.refreshes()),
+        );
+        metric(
             "errors_total",
             "counter",
             "Requests answered with an error other than ENOENT.",
@@ -302,6 +317,7 @@ impl Stats {
             "calls_in_flight": self.calls_in_flight.load(Relaxed),
             "calls_in_flight_peak": self.calls_in_flight_peak.load(Relaxed),
             "throttle_backoff_ms": self.backoff_ms.load(Relaxed),
+            "refreshes": self.refreshes(),
             "pid": std::process::id(),
             // The kernel's word on the hardening, for operators and tests.
             // SAFETY: PR_GET_DUMPABLE only reads a flag of this process.

@@ -27,6 +27,8 @@ pub enum Handle {
     Write(WriteRef),
     Temp(TempHandle),
     Dir(Arc<Vec<DirEntry>>),
+    /// `.secretsfs/refresh` open for writing.
+    Refresh,
 }
 
 /// A temporary file opened: the file and how it was opened.

@@ -9,6 +9,7 @@ mod edit;
 mod handles;
 mod kernel;
 mod namespace;
+mod own;
 mod temp;
 mod write;
 
@@ -23,7 +24,7 @@ use crate::stats::Stats;
 use crate::store::{
     SecretName, SecretStore, SecretVersion, Selector, Stage, StoreResult, VersionId,
 };
-use crate::tree::{self, METRICS_FILE, OWN_FILES, STATS_DIR, STATS_FILE};
+use crate::tree::{self, METRICS_FILE, OWN_FILES, REFRESH_FILE, STATS_DIR, STATS_FILE};
 use futures::future::BoxFuture;
 
 use describe::Descriptions;
@@ -71,6 +72,11 @@ pub struct FsConfig {
     /// How long "nothing cached and the backend failed" is answered from
     /// memory.
     pub down_ttl: Duration,
+    /// `--trim-newline`: one trailing newline of a single-line text value
+    /// written to `current` goes (a rule's setting wins).
+    pub trim_newline: bool,
+    /// The ownership rules at start (SIGHUP replaces the Fs's copy).
+    pub rules: Arc<crate::rules::Rules>,
 }
 
 /// How long a value is served while its refreshes fail, by default.
@@ -117,6 +123,8 @@ impl FsConfig {
             cold_wait: Some(COLD_WAIT),
             denied_ttl: DENIED_TTL,
             down_ttl: DOWN_TTL,
+            trim_newline: false,
+            rules: Arc::default(),
         }
     }
 
@@ -260,6 +268,8 @@ pub struct Fs {
     writes: Writes,
     temps: Temps,
     mounted_at: SystemTime,
+    /// The ownership rules in force; SIGHUP replaces them.
+    rules: parking_lot::RwLock<Arc<crate::rules::Rules>>,
 }
 
 impl Fs {
@@ -288,6 +298,7 @@ impl Fs {
             writes: Writes::default(),
             temps: Temps::new(cfg.temp_max_files, cfg.temp_max_bytes),
             mounted_at: SystemTime::now(),
+            rules: parking_lot::RwLock::new(cfg.rules.clone()),
             cfg,
         })
     }
@@ -380,6 +391,7 @@ impl Fs {
             Some(Node::StatsFile(Report::Json)) => format!("{STATS_DIR}/{STATS_FILE}"),
             Some(Node::StatsFile(Report::Prometheus)) => format!("{STATS_DIR}/{METRICS_FILE}"),
             Some(Node::Temp(d, n)) => join(&d, &n),
+            Some(Node::RefreshFile) => format!("{STATS_DIR}/{REFRESH_FILE}"),
             None => format!("(inode {} no longer known)", ino.0),
         }
     }
@@ -521,7 +533,7 @@ impl Fs {
     // ---- attributes ---------------------------------------------------
 
     fn dir_attr(&self, ino: Ino, writable: bool) -> Attr {
-        Attr {
+        let attr = Attr {
             ino,
             kind: Kind::Dir,
             size: 0,
@@ -533,11 +545,12 @@ impl Fs {
             },
             uid: self.cfg.uid,
             gid: self.cfg.gid,
-        }
+        };
+        self.ruled(attr, writable)
     }
 
     fn file_attr(&self, ino: Ino, size: u64, mtime: SystemTime, writable: bool) -> Attr {
-        Attr {
+        let attr = Attr {
             ino,
             kind: Kind::File,
             size,
@@ -549,7 +562,8 @@ impl Fs {
             },
             uid: self.cfg.uid,
             gid: self.cfg.gid,
-        }
+        };
+        self.ruled(attr, writable)
     }
 
     async fn attr_of(&self, ino: Ino, node: &Node) -> Result<Entry> {
@@ -635,6 +649,7 @@ impl Fs {
                     .ok_or(Error::NotFound)?;
                 Entry::uncached(self.temp_attr(ino, &file.lock()))
             }
+            Node::RefreshFile => Entry::uncached(self.refresh_attr(ino)),
         })
     }
 
@@ -682,6 +697,7 @@ impl Fs {
             Node::Versions(s) => Node::Version(s, VersionId::new(name)),
             Node::StatsDir if name == STATS_FILE => Node::StatsFile(Report::Json),
             Node::StatsDir if name == METRICS_FILE => Node::StatsFile(Report::Prometheus),
+            Node::StatsDir if name == REFRESH_FILE => Node::RefreshFile,
             Node::StatsDir => return Err(Error::NotFound),
             _ => return Err(Error::NotDir),
         };
@@ -823,6 +839,7 @@ impl Fs {
                     Kind::File,
                     METRICS_FILE,
                 );
+                push(Node::RefreshFile, Kind::File, REFRESH_FILE);
             }
             _ => return Err(Error::NotDir),
         }
@@ -897,6 +914,7 @@ impl Fs {
             Some(Handle::Write(w)) => return Ok(slice(w.lock().await.buf(), offset, size)),
             Some(Handle::Temp(t)) => return Ok(t.file.lock().read(offset, size)),
             Some(Handle::Dir(_)) => return Err(Error::IsDir),
+            Some(Handle::Refresh) => return Err(Error::BadHandle),
             None => {}
         }
         // No handle: no-open mode reads the inode's current version.

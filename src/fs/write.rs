@@ -305,6 +305,7 @@ impl Fs {
                 let off = usize::try_from(offset).map_err(|_| Error::NoSpace)?;
                 t.file.lock().write(off, data, t.append)
             }
+            Some(Handle::Refresh) => self.refresh(data).await,
             _ => Err(Error::BadHandle),
         }
     }
@@ -395,7 +396,7 @@ impl Fs {
         let result = if st.too_large {
             Err(Error::TooLarge)
         } else {
-            let value = SecretBytes::new(st.buf.to_vec());
+            let value = self.trimmed(&st.name, SecretBytes::new(st.buf.to_vec()));
             self.put(&st.name, value, st.create).await.map(|_| ())
         };
         st.phase = match &result {
