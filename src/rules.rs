@@ -90,7 +90,11 @@ impl Rules {
         }
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let f: OnlyRules = toml::from_str(&text).map_err(|e| {
-            let report = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            let report = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             format!("{}: {report}", path.display())
         })?;
         Self::build(&f.rule)
@@ -231,9 +235,14 @@ mod tests {
         let a = r.for_secret("a").unwrap();
         assert_eq!((a.uid, a.gid), (Some(0), Some(0)));
         let e = parse("[[rule]]\npattern = \"x/*\"\nowner = \"no-such-user-7q\"\n").unwrap_err();
-        assert!(e.contains("rule 1") && e.contains("x/*") && e.contains("no-such-user-7q"), "{e}");
-        let e = parse("[[rule]]\npattern = \"a\"\n[[rule]]\npattern = \"b\"\ngroup = \"no-such-group-7q\"\n")
-            .unwrap_err();
+        assert!(
+            e.contains("rule 1") && e.contains("x/*") && e.contains("no-such-user-7q"),
+            "{e}"
+        );
+        let e = parse(
+            "[[rule]]\npattern = \"a\"\n[[rule]]\npattern = \"b\"\ngroup = \"no-such-group-7q\"\n",
+        )
+        .unwrap_err();
         assert!(e.contains("rule 2") && e.contains("'b'"), "{e}");
         let e = parse("[[rule]]\npattern = \"a\"\nowner = -1\n").unwrap_err();
         assert!(e.contains("owner"), "{e}");
@@ -242,8 +251,14 @@ mod tests {
     #[test]
     fn modes_are_octal_permission_bits_only() {
         let m = |v: &str| parse(&format!("[[rule]]\npattern = \"a\"\nmode = {v}\n"));
-        assert_eq!(m("\"0400\"").unwrap().for_secret("a").unwrap().mode, Some(0o400));
-        assert_eq!(m("0o440").unwrap().for_secret("a").unwrap().mode, Some(0o440));
+        assert_eq!(
+            m("\"0400\"").unwrap().for_secret("a").unwrap().mode,
+            Some(0o400)
+        );
+        assert_eq!(
+            m("0o440").unwrap().for_secret("a").unwrap().mode,
+            Some(0o440)
+        );
         assert_eq!(m("256").unwrap().for_secret("a").unwrap().mode, Some(0o400));
         for bad in ["\"4755\"", "\"0999\"", "\"rw\"", "-1", "0o1000"] {
             let e = m(bad).unwrap_err();
@@ -274,7 +289,11 @@ mod tests {
 
     #[test]
     fn one_trailing_newline_goes_from_a_single_line_text() {
-        let t = |v: &[u8]| trim_newline(SecretBytes::new(v.to_vec())).as_bytes().to_vec();
+        let t = |v: &[u8]| {
+            trim_newline(SecretBytes::new(v.to_vec()))
+                .as_bytes()
+                .to_vec()
+        };
         assert_eq!(t(b"v\n"), b"v");
         assert_eq!(t(b"v"), b"v");
         assert_eq!(t(b"v\n\n"), b"v\n\n");

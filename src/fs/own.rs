@@ -33,10 +33,10 @@ fn parse_targets(data: &[u8]) -> Result<Vec<Target>> {
             p if p.ends_with('/') && tree::valid_path(&p[..p.len() - 1]) => {
                 Ok(Target::Prefix(p.to_string()))
             }
-            n if !n.ends_with('/') && tree::valid_path(n) => {
-                Ok(Target::Secret(SecretName::new(n)))
-            }
-            _ => Err(bad("a line is not a secret name, a prefix ending in '/' or '*'")),
+            n if !n.ends_with('/') && tree::valid_path(n) => Ok(Target::Secret(SecretName::new(n))),
+            _ => Err(bad(
+                "a line is not a secret name, a prefix ending in '/' or '*'",
+            )),
         })
         .collect()
 }
