@@ -692,6 +692,36 @@ mod tests {
     }
 
     #[test]
+    fn trim_newline_and_rules_come_from_flags_options_and_the_file() {
+        assert!(!parse(&["/mnt"]).unwrap().fs.trim_newline);
+        assert!(parse(&["--trim-newline", "/mnt"]).unwrap().fs.trim_newline);
+        assert!(
+            parse(&["/mnt", "-o", "trim_newline"])
+                .unwrap()
+                .fs
+                .trim_newline
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let p = path.to_str().unwrap();
+        std::fs::write(
+            &path,
+            "trim_newline = true\n[[rule]]\npattern = \"a/*\"\nowner = 0\nmode = \"0440\"\n",
+        )
+        .unwrap();
+        let c = parse(&["--config", p, "/mnt"]).unwrap();
+        assert!(c.fs.trim_newline);
+        assert_eq!(c.fs.rules.for_secret("a/b").unwrap().mode, Some(0o440));
+        assert_eq!(c.config_file.as_deref(), Some(path.as_path()));
+        std::fs::write(&path, "[[rule]]\npattern = \"a/*\"\nmode = \"4755\"\n").unwrap();
+        let e = parse(&["--config", p, "/mnt"]).unwrap_err();
+        assert!(
+            e.contains("rule 1") && e.contains("a/*") && e.contains("mode"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unknown_or_bad_options_name_the_option() {
         let e = parse(&["/mnt", "-o", "ttl=5,frobnicate"]).unwrap_err();
         assert!(e.contains("frobnicate"), "{e}");
