@@ -600,6 +600,28 @@ where
         shard.pop(key);
     }
 
+    /// Drops every key `pred` holds for, as `remove` does one (a refresh
+    /// of a prefix).
+    pub fn remove_where(&self, pred: impl Fn(&K) -> bool) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            let keys: Vec<K> = shard
+                .entries
+                .iter()
+                .map(|(k, _)| k)
+                .chain(shard.inflight.keys())
+                .chain(shard.failures.iter().map(|(k, _)| k))
+                .filter(|k| pred(k))
+                .cloned()
+                .collect();
+            for key in keys {
+                shard.inflight.remove(&key);
+                shard.failures.pop(&key);
+                shard.pop(&key);
+            }
+        }
+    }
+
     /// Entries and bytes held, for bounds checks and the stats.
     pub fn usage(&self) -> (usize, usize) {
         self.shards.iter().fold((0, 0), |(n, b), s| {

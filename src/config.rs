@@ -185,6 +185,10 @@ pub struct Cli {
     /// options given here override it
     #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub config: Option<PathBuf>,
+    /// Strip one trailing newline from a single-line text value written to
+    /// `current` (`echo v > current` stores `v`)
+    #[arg(long)]
+    pub trim_newline: bool,
     /// Mount options, comma-separated: the long options in key[=value] form
     /// (ttl=60,prefix=prod/,uid=www-data,read_only)
     #[arg(short = 'o', value_name = "OPT,...")]
@@ -198,6 +202,9 @@ pub struct Cli {
     /// `[[template]]` tables of the config file, checked.
     #[arg(skip)]
     pub templates: Vec<TemplateDef>,
+    /// The config file's `[[rule]]`s, checked.
+    #[arg(skip)]
+    pub rules: Option<crate::rules::Rules>,
 }
 
 #[derive(Clone, Debug)]
@@ -222,7 +229,7 @@ pub struct Config {
     pub nonempty: bool,
     /// Log lines as JSON objects.
     pub log_json: bool,
-    /// `--config FILE`, re-read on SIGHUP (templates).
+    /// `--config FILE`, re-read on SIGHUP (templates and rules).
     pub config_file: Option<PathBuf>,
 }
 
@@ -284,6 +291,9 @@ struct FileConfig {
     hook: Option<Vec<FileHook>>,
     /// `[[template]]`: rendered files.
     template: Option<Vec<TemplateSpec>>,
+    trim_newline: Option<bool>,
+    /// Ownership rules, in order (src/rules.rs).
+    rule: Option<Vec<crate::rules::RuleSpec>>,
 }
 
 /// The config file, parsed strictly; errors name the file and the key.
@@ -459,6 +469,7 @@ impl Cli {
                 "mlock" => self.mlock = true,
                 "allow_create" => self.allow_create = true,
                 "config" => self.config = Some(need(value)?.into()),
+                "trim_newline" => self.trim_newline = true,
                 // What mount(8) and mount.fuse3 add on their own.
                 "fsname" | "subtype" => {}
                 k if MOUNT_ONLY.contains(&k) || k.starts_with("x-systemd.") => {}
@@ -515,6 +526,10 @@ impl Cli {
         self.read_only |= f.read_only.unwrap_or(false);
         self.mlock |= f.mlock.unwrap_or(false);
         self.allow_create |= f.allow_create.unwrap_or(false);
+        self.trim_newline |= f.trim_newline.unwrap_or(false);
+        let rules = crate::rules::Rules::build(&f.rule.unwrap_or_default())
+            .map_err(|e| format!("--config {}: {e}", path.display()))?;
+        self.rules = Some(rules);
         Ok(())
     }
 
@@ -609,6 +624,8 @@ impl Cli {
         fs.uid = self.uid.unwrap_or_else(|| unsafe { libc::geteuid() });
         fs.gid = self.gid.unwrap_or_else(|| unsafe { libc::getegid() });
         fs.read_only = self.read_only;
+        fs.trim_newline = self.trim_newline;
+        fs.rules = std::sync::Arc::new(self.rules.take().unwrap_or_default());
         fs.allow_create = self.allow_create || matches!(backend, Backend::Local { .. });
         fs.max_stale = match &self.max_stale {
             Some(v) => Some(duration("max_stale", v)?),
@@ -810,6 +827,36 @@ mod tests {
         let e = parse(&["--secret", ".secretsfs/x", "/mnt"]).unwrap_err();
         assert!(e.contains("reserved"), "{e}");
         assert!(parse(&["--secret", "a/.secretsfs", "/mnt"]).is_ok());
+    }
+
+    #[test]
+    fn trim_newline_and_rules_come_from_flags_options_and_the_file() {
+        assert!(!parse(&["/mnt"]).unwrap().fs.trim_newline);
+        assert!(parse(&["--trim-newline", "/mnt"]).unwrap().fs.trim_newline);
+        assert!(
+            parse(&["/mnt", "-o", "trim_newline"])
+                .unwrap()
+                .fs
+                .trim_newline
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let p = path.to_str().unwrap();
+        std::fs::write(
+            &path,
+            "trim_newline = true\n[[rule]]\npattern = \"a/*\"\nowner = 0\nmode = \"0440\"\n",
+        )
+        .unwrap();
+        let c = parse(&["--config", p, "/mnt"]).unwrap();
+        assert!(c.fs.trim_newline);
+        assert_eq!(c.fs.rules.for_secret("a/b").unwrap().mode, Some(0o440));
+        assert_eq!(c.config_file.as_deref(), Some(path.as_path()));
+        std::fs::write(&path, "[[rule]]\npattern = \"a/*\"\nmode = \"4755\"\n").unwrap();
+        let e = parse(&["--config", p, "/mnt"]).unwrap_err();
+        assert!(
+            e.contains("rule 1") && e.contains("a/*") && e.contains("mode"),
+            "{e}"
+        );
     }
 
     #[test]

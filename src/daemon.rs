@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fuser::SessionACL;
@@ -153,6 +153,40 @@ fn parent_of(pid: u32) -> Option<u32> {
     rest.split(' ').nth(1)?.parse().ok().filter(|p| *p > 1)
 }
 
+/// SIGHUP: the config file's `[[rule]]`s are read again and replace the
+/// ownership rules; a file that does not parse, or a rule that does not
+/// check, is logged and the old rules stay.
+fn reload_rules_on_sighup(rt: &tokio::runtime::Runtime, fs: Arc<Fs>, config: Option<PathBuf>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Installed before READY, so that a SIGHUP sent at once is not fatal.
+    let _entered = rt.enter();
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGHUP handler; rules cannot be reloaded");
+            return;
+        }
+    };
+    rt.spawn(async move {
+        while hup.recv().await.is_some() {
+            let Some(path) = &config else {
+                tracing::info!("SIGHUP without --config: no rules to reload");
+                continue;
+            };
+            match crate::rules::Rules::load(path) {
+                Ok(rules) => {
+                    tracing::info!(rules = rules.len(), "SIGHUP: ownership rules reloaded");
+                    fs.set_rules(rules);
+                    fs.warn_unmatched_rules().await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: rules not reloaded; the old ones stay")
+                }
+            }
+        }
+    });
+}
+
 /// The end of a fork: the parent waits on the pipe, the child serves.
 pub enum Forked {
     Parent(std::fs::File),
@@ -265,6 +299,9 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("secretsfs-rt")
+        // Templates render on these threads; the minijinja compiler
+        // recurses with the source's nesting (bounded by its 64 KiB).
+        .thread_stack_size(16 << 20)
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
@@ -319,6 +356,11 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), String> {
         .map_err(|e| format!("starting the session: {e}"))?;
     tracing::info!(mountpoint = %cfg.mountpoint.display(), "mounted");
     start_watching(&fs, rt.handle());
+    reload_rules_on_sighup(&rt, fs.clone(), cfg.config_file.clone());
+    rt.spawn({
+        let fs = fs.clone();
+        async move { fs.warn_unmatched_rules().await }
+    });
     sd_notify("READY=1");
     on_ready();
 

@@ -387,10 +387,10 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let fs = self.fs.clone();
-        let pid = req.pid();
+        let who = caller(req);
         let fs2 = self.fs.clone();
         self.run(
-            async move { fs.open(Ino(ino.0), flags.0, pid).await },
+            async move { fs.open_as(Ino(ino.0), flags.0, who).await },
             move |r| match r {
                 Ok(o) => reply.opened(FileHandle(o.fh), fopen_flags(&o)),
                 Err(e) => reply.error(errno(&fs2, "open", ino.0, e)),

@@ -51,6 +51,24 @@ pub enum Node {
     RenderedDir,
     /// `.secretsfs/rendered/<name>`.
     Rendered(Arc<str>),
+    /// `.secretsfs/refresh`: write names to drop their cache entries.
+    RefreshFile,
+}
+
+/// The secret whose files or directories a node is, for ownership rules
+/// and refreshes. A directory maps to the secret of its path whether or
+/// not it is one: the caller knows which directories are secrets.
+pub fn secret_of(node: &Node) -> Option<SecretName> {
+    match node {
+        Node::Dir(p) if !p.is_empty() => Some(SecretName::new(p.clone())),
+        Node::Current(s)
+        | Node::Previous(s)
+        | Node::Versions(s)
+        | Node::Version(s, _)
+        | Node::JsonDir(s)
+        | Node::JsonKey(s, _) => Some(s.clone()),
+        _ => None,
+    }
 }
 
 struct Slot {
@@ -179,6 +197,16 @@ impl InodeTable {
 
     pub fn len(&self) -> usize {
         self.inner.read().by_ino.len()
+    }
+
+    /// Every inode the kernel holds, with its node.
+    pub fn all(&self) -> Vec<(Ino, Node)> {
+        let inner = self.inner.read();
+        inner
+            .by_ino
+            .iter()
+            .map(|(ino, s)| (*ino, s.node.clone()))
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -11,6 +11,7 @@ pub mod inode;
 pub mod mount;
 pub mod preflight;
 pub mod process;
+pub mod rules;
 pub mod stats;
 pub mod store;
 pub mod tree;

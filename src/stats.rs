@@ -63,6 +63,8 @@ pub struct Stats {
     /// Rendered files (templates): renders made, and those that failed.
     renders: AtomicU64,
     render_failures: AtomicU64,
+    /// Names, prefixes or `*` written to `.secretsfs/refresh`.
+    refreshes: AtomicU64,
 }
 
 impl Stats {
@@ -127,6 +129,13 @@ impl Stats {
     }
     pub fn renders(&self) -> u64 {
         self.renders.load(Relaxed)
+    }
+    /// One line written to `.secretsfs/refresh` was done.
+    pub fn refreshed(&self) {
+        self.refreshes.fetch_add(1, Relaxed);
+    }
+    pub fn refreshes(&self) -> u64 {
+        self.refreshes.load(Relaxed)
     }
     pub fn fs_error(&self) {
         self.fs_errors.fetch_add(1, Relaxed);
@@ -266,6 +275,12 @@ impl Stats {
             &[(String::new(), self.backoff_ms.load(Relaxed) as f64 / 1000.0)],
         );
         metric(
+            "refreshes_total",
+            "counter",
+            "Names, prefixes or * written to .secretsfs/refresh.",
+            &one(self.refreshes()),
+        );
+        metric(
             "errors_total",
             "counter",
             "Requests answered with an error other than ENOENT.",
@@ -360,6 +375,7 @@ impl Stats {
             },
             "renders": self.renders.load(Relaxed),
             "render_failures": self.render_failures.load(Relaxed),
+            "refreshes": self.refreshes(),
             "pid": std::process::id(),
             // The kernel's word on the hardening, for operators and tests.
             // SAFETY: PR_GET_DUMPABLE only reads a flag of this process.

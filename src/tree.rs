@@ -11,6 +11,8 @@ pub const OWN_FILES: [&str; 4] = ["current", "previous", "versions", "json"];
 pub const STATS_DIR: &str = ".secretsfs";
 pub const STATS_FILE: &str = "stats";
 pub const METRICS_FILE: &str = "metrics";
+/// `.secretsfs/refresh`: write names to drop their cache entries.
+pub const REFRESH_FILE: &str = "refresh";
 
 /// A path component we can show: not empty, not `.`/`..`, at most 255 bytes.
 pub fn valid_component(c: &str) -> bool {
@@ -86,6 +88,11 @@ impl Listing {
             }
         }
         Self { names: set }
+    }
+
+    /// Every secret name listed.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
     }
 
     pub fn is_secret(&self, path: &str) -> bool {

@@ -99,7 +99,10 @@ fn a_template_using_two_secrets_renders_a_pgpass_file() {
         "stat's size is the content's"
     );
     assert_eq!(meta.permissions().mode() & 0o7777, 0o400, "default mode");
-    assert_eq!(ls(&m.p(".secretsfs")), ["metrics", "rendered", "stats"]);
+    assert_eq!(
+        ls(&m.p(".secretsfs")),
+        ["metrics", "refresh", "rendered", "stats"]
+    );
     assert_eq!(ls(&m.p(".secretsfs/rendered")), ["pgpass"]);
     let e = write_file(&m.p(&rendered("pgpass")), b"x", libc::O_WRONLY).unwrap_err();
     assert!(e == libc::EACCES || e == libc::EPERM, "read-only: {e}");
@@ -392,7 +395,10 @@ fn a_secret_named_under_dot_secretsfs_is_not_listed_nor_looked_up() {
     let m = setup.mount().endpoint(proxy.url()).start();
     let root = ls(&m.path);
     assert!(!root.iter().any(|n| n == ".secretsfs"), "{root:?}");
-    assert_eq!(ls(&m.p(".secretsfs")), ["metrics", "rendered", "stats"]);
+    assert_eq!(
+        ls(&m.p(".secretsfs")),
+        ["metrics", "refresh", "rendered", "stats"]
+    );
     let before = proxy.total();
     let e = std::fs::metadata(m.p(&hidden)).unwrap_err();
     assert_eq!(errno_of(&e), libc::ENOENT);

@@ -114,6 +114,11 @@ impl Descriptions {
         self.cache.remove(name);
     }
 
+    /// Forgets every secret `pred` holds for (a refresh of a prefix).
+    pub fn forget_where(&self, pred: impl Fn(&SecretName) -> bool) {
+        self.cache.remove_where(pred);
+    }
+
     pub fn bytes(&self) -> usize {
         self.cache.usage().1
     }

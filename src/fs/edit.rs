@@ -54,6 +54,13 @@ impl Fs {
             return self.setattr_temp(ino, &t.file, size, owner.mode);
         }
         let node = self.node(ino)?;
+        if matches!(node, Node::RefreshFile) {
+            // `echo name > refresh` truncates first: nothing to truncate.
+            return match owner.mode.or(owner.uid).or(owner.gid) {
+                Some(_) => Err(Error::NotPermitted("the refresh file's mode is fixed")),
+                None => Ok(Entry::uncached(self.refresh_attr(ino))),
+            };
+        }
         if let Node::Temp(d, n) = &node {
             let file = self
                 .temps
@@ -252,6 +259,7 @@ impl Fs {
             f.dirty = false;
             (target, SecretBytes::new(f.bytes().to_vec()))
         };
+        let value = self.trimmed(&target, value);
         self.put(&target, value, false).await.map(|_| ())
     }
 
@@ -340,7 +348,7 @@ impl Fs {
         if newname == "current" {
             let info = self.resolve_dir(&p).await?;
             let secret = SecretName::new(&*p);
-            let value = SecretBytes::new(file.lock().bytes().to_vec());
+            let value = self.trimmed(&secret, SecretBytes::new(file.lock().bytes().to_vec()));
             self.put(&secret, value, info.pending && !info.secret)
                 .await?;
             {

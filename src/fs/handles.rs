@@ -32,6 +32,8 @@ pub enum Handle {
         bytes: Arc<SecretBytes>,
         attr: Attr,
     },
+    /// `.secretsfs/refresh` open for writing.
+    Refresh,
 }
 
 /// A temporary file opened: the file and how it was opened.

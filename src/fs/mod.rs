@@ -11,6 +11,7 @@ mod hooks;
 mod json;
 mod kernel;
 mod namespace;
+mod own;
 mod temp;
 mod templates;
 mod write;
@@ -26,7 +27,7 @@ use crate::stats::Stats;
 use crate::store::{
     SecretName, SecretStore, SecretVersion, Selector, Stage, StoreResult, VersionId,
 };
-use crate::tree::{self, METRICS_FILE, OWN_FILES, STATS_DIR, STATS_FILE};
+use crate::tree::{self, METRICS_FILE, OWN_FILES, REFRESH_FILE, STATS_DIR, STATS_FILE};
 use futures::future::BoxFuture;
 
 use describe::Descriptions;
@@ -79,6 +80,11 @@ pub struct FsConfig {
     pub hooks: Vec<crate::hooks::HookSpec>,
     /// Rendered files (`[[template]]` in the config file).
     pub templates: Vec<TemplateDef>,
+    /// `--trim-newline`: one trailing newline of a single-line text value
+    /// written to `current` goes (a rule's setting wins).
+    pub trim_newline: bool,
+    /// The ownership rules at start (SIGHUP replaces the Fs's copy).
+    pub rules: Arc<crate::rules::Rules>,
 }
 
 /// How long a value is served while its refreshes fail, by default.
@@ -127,6 +133,8 @@ impl FsConfig {
             down_ttl: DOWN_TTL,
             hooks: Vec::new(),
             templates: Vec::new(),
+            trim_newline: false,
+            rules: Arc::default(),
         }
     }
 
@@ -273,6 +281,8 @@ pub struct Fs {
     watch: Option<Arc<crate::hooks::Watch>>,
     json: json::JsonViews,
     templates: templates::Templates,
+    /// The ownership rules in force; SIGHUP replaces them.
+    rules: parking_lot::RwLock<Arc<crate::rules::Rules>>,
 }
 
 impl Fs {
@@ -307,6 +317,7 @@ impl Fs {
             mounted_at: SystemTime::now(),
             json: json::JsonViews::default(),
             templates: templates::Templates::new(&cfg.templates),
+            rules: parking_lot::RwLock::new(cfg.rules.clone()),
             cfg,
         })
     }
@@ -403,6 +414,7 @@ impl Fs {
             Some(Node::JsonKey(s, k)) => format!("{s}/json/{k}"),
             Some(Node::RenderedDir) => format!("{STATS_DIR}/{RENDERED_DIR}"),
             Some(Node::Rendered(n)) => format!("{STATS_DIR}/{RENDERED_DIR}/{n}"),
+            Some(Node::RefreshFile) => format!("{STATS_DIR}/{REFRESH_FILE}"),
             None => format!("(inode {} no longer known)", ino.0),
         }
     }
@@ -556,7 +568,7 @@ impl Fs {
     // ---- attributes ---------------------------------------------------
 
     fn dir_attr(&self, ino: Ino, writable: bool) -> Attr {
-        Attr {
+        let attr = Attr {
             ino,
             kind: Kind::Dir,
             size: 0,
@@ -568,11 +580,12 @@ impl Fs {
             },
             uid: self.cfg.uid,
             gid: self.cfg.gid,
-        }
+        };
+        self.ruled(attr, writable)
     }
 
     fn file_attr(&self, ino: Ino, size: u64, mtime: SystemTime, writable: bool) -> Attr {
-        Attr {
+        let attr = Attr {
             ino,
             kind: Kind::File,
             size,
@@ -584,7 +597,8 @@ impl Fs {
             },
             uid: self.cfg.uid,
             gid: self.cfg.gid,
-        }
+        };
+        self.ruled(attr, writable)
     }
 
     async fn attr_of(&self, ino: Ino, node: &Node) -> Result<Entry> {
@@ -681,6 +695,7 @@ impl Fs {
                 ttl: dir_ttl,
             },
             Node::JsonKey(s, k) => self.json_attr(ino, s, k).await?,
+            Node::RefreshFile => Entry::uncached(self.refresh_attr(ino)),
         })
     }
 
@@ -739,6 +754,7 @@ impl Fs {
             Node::StatsDir if name == STATS_FILE => Node::StatsFile(Report::Json),
             Node::StatsDir if name == METRICS_FILE => Node::StatsFile(Report::Prometheus),
             Node::StatsDir if name == RENDERED_DIR && self.has_templates() => Node::RenderedDir,
+            Node::StatsDir if name == REFRESH_FILE => Node::RefreshFile,
             Node::StatsDir => return Err(Error::NotFound),
             Node::RenderedDir if self.has_template(name) => Node::Rendered(Arc::from(name)),
             Node::RenderedDir => return Err(Error::NotFound),
@@ -905,6 +921,7 @@ impl Fs {
                     Kind::File,
                     METRICS_FILE,
                 );
+                push(Node::RefreshFile, Kind::File, REFRESH_FILE);
                 if self.has_templates() {
                     push(Node::RenderedDir, Kind::Dir, RENDERED_DIR);
                 }
@@ -995,6 +1012,7 @@ impl Fs {
             Some(Handle::Write(w)) => return Ok(slice(w.lock().await.buf(), offset, size)),
             Some(Handle::Temp(t)) => return Ok(t.file.lock().read(offset, size)),
             Some(Handle::Dir(_)) => return Err(Error::IsDir),
+            Some(Handle::Refresh) => return Err(Error::BadHandle),
             None => {}
         }
         // No handle: no-open mode reads the inode's current version.

@@ -337,6 +337,35 @@ impl Namespace {
         out
     }
 
+    /// A refresh of `prefix` (`""` for everything): the listing is fetched
+    /// again, and names under it remembered as missing are asked again.
+    pub fn refresh(&self, prefix: &str) {
+        if self.fixed.is_none() {
+            self.listings.remove(&());
+        }
+        let mut neg = self.negative.lock();
+        let gone: Vec<String> = neg
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        for k in gone {
+            neg.pop(&k);
+        }
+    }
+
+    /// A refresh of one name: if it was remembered as missing, no more.
+    pub fn refresh_name(&self, name: &str) {
+        self.forget_missing(name);
+    }
+
+    /// The secret names of the listing (or of `--secret`), for the check
+    /// that every rule's pattern matches something.
+    pub async fn names(&self) -> Result<Vec<String>> {
+        Ok(self.listing().await?.names().map(str::to_string).collect())
+    }
+
     /// (direct names, missing names, pending directories, listing bytes).
     pub fn sizes(&self) -> (usize, usize, usize, usize) {
         (

@@ -323,6 +323,7 @@ impl Fs {
                 let off = usize::try_from(offset).map_err(|_| Error::NoSpace)?;
                 t.file.lock().write(off, data, t.append)
             }
+            Some(Handle::Refresh) => self.refresh(data).await,
             _ => Err(Error::BadHandle),
         }
     }
@@ -413,20 +414,19 @@ impl Fs {
         let result = match (&st.target, st.too_large) {
             (_, true) => Err(Error::TooLarge),
             (Target::Current, false) => {
-                let value = SecretBytes::new(st.buf.to_vec());
+                let value = self.trimmed(&st.name, SecretBytes::new(st.buf.to_vec()));
                 self.put(&st.name, value, st.create).await.map(|_| ())
             }
-            (Target::JsonKey(key, existed), false) => self
-                .put_json(&st.name, key, {
-                    let buf = &st.buf[..];
-                    if *existed {
-                        super::json::Edit::Replace(buf)
-                    } else {
-                        super::json::Edit::Set(buf)
-                    }
-                })
-                .await
-                .map(|_| ()),
+            (Target::JsonKey(key, existed), false) => {
+                let value = self.trimmed(&st.name, SecretBytes::new(st.buf.to_vec()));
+                let buf = value.as_bytes();
+                let edit = if *existed {
+                    super::json::Edit::Replace(buf)
+                } else {
+                    super::json::Edit::Set(buf)
+                };
+                self.put_json(&st.name, key, edit).await.map(|_| ())
+            }
         };
         st.phase = match &result {
             Ok(()) => {

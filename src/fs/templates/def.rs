@@ -10,7 +10,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 /// A template source larger than this is refused (it is a config file).
-pub const MAX_SOURCE_LEN: usize = 1 << 20;
+/// Config files are small; a bound on the source also bounds how deeply
+/// the compiler recurses (a chain of 20,000 filters overflowed the stack).
+pub const MAX_SOURCE_LEN: usize = 64 << 10;
 
 /// Default mode of a rendered file: its owner reads it, no one else.
 pub const DEFAULT_MODE: u16 = 0o400;
@@ -159,12 +161,58 @@ fn read_source(path: &Path) -> Result<String, String> {
             MAX_SOURCE_LEN
         ));
     }
-    String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
+    if operators(&text) > MAX_OPERATORS {
+        return Err(format!(
+            "{}: more than {MAX_OPERATORS} operators, filters and calls in its expressions",
+            path.display()
+        ));
+    }
+    Ok(text)
+}
+
+/// How many operators, filters, calls, subscripts and attribute accesses
+/// a source's expressions hold: minijinja compiles a chain of them by
+/// recursion, and a chain of some thousands overflows the stack (the
+/// daemon dies, at start or on SIGHUP).
+pub const MAX_OPERATORS: usize = 2_000;
+
+fn operators(source: &str) -> usize {
+    let mut n = 0;
+    let mut rest = source;
+    while let Some(open) = rest.find(['{']) {
+        let after = &rest[open + 1..];
+        let close = match after.chars().next() {
+            Some('{') => "}}",
+            Some('%') => "%}",
+            _ => {
+                rest = after;
+                continue;
+            }
+        };
+        let end = after.find(close).unwrap_or(after.len()).max(1);
+        n += after[1..end]
+            .chars()
+            .filter(|c| "|~+-*/%[(.".contains(*c))
+            .count();
+        rest = &after[end..];
+    }
+    n
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operators_are_counted_in_expressions_only() {
+        assert_eq!(
+            operators("a.b-c {{ x.y | f(1) }} {% if a+b %}.{% endif %}"),
+            4
+        );
+        assert_eq!(operators(&"{{ 1|string }}".repeat(3)), 3);
+    }
 
     #[derive(Deserialize)]
     struct File {

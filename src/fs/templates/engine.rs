@@ -41,9 +41,39 @@ pub enum Fetched {
 pub struct Shown(Option<String>);
 
 impl Shown {
+    /// Shown only if the source writes it as a whole string literal or an
+    /// attribute name: a value that merely occurs in the source (a comment,
+    /// a longer word) is not shown.
     fn of(name: &str, source: &str) -> Self {
-        Shown((!name.is_empty() && source.contains(name)).then(|| name.to_string()))
+        let quoted = ['"', '\'']
+            .iter()
+            .any(|q| source.contains(&format!("{q}{name}{q}")));
+        let ident = |c: char| c.is_alphanumeric() || c == '_';
+        let attr = name.chars().all(ident)
+            && source.match_indices(&format!(".{name}")).any(|(i, m)| {
+                source[i + m.len()..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| !ident(c))
+            });
+        Shown((!name.is_empty() && (quoted || attr)).then(|| name.to_string()))
     }
+}
+
+#[cfg(test)]
+#[test]
+fn a_name_is_shown_only_as_the_source_writes_it() {
+    let src =
+        "# hunter2 style passwords\n{{ json(\"db\", 'password') }} {{ x.port }} {{ y.portal }}";
+    assert!(Shown::of("db", src).0.is_some());
+    assert!(Shown::of("password", src).0.is_some());
+    assert!(Shown::of("port", src).0.is_some());
+    assert!(
+        Shown::of("hunter", src).0.is_none(),
+        "inside a comment word"
+    );
+    assert!(Shown::of("porta", src).0.is_none());
+    assert!(Shown::of("", src).0.is_none());
 }
 
 impl fmt::Display for Shown {
@@ -91,7 +121,7 @@ impl fmt::Display for Cause {
             Cause::NoSecret(n) => write!(f, "missing secret {n}"),
             Cause::OutOfScope(n) => write!(
                 f,
-                "secret {n} is outside this mount's --secret/--prefix scope"
+                "secret {n} is outside this mount's --secret/--prefix scope (or named by ARN: use its name)"
             ),
             Cause::NoStage(n, l) => write!(f, "secret {n} has no {l} version"),
             Cause::BadStage(s) => write!(f, "stage {s} is not AWSCURRENT or AWSPREVIOUS"),
@@ -164,10 +194,16 @@ fn syntax_failure(e: Error) -> Failure {
     }
 }
 
+/// Instructions one render may run: a pgpass or nginx template takes a few
+/// hundred; a loop of a million iterations fails with EIO.
+pub const FUEL: u64 = 1_000_000;
+
 /// The engine's settings: strict undefined (a missing field is an error),
 /// no escaping (config files, not HTML), the source's trailing newline kept.
 fn environment<'s>() -> Environment<'s> {
     let mut env = Environment::new();
+    // A template that loops for ever fails instead of holding a worker.
+    env.set_fuel(Some(FUEL));
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| AutoEscape::None);
     let syntax = minijinja::syntax::SyntaxConfig::builder()

@@ -27,7 +27,7 @@ pub use def::{TemplateDef, TemplateSpec, resolve_all};
 pub const RENDERED_DIR: &str = "rendered";
 /// Rounds of fetch-then-render before a template is given up on (each
 /// round fetches every secret the last one found missing).
-const MAX_PASSES: usize = 8;
+const MAX_PASSES: usize = 65;
 /// Distinct secrets (with their stage) one template may read.
 const MAX_SECRETS: usize = 64;
 
@@ -389,9 +389,12 @@ impl Fs {
     /// secret outside the mount's scope is not fetched at all. Backend
     /// trouble is the caller's error, as for `current`.
     async fn fetch_dep(&self, (name, stage): &Key) -> Result<Fetched> {
-        if !self
-            .names
-            .in_scope(name.as_str(), self.cfg.secrets.as_deref())
+        // By name only: an ARN would be cached under another key than the
+        // name this mount's writes refresh, and go stale after them.
+        if name.as_str().starts_with("arn:")
+            || !self
+                .names
+                .in_scope(name.as_str(), self.cfg.secrets.as_deref())
         {
             return Ok(Fetched::OutOfScope);
         }
