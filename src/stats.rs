@@ -10,15 +10,17 @@ pub enum ApiOp {
     PutSecretValue,
     CreateSecret,
     DescribeSecret,
+    UpdateSecretVersionStage,
 }
 
-const OPS: [(ApiOp, &str); 6] = [
+const OPS: [(ApiOp, &str); 7] = [
     (ApiOp::ListSecrets, "ListSecrets"),
     (ApiOp::GetSecretValue, "GetSecretValue"),
     (ApiOp::ListSecretVersionIds, "ListSecretVersionIds"),
     (ApiOp::PutSecretValue, "PutSecretValue"),
     (ApiOp::CreateSecret, "CreateSecret"),
     (ApiOp::DescribeSecret, "DescribeSecret"),
+    (ApiOp::UpdateSecretVersionStage, "UpdateSecretVersionStage"),
 ];
 
 /// What the reports say of the mount besides the counters.
@@ -33,9 +35,9 @@ pub struct Info<'a> {
 
 #[derive(Default, Debug)]
 pub struct Stats {
-    api: [AtomicU64; 6],
+    api: [AtomicU64; 7],
     /// Unix time of the last successful call, per operation (0: none yet).
-    api_ok: [AtomicU64; 6],
+    api_ok: [AtomicU64; 7],
     api_errors: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
@@ -49,6 +51,10 @@ pub struct Stats {
     calls_in_flight: AtomicU64,
     calls_in_flight_peak: AtomicU64,
     backoff_ms: AtomicU64,
+    /// Versions put with a staging label of their own (`stages/<label>`).
+    staged_puts: AtomicU64,
+    /// Promotions: a staged version made AWSCURRENT (rename onto `current`).
+    stage_moves: AtomicU64,
 }
 
 impl Stats {
@@ -103,6 +109,12 @@ impl Stats {
     pub fn set_backoff(&self, d: std::time::Duration) {
         self.backoff_ms.store(d.as_millis() as u64, Relaxed);
     }
+    pub fn staged_put(&self) {
+        self.staged_puts.fetch_add(1, Relaxed);
+    }
+    pub fn stage_moved(&self) {
+        self.stage_moves.fetch_add(1, Relaxed);
+    }
     pub fn fs_error(&self) {
         self.fs_errors.fetch_add(1, Relaxed);
     }
@@ -150,7 +162,7 @@ impl Stats {
                 let _ = writeln!(out, "secretsfs_{name}{labels} {v}");
             }
         };
-        let per_op = |values: &[AtomicU64; 6]| -> Vec<(String, f64)> {
+        let per_op = |values: &[AtomicU64; 7]| -> Vec<(String, f64)> {
             OPS.iter()
                 .map(|(op, n)| {
                     let v = values[*op as usize].load(Relaxed) as f64;
@@ -244,6 +256,18 @@ impl Stats {
             &one(self.fs_errors.load(Relaxed)),
         );
         metric(
+            "staged_puts_total",
+            "counter",
+            "Versions put with a staging label of their own (stages/<label>).",
+            &one(self.staged_puts.load(Relaxed)),
+        );
+        metric(
+            "stage_moves_total",
+            "counter",
+            "Staged versions promoted to AWSCURRENT (rename onto current).",
+            &one(self.stage_moves.load(Relaxed)),
+        );
+        metric(
             "cache_entries",
             "gauge",
             "Values cached.",
@@ -302,6 +326,8 @@ impl Stats {
             "calls_in_flight": self.calls_in_flight.load(Relaxed),
             "calls_in_flight_peak": self.calls_in_flight_peak.load(Relaxed),
             "throttle_backoff_ms": self.backoff_ms.load(Relaxed),
+            "staged_puts": self.staged_puts.load(Relaxed),
+            "stage_moves": self.stage_moves.load(Relaxed),
             "pid": std::process::id(),
             // The kernel's word on the hardening, for operators and tests.
             // SAFETY: PR_GET_DUMPABLE only reads a flag of this process.
