@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::store::{SecretName, VersionId};
+use crate::store::{Label, SecretName, VersionId};
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub struct Ino(pub u64);
@@ -43,6 +43,10 @@ pub enum Node {
     StatsFile(Report),
     /// An editor's temporary file in a secret's directory (dir path, name).
     Temp(Arc<str>, Arc<str>),
+    /// `<secret>/stages/`: one file per staging label.
+    StagesDir(SecretName),
+    /// `<secret>/stages/<label>`: the version carrying that label.
+    StageFile(SecretName, Label),
 }
 
 struct Slot {

@@ -61,7 +61,13 @@ impl Fs {
                 .ok_or(Error::NotFound)?;
             return self.setattr_temp(ino, &file, size, owner.mode);
         }
-        if let Some(size) = size {
+        if let Some(size) = size
+            && let Node::StageFile(..) = &node
+        {
+            if let Some(e) = self.resize_stage(ino, &node, handle, size).await? {
+                return Ok(e);
+            }
+        } else if let Some(size) = size {
             let Node::Current(s) = &node else {
                 return Err(Error::Refused("read-only file"));
             };
@@ -165,6 +171,9 @@ impl Fs {
         const ONLY_IN_SECRETS: &str = "files can only be created in a secret's directory";
         if self.cfg.read_only {
             return Err(Error::ReadOnly);
+        }
+        if let Node::StagesDir(s) = self.node(parent)? {
+            return self.create_stage(&s, name, flags, caller).await;
         }
         let Node::Dir(p) = self.node(parent)? else {
             return Err(Error::Refused(ONLY_IN_SECRETS));
@@ -306,6 +315,9 @@ impl Fs {
         newparent: Ino,
         newname: &str,
     ) -> Result<()> {
+        if let Node::StagesDir(s) = self.node(parent)? {
+            return self.rename_stage(&s, name, newparent, newname).await;
+        }
         let (Node::Dir(p), Node::Dir(q)) = (self.node(parent)?, self.node(newparent)?) else {
             return Err(Error::NotPermitted("only temporary files can be renamed"));
         };

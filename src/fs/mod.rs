@@ -9,6 +9,7 @@ mod edit;
 mod handles;
 mod kernel;
 mod namespace;
+mod stages;
 mod temp;
 mod write;
 
@@ -21,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::inode::{Ino, InodeTable, Node, Report};
 use crate::stats::Stats;
 use crate::store::{
-    SecretName, SecretStore, SecretVersion, Selector, Stage, StoreResult, VersionId,
+    Label, SecretName, SecretStore, SecretVersion, Selector, Stage, StoreResult, VersionId,
 };
 use crate::tree::{self, METRICS_FILE, OWN_FILES, STATS_DIR, STATS_FILE};
 use futures::future::BoxFuture;
@@ -30,6 +31,7 @@ use describe::Descriptions;
 use handles::{Handle, Handles};
 use kernel::KernelView;
 use namespace::{DirInfo, Namespace};
+use stages::Stages;
 use temp::Temps;
 use write::Writes;
 
@@ -260,6 +262,7 @@ pub struct Fs {
     writes: Writes,
     temps: Temps,
     mounted_at: SystemTime,
+    stages: Stages,
 }
 
 impl Fs {
@@ -288,6 +291,7 @@ impl Fs {
             writes: Writes::default(),
             temps: Temps::new(cfg.temp_max_files, cfg.temp_max_bytes),
             mounted_at: SystemTime::now(),
+            stages: Stages::default(),
             cfg,
         })
     }
@@ -380,6 +384,8 @@ impl Fs {
             Some(Node::StatsFile(Report::Json)) => format!("{STATS_DIR}/{STATS_FILE}"),
             Some(Node::StatsFile(Report::Prometheus)) => format!("{STATS_DIR}/{METRICS_FILE}"),
             Some(Node::Temp(d, n)) => join(&d, &n),
+            Some(Node::StagesDir(s)) => join(s.as_str(), "stages"),
+            Some(Node::StageFile(s, l)) => format!("{s}/stages/{l}"),
             None => format!("(inode {} no longer known)", ino.0),
         }
     }
@@ -635,6 +641,11 @@ impl Fs {
                     .ok_or(Error::NotFound)?;
                 Entry::uncached(self.temp_attr(ino, &file.lock()))
             }
+            Node::StagesDir(_) => Entry {
+                attr: self.dir_attr(ino, true),
+                ttl: dir_ttl,
+            },
+            Node::StageFile(s, l) => self.stage_entry(ino, s, l).await?,
         })
     }
 
@@ -670,6 +681,7 @@ impl Fs {
                         "current" if info.secret => Node::Current(s),
                         "previous" if info.secret => Node::Previous(s),
                         "versions" if info.secret => Node::Versions(s),
+                        "stages" if info.secret => Node::StagesDir(s),
                         _ if !tree::valid_component(name) => return Err(Error::NotFound),
                         _ => {
                             let child = tree::join(&p, name);
@@ -680,6 +692,7 @@ impl Fs {
                 }
             }
             Node::Versions(s) => Node::Version(s, VersionId::new(name)),
+            Node::StagesDir(s) => Node::StageFile(s, Label::new(name)),
             Node::StatsDir if name == STATS_FILE => Node::StatsFile(Report::Json),
             Node::StatsDir if name == METRICS_FILE => Node::StatsFile(Report::Prometheus),
             Node::StatsDir => return Err(Error::NotFound),
@@ -725,7 +738,11 @@ impl Fs {
                     .holds(ino, &version.id, version.value.len() as u64) =>
             {
                 self.kernel.forget_size(ino);
-                let writable = matches!(self.node(ino)?, Node::Current(_));
+                let writable = match self.node(ino)? {
+                    Node::Current(_) => true,
+                    Node::StageFile(_, l) => stages::writable(&l),
+                    _ => false,
+                };
                 let size = version.value.len() as u64;
                 let attr = self.file_attr(ino, size, version.created, writable);
                 return Ok(Entry::uncached(attr));
@@ -787,6 +804,7 @@ impl Fs {
                     if self.has_previous(&s).await {
                         push(Node::Previous(s.clone()), Kind::File, "previous");
                     }
+                    push(Node::StagesDir(s.clone()), Kind::Dir, "stages");
                     push(Node::Versions(s), Kind::Dir, "versions");
                 }
                 let mut children = if p.is_empty() {
@@ -814,6 +832,12 @@ impl Fs {
                         Kind::File,
                         id.as_str(),
                     );
+                }
+            }
+            Node::StagesDir(s) => {
+                for l in self.stage_listing(&s).await? {
+                    let node = Node::StageFile(s.clone(), l.clone());
+                    push(node, Kind::File, l.as_str());
                 }
             }
             Node::StatsDir => {
@@ -856,12 +880,19 @@ impl Fs {
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let (name, sel) = match node {
             Node::Current(s) if writing => return self.open_write(ino, &s, flags, pid).await,
+            Node::StageFile(s, l) if writing => {
+                return self.open_stage_write(ino, &s, &l, flags, pid).await;
+            }
             Node::Previous(_) | Node::Version(..) | Node::StatsFile(_) if writing => {
                 return Err(Error::Refused("read-only file"));
             }
             Node::Current(s) => (s, Selector::Stage(Stage::Current)),
             Node::Previous(s) => (s, Selector::Stage(Stage::Previous)),
             Node::Version(s, id) => (s, Selector::Id(id)),
+            Node::StageFile(s, l) => {
+                let id = self.stage_id(&s, &l).await?;
+                (s, Selector::Id(id))
+            }
             Node::StatsFile(r) => {
                 let fh = self.handles.add(Handle::Plain(Arc::from(self.report(r))));
                 return Ok(Opened {
@@ -904,6 +935,10 @@ impl Fs {
             Node::Current(s) => (s, Selector::Stage(Stage::Current)),
             Node::Previous(s) => (s, Selector::Stage(Stage::Previous)),
             Node::Version(s, id) => (s, Selector::Id(id)),
+            Node::StageFile(s, l) => {
+                let id = self.stage_id(&s, &l).await?;
+                (s, Selector::Id(id))
+            }
             Node::StatsFile(r) => return Ok(slice(&self.report(r), offset, size)),
             _ => return Err(Error::BadHandle),
         };

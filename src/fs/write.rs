@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 use crate::inode::{Ino, Node};
 use crate::process;
 use crate::store::{
-    SecretBytes, SecretName, SecretVersion, Selector, Stage, StoreError, StoreErrorKind, VersionId,
+    Label, SecretBytes, SecretName, SecretVersion, Selector, Stage, StoreError, StoreErrorKind,
+    VersionId,
 };
 
 /// Secrets Manager's limit on a value.
@@ -66,7 +67,16 @@ enum Phase {
     Abandoned,
 }
 
-/// An open-for-writing `current`.
+/// What a write handle's commit stores.
+#[derive(Clone, Debug)]
+enum Target {
+    /// A new AWSCURRENT version (`current`).
+    Current,
+    /// A new version carrying only this label (`stages/<label>`).
+    Stage(Label),
+}
+
+/// An open-for-writing `current` (or `stages/<label>`).
 pub struct WriteState {
     /// The inode of the `current` it writes.
     ino: Ino,
@@ -83,6 +93,7 @@ pub struct WriteState {
     /// Processes that wrote since the last commit: if one of them is killed
     /// by a signal, the buffer may hold half of what it meant to write.
     writers: Vec<u32>,
+    target: Target,
 }
 
 pub type WriteRef = Arc<tokio::sync::Mutex<WriteState>>;
@@ -115,12 +126,27 @@ impl WriteState {
             create: false,
             too_large: false,
             writers: Vec::new(),
+            target: Target::Current,
         }
     }
 
     pub fn creating(mut self) -> Self {
         self.create = true;
         self
+    }
+
+    /// Commits put a version carrying only `label` (AWSCURRENT stays).
+    pub fn staged(mut self, label: Label) -> Self {
+        self.target = Target::Stage(label);
+        self
+    }
+
+    /// The label this handle writes, when it writes `stages/<label>`.
+    pub fn stage(&self) -> Option<&Label> {
+        match &self.target {
+            Target::Stage(l) => Some(l),
+            Target::Current => None,
+        }
     }
 
     pub fn buf(&self) -> &[u8] {
@@ -215,7 +241,7 @@ impl Writes {
     }
 
     /// Logs when a secret is put more often than the API advises.
-    fn note_put(&self, name: &SecretName) {
+    pub(super) fn note_put(&self, name: &SecretName) {
         let now = Instant::now();
         let mut last = self.last_put.lock();
         if last.len() >= MAX_CHURN_ENTRIES {
@@ -388,6 +414,9 @@ impl Fs {
             tracing::error!(secret = %st.name, error = %e, "write at last close failed; value not stored");
         }
         self.kernel.close_write(st.ino);
+        if let Some(l) = st.stage() {
+            self.stages.closed(&st.name, l);
+        }
     }
 
     async fn commit(&self, st: &mut WriteState) -> Result<()> {
@@ -396,7 +425,11 @@ impl Fs {
             Err(Error::TooLarge)
         } else {
             let value = SecretBytes::new(st.buf.to_vec());
-            self.put(&st.name, value, st.create).await.map(|_| ())
+            match &st.target {
+                Target::Current => self.put(&st.name, value, st.create).await,
+                Target::Stage(l) => self.put_staged(&st.name, l, value).await,
+            }
+            .map(|_| ())
         };
         st.phase = match &result {
             Ok(()) => {
@@ -481,7 +514,12 @@ impl Fs {
     /// succeeded. Not found (a put may still be on its way) or cannot
     /// tell: `lost` is the answer, and AWSCURRENT is dropped from the cache
     /// so that the next read asks again.
-    async fn landed(&self, name: &SecretName, token: &str, lost: StoreError) -> Result<VersionId> {
+    pub(super) async fn landed(
+        &self,
+        name: &SecretName,
+        token: &str,
+        lost: StoreError,
+    ) -> Result<VersionId> {
         let id = VersionId::new(token);
         match self.store.get_value(name, &Selector::Id(id.clone())).await {
             Ok(Some(_)) => {
@@ -544,6 +582,10 @@ impl Fs {
                 self.kernel.changed(ino);
             }
         }
+        self.labels_moved(
+            name,
+            &[Label::of(Stage::Current), Label::of(Stage::Previous)],
+        );
     }
 }
 
