@@ -400,7 +400,10 @@ async fn temporary_files_stay_in_their_directory_and_rename_is_the_put() {
             .map(|e| e.name.clone())
             .collect()
     };
-    assert_eq!(names, [".", "..", "current", "previous", "versions"]);
+    assert_eq!(
+        names,
+        [".", "..", "current", "previous", "stages", "versions"]
+    );
 }
 
 #[tokio::test(start_paused = true)]

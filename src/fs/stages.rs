@@ -190,6 +190,12 @@ impl Fs {
         if !tree::valid_component(name) {
             return Err(Error::Invalid("not a valid file name".into()));
         }
+        // The API takes them, but a label must fit on one log line.
+        if name.chars().any(char::is_control) {
+            return Err(Error::Invalid(
+                "a staging label made here cannot hold control characters".into(),
+            ));
+        }
         if !writable(&l) {
             return Err(Error::Refused(RESERVED));
         }

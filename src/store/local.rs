@@ -667,6 +667,140 @@ mod tests {
         );
     }
 
+    fn label(l: &str) -> Label {
+        Label::parse(l).unwrap()
+    }
+
+    async fn labels_of(store: &LocalStore, name: &SecretName, id: &str) -> Vec<String> {
+        let d = store.describe(name).await.unwrap();
+        let (_, labels) = d.versions.iter().find(|(v, _)| v.as_str() == id).unwrap();
+        labels.clone()
+    }
+
+    #[tokio::test]
+    async fn a_staged_put_leaves_current_and_moves_its_label_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = SecretName::new("app");
+        let pending = label("AWSPENDING");
+        {
+            let s = LocalStore::open(dir.path()).unwrap();
+            s.create_secret(&n, &bytes("one"), "t1").await.unwrap();
+            s.put_value_staged(&n, &bytes("two"), "t2", std::slice::from_ref(&pending))
+                .await
+                .unwrap();
+            // The same token and value: the same version.
+            s.put_value_staged(&n, &bytes("two"), "t2", std::slice::from_ref(&pending))
+                .await
+                .unwrap();
+            s.put_value_staged(&n, &bytes("three"), "t3", std::slice::from_ref(&pending))
+                .await
+                .unwrap();
+        }
+        let s = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(s.list_version_ids(&n).await.unwrap().len(), 3);
+        assert_eq!(
+            text(&s, &n, Selector::Stage(Stage::Current)).await.unwrap(),
+            "one"
+        );
+        assert_eq!(text(&s, &n, Selector::Stage(Stage::Previous)).await, None);
+        assert_eq!(labels_of(&s, &n, "t3").await, ["AWSPENDING"]);
+        assert!(labels_of(&s, &n, "t2").await.is_empty(), "the label moved");
+        assert_eq!(labels_of(&s, &n, "t1").await, ["AWSCURRENT"]);
+        let e = s.put_value_staged(&n, &bytes("x"), "t4", &[]).await;
+        assert_eq!(e.unwrap_err().kind, StoreErrorKind::InvalidParameter);
+    }
+
+    #[tokio::test]
+    async fn moving_awscurrent_moves_awsprevious_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = SecretName::new("app");
+        let (current, pending) = (Label::of(Stage::Current), label("AWSPENDING"));
+        let (t1, t2, t3) = (
+            VersionId::new("t1"),
+            VersionId::new("t2"),
+            VersionId::new("t3"),
+        );
+        {
+            let s = LocalStore::open(dir.path()).unwrap();
+            s.create_secret(&n, &bytes("one"), "t1").await.unwrap();
+            s.put_value(&n, &bytes("two"), "t2").await.unwrap();
+            s.put_value_staged(&n, &bytes("three"), "t3", std::slice::from_ref(&pending))
+                .await
+                .unwrap();
+            s.update_stage(&n, &current, Some(&t3), Some(&t2))
+                .await
+                .unwrap();
+            s.update_stage(&n, &pending, None, Some(&t3)).await.unwrap();
+        }
+        let s = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(labels_of(&s, &n, "t3").await, ["AWSCURRENT"]);
+        assert_eq!(labels_of(&s, &n, "t2").await, ["AWSPREVIOUS"]);
+        assert!(labels_of(&s, &n, "t1").await.is_empty());
+        assert_eq!(
+            text(&s, &n, Selector::Stage(Stage::Current)).await.unwrap(),
+            "three"
+        );
+        // Rollback: back to t2, and t3 becomes AWSPREVIOUS.
+        s.update_stage(&n, &current, Some(&t2), Some(&t3))
+            .await
+            .unwrap();
+        assert_eq!(labels_of(&s, &n, "t2").await, ["AWSCURRENT"]);
+        assert_eq!(labels_of(&s, &n, "t3").await, ["AWSPREVIOUS"]);
+    }
+
+    #[tokio::test]
+    async fn label_moves_follow_the_apis_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        let n = SecretName::new("app");
+        let (current, blue) = (Label::of(Stage::Current), label("blue"));
+        let (t1, t2) = (VersionId::new("t1"), VersionId::new("t2"));
+        s.create_secret(&n, &bytes("one"), "t1").await.unwrap();
+        s.put_value(&n, &bytes("two"), "t2").await.unwrap();
+        let kind = |r: StoreResult<()>| r.unwrap_err().kind;
+        // AWSCURRENT is on t2: moving it without naming t2 is refused.
+        assert_eq!(
+            kind(s.update_stage(&n, &current, Some(&t1), None).await),
+            StoreErrorKind::InvalidParameter
+        );
+        assert_eq!(
+            kind(s.update_stage(&n, &current, Some(&t1), Some(&t1)).await),
+            StoreErrorKind::InvalidParameter
+        );
+        assert_eq!(
+            kind(s.update_stage(&n, &current, None, Some(&t2)).await),
+            StoreErrorKind::InvalidParameter,
+            "AWSCURRENT cannot be removed"
+        );
+        let nope = VersionId::new("nope");
+        assert_eq!(
+            kind(s.update_stage(&n, &blue, Some(&nope), None).await),
+            StoreErrorKind::InvalidParameter
+        );
+        assert_eq!(
+            kind(
+                s.update_stage(&SecretName::new("x"), &blue, Some(&t1), None)
+                    .await
+            ),
+            StoreErrorKind::NotFound
+        );
+        // A new label attaches; moving it needs its holder; removing works.
+        s.update_stage(&n, &blue, Some(&t1), None).await.unwrap();
+        assert_eq!(labels_of(&s, &n, "t1").await, ["AWSPREVIOUS", "blue"]);
+        assert_eq!(
+            kind(s.update_stage(&n, &blue, Some(&t2), None).await),
+            StoreErrorKind::InvalidParameter
+        );
+        s.update_stage(&n, &blue, Some(&t2), Some(&t1))
+            .await
+            .unwrap();
+        assert_eq!(labels_of(&s, &n, "t2").await, ["AWSCURRENT", "blue"]);
+        s.update_stage(&n, &blue, None, Some(&t2)).await.unwrap();
+        assert_eq!(labels_of(&s, &n, "t2").await, ["AWSCURRENT"]);
+        // Nothing changed by the refusals.
+        assert_eq!(labels_of(&s, &n, "t1").await, ["AWSPREVIOUS"]);
+    }
+
     #[tokio::test]
     async fn files_are_private_and_no_temp_files_remain() {
         use std::os::unix::fs::PermissionsExt;
