@@ -168,6 +168,19 @@ pub struct Cli {
     /// while mounted); refused otherwise
     #[arg(long)]
     pub nonempty: bool,
+    /// Run this command (`/bin/sh -c`) when AWSCURRENT of a secret read
+    /// through the mount moves, with SECRETSFS_SECRET and
+    /// SECRETSFS_VERSION_ID set (never the value) [default: none]
+    #[arg(long, value_name = "COMMAND")]
+    pub on_change: Option<String>,
+    /// With --on-change: how often the secrets read through the mount are
+    /// revalidated (DescribeSecret) and hooks run [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub watch: Option<String>,
+    /// With --on-change: how long a hook may run before it is killed
+    /// [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub hook_timeout: Option<String>,
     /// Settings in a TOML file (keys as the long options, with underscores);
     /// options given here override it
     #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
@@ -176,6 +189,12 @@ pub struct Cli {
     /// (ttl=60,prefix=prod/,uid=www-data,read_only)
     #[arg(short = 'o', value_name = "OPT,...")]
     pub options: Vec<String>,
+    /// `[[hook]]` tables of the config file.
+    #[arg(skip)]
+    file_hooks: Vec<FileHook>,
+    /// --watch or --hook-timeout came from the command line or -o.
+    #[arg(skip)]
+    hook_flags: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -254,6 +273,21 @@ struct FileConfig {
     max_stale: Option<String>,
     max_calls: Option<usize>,
     start_jitter: Option<String>,
+    on_change: Option<String>,
+    watch: Option<String>,
+    hook_timeout: Option<String>,
+    hook: Option<Vec<FileHook>>,
+}
+
+/// `[[hook]]` in the config file: a change hook for the secrets whose
+/// names match `pattern`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct FileHook {
+    pattern: String,
+    on_change: String,
+    watch: Option<String>,
+    timeout: Option<String>,
 }
 
 /// `90`, `90s`, `30m`, `2h`, `1d`: a duration; the option's name in errors.
@@ -374,6 +408,9 @@ impl Cli {
                 "max_stale" => self.max_stale = Some(need(value)?),
                 "max_calls" => self.max_calls = Some(number(&key, value)?),
                 "start_jitter" => self.start_jitter = Some(need(value)?),
+                "on_change" => self.on_change = Some(need(value)?),
+                "watch" => self.watch = Some(need(value)?),
+                "hook_timeout" => self.hook_timeout = Some(need(value)?),
                 "demo" => self.demo = true,
                 "nonempty" => self.nonempty = true,
                 "log_format" => self.log_format = Some(need(value)?),
@@ -438,6 +475,10 @@ impl Cli {
         self.max_stale = self.max_stale.take().or(f.max_stale);
         self.max_calls = self.max_calls.or(f.max_calls);
         self.start_jitter = self.start_jitter.take().or(f.start_jitter);
+        self.on_change = self.on_change.take().or(f.on_change);
+        self.watch = self.watch.take().or(f.watch);
+        self.hook_timeout = self.hook_timeout.take().or(f.hook_timeout);
+        self.file_hooks = f.hook.unwrap_or_default();
         self.demo |= f.demo.unwrap_or(false);
         self.allow_other |= f.allow_other.unwrap_or(false);
         self.read_only |= f.read_only.unwrap_or(false);
@@ -446,8 +487,35 @@ impl Cli {
         Ok(())
     }
 
+    /// The change hooks: `--on-change` for every secret, then each
+    /// `[[hook]]`; the intervals and timeouts they leave unset default to
+    /// `--watch` and `--hook-timeout`.
+    fn hooks(&self) -> Result<Vec<crate::hooks::HookSpec>, String> {
+        use crate::hooks::{DEFAULT_INTERVAL, DEFAULT_TIMEOUT, HookSpec};
+        let or = |key: &str, v: Option<&String>, d: Duration| v.map_or(Ok(d), |v| duration(key, v));
+        let interval = or("watch", self.watch.as_ref(), DEFAULT_INTERVAL)?;
+        let timeout = or("hook_timeout", self.hook_timeout.as_ref(), DEFAULT_TIMEOUT)?;
+        // On the command line they can only be a mistake without a hook;
+        // in the file they are the defaults of the hooks it may declare.
+        if self.on_change.is_none() && self.file_hooks.is_empty() && self.hook_flags {
+            return Err("--watch and --hook-timeout need --on-change (or [[hook]] tables)".into());
+        }
+        let mut hooks = Vec::new();
+        if let Some(cmd) = &self.on_change {
+            hooks.push(HookSpec::new("**", cmd, interval, timeout)?);
+        }
+        for h in &self.file_hooks {
+            let name = |e: String| format!("[[hook]] '{}': {e}", h.pattern);
+            let interval = or("watch", h.watch.as_ref(), interval).map_err(name)?;
+            let timeout = or("timeout", h.timeout.as_ref(), timeout).map_err(name)?;
+            hooks.push(HookSpec::new(&h.pattern, &h.on_change, interval, timeout).map_err(name)?);
+        }
+        Ok(hooks)
+    }
+
     pub fn into_config(mut self) -> Result<Config, String> {
         self.apply_options()?;
+        self.hook_flags = self.watch.is_some() || self.hook_timeout.is_some();
         self.apply_file()?;
         let mountpoint = self
             .helper_mountpoint
@@ -462,6 +530,7 @@ impl Cli {
             t @ 1..=604_800 => Duration::from_secs(t),
             _ => return Err("ttl must be between 1 and 604800 seconds (a week)".into()),
         };
+        let hooks = self.hooks()?;
         let secrets = if self.secrets.is_empty() {
             None
         } else {
@@ -496,6 +565,7 @@ impl Cli {
             }),
         };
         let mut fs = FsConfig::new(ttl);
+        fs.hooks = hooks;
         fs.prefix = self.prefix.filter(|p| !p.is_empty());
         fs.secrets = secrets;
         // SAFETY: geteuid/getegid cannot fail.

@@ -226,6 +226,22 @@ fn join(worker: std::thread::JoinHandle<std::io::Result<()>>) -> Result<(), Stri
     }
 }
 
+/// One task per change hook: every interval, revalidate what it watches
+/// and run it for what changed. Nothing polls when no hook is set.
+fn start_watching(fs: &Arc<Fs>, rt: &tokio::runtime::Handle) {
+    for (hook, every) in fs.hook_intervals().into_iter().enumerate() {
+        let fs = fs.clone();
+        rt.spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                fs.watch_tick(hook).await;
+            }
+        });
+    }
+}
+
 pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), String> {
     harden()?;
     if cfg.mlock {
@@ -287,6 +303,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), String> {
         })
         .map_err(|e| format!("starting the session: {e}"))?;
     tracing::info!(mountpoint = %cfg.mountpoint.display(), "mounted");
+    start_watching(&fs, rt.handle());
     sd_notify("READY=1");
     on_ready();
 

@@ -43,6 +43,10 @@ pub enum Node {
     StatsFile(Report),
     /// An editor's temporary file in a secret's directory (dir path, name).
     Temp(Arc<str>, Arc<str>),
+    /// A secret's `json/`: the top-level keys of AWSCURRENT's JSON object.
+    JsonDir(SecretName),
+    /// `json/<key>`: one key's value.
+    JsonKey(SecretName, Arc<str>),
     /// `<secret>/stages/`: one file per staging label.
     StagesDir(SecretName),
     /// `<secret>/stages/<label>`: the version carrying that label.
@@ -160,6 +164,17 @@ impl InodeTable {
         if let Some(ino) = inner.by_node.remove(node) {
             inner.by_ino.remove(&ino);
         }
+    }
+
+    /// The inodes whose nodes `f` picks.
+    pub fn matching(&self, f: impl Fn(&Node) -> bool) -> Vec<Ino> {
+        let inner = self.inner.read();
+        inner
+            .by_ino
+            .iter()
+            .filter(|(_, slot)| f(&slot.node))
+            .map(|(ino, _)| *ino)
+            .collect()
     }
 
     pub fn len(&self) -> usize {

@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod hooks;
 pub mod inode;
 pub mod mount;
 pub mod preflight;

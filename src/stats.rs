@@ -23,6 +23,14 @@ const OPS: [(ApiOp, &str); 7] = [
     (ApiOp::UpdateSecretVersionStage, "UpdateSecretVersionStage"),
 ];
 
+/// How a change hook's run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookResult {
+    Ok,
+    Failed,
+    TimedOut,
+}
+
 /// What the reports say of the mount besides the counters.
 pub struct Info<'a> {
     pub version: &'a str,
@@ -55,6 +63,9 @@ pub struct Stats {
     staged_puts: AtomicU64,
     /// Promotions: a staged version made AWSCURRENT (rename onto `current`).
     stage_moves: AtomicU64,
+    /// Change hook runs: exit 0, another status (or not started), killed
+    /// at the timeout.
+    hook_runs: [AtomicU64; 3],
 }
 
 impl Stats {
@@ -117,6 +128,9 @@ impl Stats {
     }
     pub fn fs_error(&self) {
         self.fs_errors.fetch_add(1, Relaxed);
+    }
+    pub fn hook_run(&self, r: HookResult) {
+        self.hook_runs[r as usize].fetch_add(1, Relaxed);
     }
     pub fn hits(&self) -> u64 {
         self.cache_hits.load(Relaxed)
@@ -285,6 +299,17 @@ impl Stats {
             "Seconds since the mount.",
             &one(info.uptime.as_secs()),
         );
+        let hook = |r: HookResult| self.hook_runs[r as usize].load(Relaxed) as f64;
+        metric(
+            "hook_runs_total",
+            "counter",
+            "Change hook runs, by result.",
+            &[
+                ("{result=\"ok\"}".into(), hook(HookResult::Ok)),
+                ("{result=\"failed\"}".into(), hook(HookResult::Failed)),
+                ("{result=\"timeout\"}".into(), hook(HookResult::TimedOut)),
+            ],
+        );
         let build = format!(
             "{{version=\"{}\",store=\"{}\",mountpoint=\"{}\"}}",
             escape(info.version),
@@ -328,6 +353,11 @@ impl Stats {
             "throttle_backoff_ms": self.backoff_ms.load(Relaxed),
             "staged_puts": self.staged_puts.load(Relaxed),
             "stage_moves": self.stage_moves.load(Relaxed),
+            "hook_runs": {
+                "ok": self.hook_runs[HookResult::Ok as usize].load(Relaxed),
+                "failed": self.hook_runs[HookResult::Failed as usize].load(Relaxed),
+                "timeout": self.hook_runs[HookResult::TimedOut as usize].load(Relaxed),
+            },
             "pid": std::process::id(),
             // The kernel's word on the hardening, for operators and tests.
             // SAFETY: PR_GET_DUMPABLE only reads a flag of this process.

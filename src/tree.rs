@@ -7,7 +7,7 @@ use crate::store::SecretName;
 
 /// The names a secret's own directory holds; a child secret with one of these
 /// names is shadowed.
-pub const OWN_FILES: [&str; 4] = ["current", "previous", "versions", "stages"];
+pub const OWN_FILES: [&str; 5] = ["current", "previous", "versions", "json", "stages"];
 pub const STATS_DIR: &str = ".secretsfs";
 pub const STATS_FILE: &str = "stats";
 pub const METRICS_FILE: &str = "metrics";
@@ -38,7 +38,7 @@ pub struct Warned(parking_lot::Mutex<std::collections::HashSet<String>>);
 const MAX_WARNED: usize = 10_000;
 
 impl Warned {
-    fn first_time(&self, name: &str) -> bool {
+    pub(crate) fn first_time(&self, name: &str) -> bool {
         let mut set = self.0.lock();
         if set.len() >= MAX_WARNED {
             set.clear();

@@ -68,9 +68,9 @@ impl Fs {
                 return Ok(e);
             }
         } else if let Some(size) = size {
-            let Node::Current(s) = &node else {
+            if !matches!(node, Node::Current(_) | Node::JsonKey(..)) {
                 return Err(Error::Refused("read-only file"));
-            };
+            }
             if self.cfg.read_only {
                 return Err(Error::ReadOnly);
             }
@@ -86,6 +86,11 @@ impl Fs {
                 let e = self.attr_of(ino, &node).await?;
                 return Ok(Entry::uncached(e.attr));
             }
+            let Node::Current(s) = &node else {
+                return Err(Error::NotPermitted(
+                    "a JSON key is truncated through an open file, not by path",
+                ));
+            };
             // truncate(2) on the path: no handle to hold the change, so it is
             // a put of its own, from the value current now.
             let cur = self.current_now(s).await?.ok_or(Error::NotFound)?;
@@ -172,10 +177,14 @@ impl Fs {
         if self.cfg.read_only {
             return Err(Error::ReadOnly);
         }
-        if let Node::StagesDir(s) = self.node(parent)? {
-            return self.create_stage(&s, name, flags, caller).await;
+        let node = self.node(parent)?;
+        if let Node::StagesDir(s) = &node {
+            return self.create_stage(s, name, flags, caller).await;
         }
-        let Node::Dir(p) = self.node(parent)? else {
+        if let Node::JsonDir(s) = node {
+            return self.json_create(s, name, flags, caller).await;
+        }
+        let Node::Dir(p) = node else {
             return Err(Error::Refused(ONLY_IN_SECRETS));
         };
         let info = self.resolve_dir(&p).await?;
@@ -287,7 +296,11 @@ impl Fs {
     /// before creating it anew hides `current` from that process alone,
     /// briefly, and deletes nothing.
     pub async fn unlink(&self, parent: Ino, name: &str, caller: Caller) -> Result<()> {
-        let Node::Dir(p) = self.node(parent)? else {
+        let node = self.node(parent)?;
+        if let Node::JsonDir(s) = &node {
+            return self.json_unlink(s, name).await;
+        }
+        let Node::Dir(p) = node else {
             return Err(Error::NotPermitted("secret files cannot be removed"));
         };
         let key: TempKey = (p.clone(), Arc::from(name));
@@ -315,10 +328,16 @@ impl Fs {
         newparent: Ino,
         newname: &str,
     ) -> Result<()> {
-        if let Node::StagesDir(s) = self.node(parent)? {
-            return self.rename_stage(&s, name, newparent, newname).await;
+        let (from_dir, to_dir) = (self.node(parent)?, self.node(newparent)?);
+        if let Node::StagesDir(s) = &from_dir {
+            return self.rename_stage(s, name, newparent, newname).await;
         }
-        let (Node::Dir(p), Node::Dir(q)) = (self.node(parent)?, self.node(newparent)?) else {
+        if matches!(from_dir, Node::JsonDir(_)) || matches!(to_dir, Node::JsonDir(_)) {
+            return Err(Error::NotPermitted(
+                "files in json/ cannot be renamed: write the key in place",
+            ));
+        }
+        let (Node::Dir(p), Node::Dir(q)) = (from_dir, to_dir) else {
             return Err(Error::NotPermitted("only temporary files can be renamed"));
         };
         let from: TempKey = (p.clone(), Arc::from(name));

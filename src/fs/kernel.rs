@@ -125,6 +125,12 @@ impl KernelView {
         self.views.lock().entry(ino).or_default().writers += 1;
     }
 
+    /// Whether a write handle is open on `ino` (a JSON key being created
+    /// exists for its writer before its commit).
+    pub fn writing(&self, ino: Ino) -> bool {
+        self.views.lock().get(&ino).is_some_and(|v| v.writers > 0)
+    }
+
     /// A write handle of `ino` is released: the size the kernel holds may
     /// be the writer's, so it goes, and the kernel asks again.
     pub fn close_write(&self, ino: Ino) {

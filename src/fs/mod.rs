@@ -7,6 +7,8 @@
 mod describe;
 mod edit;
 mod handles;
+mod hooks;
+mod json;
 mod kernel;
 mod namespace;
 mod stages;
@@ -73,6 +75,8 @@ pub struct FsConfig {
     /// How long "nothing cached and the backend failed" is answered from
     /// memory.
     pub down_ttl: Duration,
+    /// Change hooks (`--on-change`, `[[hook]]`); none: nothing is watched.
+    pub hooks: Vec<crate::hooks::HookSpec>,
 }
 
 /// How long a value is served while its refreshes fail, by default.
@@ -119,6 +123,7 @@ impl FsConfig {
             cold_wait: Some(COLD_WAIT),
             denied_ttl: DENIED_TTL,
             down_ttl: DOWN_TTL,
+            hooks: Vec::new(),
         }
     }
 
@@ -263,6 +268,8 @@ pub struct Fs {
     temps: Temps,
     mounted_at: SystemTime,
     stages: Stages,
+    watch: Option<Arc<crate::hooks::Watch>>,
+    json: json::JsonViews,
 }
 
 impl Fs {
@@ -273,7 +280,11 @@ impl Fs {
         invalidator: Arc<dyn Invalidate>,
     ) -> Arc<Self> {
         let bytes = cfg.cache_bytes.get();
+        let watch = (!cfg.hooks.is_empty()).then(|| {
+            crate::hooks::Watch::new(cfg.hooks.clone(), stats.clone(), cfg.mountpoint.clone())
+        });
         Arc::new(Self {
+            watch,
             values: Cache::new(cfg.limits(bytes, weigh_value), stats.clone()),
             version_ids: Cache::new(cfg.limits(bytes / 4, weigh_ids), stats.clone()),
             descs: Descriptions::new(
@@ -292,6 +303,7 @@ impl Fs {
             temps: Temps::new(cfg.temp_max_files, cfg.temp_max_bytes),
             mounted_at: SystemTime::now(),
             stages: Stages::default(),
+            json: json::JsonViews::default(),
             cfg,
         })
     }
@@ -384,6 +396,8 @@ impl Fs {
             Some(Node::StatsFile(Report::Json)) => format!("{STATS_DIR}/{STATS_FILE}"),
             Some(Node::StatsFile(Report::Prometheus)) => format!("{STATS_DIR}/{METRICS_FILE}"),
             Some(Node::Temp(d, n)) => join(&d, &n),
+            Some(Node::JsonDir(s)) => format!("{s}/json"),
+            Some(Node::JsonKey(s, k)) => format!("{s}/json/{k}"),
             Some(Node::StagesDir(s)) => join(s.as_str(), "stages"),
             Some(Node::StageFile(s, l)) => format!("{s}/stages/{l}"),
             None => format!("(inode {} no longer known)", ino.0),
@@ -406,11 +420,19 @@ impl Fs {
     async fn value(&self, name: &SecretName, sel: Selector) -> Result<Cached<Value>> {
         let ttl = self.value_ttl(&sel);
         let fetch = self.value_fetch(name, &sel);
-        let got = self.values.get_with(&(name.clone(), sel), ttl, fetch).await;
+        let got = self
+            .values
+            .get_with(&(name.clone(), sel.clone()), ttl, fetch)
+            .await;
         if let Err(e) = &got
             && e.kind == crate::store::StoreErrorKind::NotFound
         {
             self.names.lost(name.as_str());
+        }
+        if let (Some(w), Ok(Cached { value: Some(v), .. })) = (&self.watch, &got)
+            && sel == Selector::Stage(Stage::Current)
+        {
+            w.served(name, &v.id);
         }
         Ok(got?)
     }
@@ -641,6 +663,11 @@ impl Fs {
                     .ok_or(Error::NotFound)?;
                 Entry::uncached(self.temp_attr(ino, &file.lock()))
             }
+            Node::JsonDir(_) => Entry {
+                attr: self.dir_attr(ino, true),
+                ttl: dir_ttl,
+            },
+            Node::JsonKey(s, k) => self.json_attr(ino, s, k).await?,
             Node::StagesDir(_) => Entry {
                 attr: self.dir_attr(ino, true),
                 ttl: dir_ttl,
@@ -681,6 +708,7 @@ impl Fs {
                         "current" if info.secret => Node::Current(s),
                         "previous" if info.secret => Node::Previous(s),
                         "versions" if info.secret => Node::Versions(s),
+                        "json" if info.secret => Node::JsonDir(s),
                         "stages" if info.secret => Node::StagesDir(s),
                         _ if !tree::valid_component(name) => return Err(Error::NotFound),
                         _ => {
@@ -692,6 +720,7 @@ impl Fs {
                 }
             }
             Node::Versions(s) => Node::Version(s, VersionId::new(name)),
+            Node::JsonDir(s) => Node::JsonKey(s, Arc::from(name)),
             Node::StagesDir(s) => Node::StageFile(s, Label::new(name)),
             Node::StatsDir if name == STATS_FILE => Node::StatsFile(Report::Json),
             Node::StatsDir if name == METRICS_FILE => Node::StatsFile(Report::Prometheus),
@@ -739,7 +768,7 @@ impl Fs {
             {
                 self.kernel.forget_size(ino);
                 let writable = match self.node(ino)? {
-                    Node::Current(_) => true,
+                    Node::Current(_) | Node::JsonKey(..) => true,
                     Node::StageFile(_, l) => stages::writable(&l),
                     _ => false,
                 };
@@ -805,7 +834,8 @@ impl Fs {
                         push(Node::Previous(s.clone()), Kind::File, "previous");
                     }
                     push(Node::StagesDir(s.clone()), Kind::Dir, "stages");
-                    push(Node::Versions(s), Kind::Dir, "versions");
+                    push(Node::Versions(s.clone()), Kind::Dir, "versions");
+                    push(Node::JsonDir(s), Kind::Dir, "json");
                 }
                 let mut children = if p.is_empty() {
                     // The root lists what ListSecrets says; a failure is the caller's.
@@ -838,6 +868,15 @@ impl Fs {
                 for l in self.stage_listing(&s).await? {
                     let node = Node::StageFile(s.clone(), l.clone());
                     push(node, Kind::File, l.as_str());
+                }
+            }
+            Node::JsonDir(s) => {
+                for k in self.json_keys(&s).await? {
+                    push(
+                        Node::JsonKey(s.clone(), Arc::from(k.as_str())),
+                        Kind::File,
+                        &k,
+                    );
                 }
             }
             Node::StatsDir => {
@@ -883,6 +922,10 @@ impl Fs {
             Node::StageFile(s, l) if writing => {
                 return self.open_stage_write(ino, &s, &l, flags, pid).await;
             }
+            Node::JsonKey(s, k) if writing => {
+                return self.open_json_write(ino, &s, &k, flags, pid).await;
+            }
+            Node::JsonKey(s, k) => return self.open_json_read(ino, &s, &k).await,
             Node::Previous(_) | Node::Version(..) | Node::StatsFile(_) if writing => {
                 return Err(Error::Refused("read-only file"));
             }
@@ -940,6 +983,7 @@ impl Fs {
                 (s, Selector::Id(id))
             }
             Node::StatsFile(r) => return Ok(slice(&self.report(r), offset, size)),
+            Node::JsonKey(s, k) => return self.json_read(&s, &k, offset, size).await,
             _ => return Err(Error::BadHandle),
         };
         let (v, _) = self.version(&name, sel).await?;

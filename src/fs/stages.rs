@@ -367,7 +367,7 @@ impl Fs {
             tracing::warn!(secret = %s, label = %l, version = %to, error = %e,
                 "promoted, but the label could not be removed from the version; it stays on the new current");
         }
-        self.after_promotion(s, l, &to, from.as_ref());
+        self.after_promotion(s, &to, from.as_ref());
         Ok(())
     }
 
@@ -377,7 +377,6 @@ impl Fs {
     fn after_promotion(
         &self,
         s: &SecretName,
-        l: &Label,
         to: &crate::store::VersionId,
         from: Option<&crate::store::VersionId>,
     ) {
@@ -401,19 +400,9 @@ impl Fs {
             None => self.values.remove(&prev_key),
         }
         self.descs.forget(s);
-        for node in [Node::Current(s.clone()), Node::Previous(s.clone())] {
-            if let Some(ino) = self.inodes.ino_of(&node) {
-                self.kernel.changed(ino);
-            }
-        }
-        self.labels_moved(
-            s,
-            &[
-                l.clone(),
-                Label::of(Stage::Current),
-                Label::of(Stage::Previous),
-            ],
-        );
+        // current, previous, the JSON keys and every stage file of it.
+        self.label_files_changed(s);
+        self.hooks_put(s, to);
     }
 
     /// Whether labels moved is unknown: what is cached of them goes.

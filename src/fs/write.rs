@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use super::handles::Handle;
 use super::{Closer, Fs, Opened};
 use crate::error::{Error, Result};
-use crate::inode::{Ino, Node};
+use crate::inode::Ino;
 use crate::process;
 use crate::store::{
     Label, SecretBytes, SecretName, SecretVersion, Selector, Stage, StoreError, StoreErrorKind,
@@ -67,18 +67,20 @@ enum Phase {
     Abandoned,
 }
 
-/// What a write handle's commit stores.
+/// What a write handle's commit puts.
 #[derive(Clone, Debug)]
 enum Target {
-    /// A new AWSCURRENT version (`current`).
+    /// The bytes, as the secret's new value.
     Current,
+    /// AWSCURRENT's JSON with this key set to the bytes.
+    JsonKey(Arc<str>),
     /// A new version carrying only this label (`stages/<label>`).
     Stage(Label),
 }
 
-/// An open-for-writing `current` (or `stages/<label>`).
+/// An open-for-writing `current` (or `json/<key>`, `stages/<label>`).
 pub struct WriteState {
-    /// The inode of the `current` it writes.
+    /// The inode of the `current` (or `json/<key>`) it writes.
     ino: Ino,
     name: SecretName,
     buf: Zeroizing<Vec<u8>>,
@@ -130,6 +132,12 @@ impl WriteState {
         }
     }
 
+    /// Writes `json/<key>`: the commit sets that key.
+    pub(super) fn json_key(mut self, key: Arc<str>) -> Self {
+        self.target = Target::JsonKey(key);
+        self
+    }
+
     pub fn creating(mut self) -> Self {
         self.create = true;
         self
@@ -145,7 +153,7 @@ impl WriteState {
     pub fn stage(&self) -> Option<&Label> {
         match &self.target {
             Target::Stage(l) => Some(l),
-            Target::Current => None,
+            Target::Current | Target::JsonKey(_) => None,
         }
     }
 
@@ -421,15 +429,20 @@ impl Fs {
 
     async fn commit(&self, st: &mut WriteState) -> Result<()> {
         st.writers.clear();
-        let result = if st.too_large {
-            Err(Error::TooLarge)
-        } else {
-            let value = SecretBytes::new(st.buf.to_vec());
-            match &st.target {
-                Target::Current => self.put(&st.name, value, st.create).await,
-                Target::Stage(l) => self.put_staged(&st.name, l, value).await,
+        let result = match (&st.target, st.too_large) {
+            (_, true) => Err(Error::TooLarge),
+            (Target::Current, false) => {
+                let value = SecretBytes::new(st.buf.to_vec());
+                self.put(&st.name, value, st.create).await.map(|_| ())
             }
-            .map(|_| ())
+            (Target::JsonKey(key), false) => self
+                .put_json(&st.name, key, super::json::Edit::Set(&st.buf[..]))
+                .await
+                .map(|_| ()),
+            (Target::Stage(l), false) => {
+                let value = SecretBytes::new(st.buf.to_vec());
+                self.put_staged(&st.name, l, value).await.map(|_| ())
+            }
         };
         st.phase = match &result {
             Ok(()) => {
@@ -467,18 +480,28 @@ impl Fs {
         value: SecretBytes,
         create: bool,
     ) -> Result<bool> {
-        if value.is_empty() {
-            return Err(Error::Invalid("an empty value cannot be stored".into()));
-        }
-        if value.len() > MAX_VALUE_LEN {
-            return Err(Error::TooLarge);
-        }
+        // Refused before any call.
+        check_value(&value)?;
+        self.put_with(name, create, move |_| Ok(value)).await
+    }
+
+    /// `put` of the value `make` computes, inside the secret's put turn,
+    /// from AWSCURRENT as it is at commit time (None: creating, or no
+    /// AWSCURRENT): the same AWSCURRENT that "unchanged" is judged against.
+    pub(super) async fn put_with(
+        &self,
+        name: &SecretName,
+        create: bool,
+        make: impl FnOnce(Option<&SecretVersion>) -> Result<SecretBytes> + Send,
+    ) -> Result<bool> {
         let _turn = self.writes.turn(name).await;
         let old = if create {
             None
         } else {
             self.current_now(name).await?
         };
+        let value = make(old.as_deref())?;
+        check_value(&value)?;
         if old.as_ref().is_some_and(|o| o.value == value) {
             tracing::info!(secret = %name, "value unchanged; no new version");
             return Ok(false);
@@ -566,6 +589,7 @@ impl Fs {
             Err(_) => (true, true),
         };
         if cur_ok {
+            self.hooks_put(name, &new.id);
             self.values.insert(cur_key, Some(new), ttl);
         } else {
             self.values.remove(&cur_key);
@@ -577,16 +601,19 @@ impl Fs {
         }
         self.version_ids.remove(name);
         self.descs.forget(name);
-        for node in [Node::Current(name.clone()), Node::Previous(name.clone())] {
-            if let Some(ino) = self.inodes.ino_of(&node) {
-                self.kernel.changed(ino);
-            }
-        }
-        self.labels_moved(
-            name,
-            &[Label::of(Stage::Current), Label::of(Stage::Previous)],
-        );
+        self.label_files_changed(name);
     }
+}
+
+/// Secrets Manager's limits on a value, checked before any call.
+fn check_value(value: &SecretBytes) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::Invalid("an empty value cannot be stored".into()));
+    }
+    if value.len() > MAX_VALUE_LEN {
+        return Err(Error::TooLarge);
+    }
+    Ok(())
 }
 
 /// A setattr's mode and owner changes.

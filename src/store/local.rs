@@ -715,11 +715,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let n = SecretName::new("app");
         let (current, pending) = (Label::of(Stage::Current), label("AWSPENDING"));
-        let (t1, t2, t3) = (
-            VersionId::new("t1"),
-            VersionId::new("t2"),
-            VersionId::new("t3"),
-        );
+        let (t2, t3) = (VersionId::new("t2"), VersionId::new("t3"));
         {
             let s = LocalStore::open(dir.path()).unwrap();
             s.create_secret(&n, &bytes("one"), "t1").await.unwrap();

@@ -1,0 +1,509 @@
+//! JSON fields as files: `<secret>/json/<key>` is one top-level key of
+//! AWSCURRENT when that is a JSON object. Reads follow `current` (same
+//! cache, TTL, kernel coherence); a write, create or unlink puts AWSCURRENT
+//! as it is at commit time with that one key changed, every other key's
+//! text and the keys' order kept.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use indexmap::IndexMap;
+use serde_json::value::RawValue;
+use zeroize::Zeroizing;
+
+use super::handles::Handle;
+use super::write::WriteState;
+use super::{Caller, Entry, Fs, Opened, slice};
+use crate::error::{Error, Result};
+use crate::inode::{Ino, Node};
+use crate::process;
+use crate::store::{SecretBytes, SecretName, SecretVersion, Selector, Stage};
+use crate::tree::{self, Warned};
+
+/// A JSON object's top-level keys in order, each with its value's text as
+/// written (borrowed from the zeroed value buffer: no copy of a value).
+type Fields<'a> = IndexMap<String, &'a RawValue>;
+
+/// What a commit does to a key.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Edit<'a> {
+    /// Set it to the bytes written (its type kept; see `encode`).
+    Set(&'a [u8]),
+    Remove,
+}
+
+fn not_an_object() -> Error {
+    Error::Invalid("AWSCURRENT is not a JSON object".into())
+}
+
+/// The value's top-level keys, when it is a UTF-8 JSON object. A key given
+/// twice keeps its first place and its last value (as most parsers read it).
+fn fields(value: &[u8]) -> Option<Fields<'_>> {
+    let text = std::str::from_utf8(value).ok()?;
+    serde_json::from_str(text).ok()
+}
+
+/// Whether a key can be shown as a file name.
+pub(super) fn is_file_name(key: &str) -> bool {
+    tree::valid_component(key) && !key.contains('/')
+}
+
+/// JSON text without the whitespace between tokens (the text is valid JSON:
+/// only strings need care).
+fn compact(raw: &str) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(raw.len()));
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in raw.as_bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b.is_ascii_whitespace() {
+            continue;
+        }
+        out.push(b);
+    }
+    out
+}
+
+fn is_string(raw: &str) -> bool {
+    raw.starts_with('"')
+}
+
+/// What a key's file holds: a string's text (no quotes, no newline), any
+/// other value as compact JSON.
+fn text_of(raw: &str) -> Zeroizing<Vec<u8>> {
+    if is_string(raw)
+        && let Ok(s) = serde_json::from_str::<String>(raw)
+    {
+        return Zeroizing::new(s.into_bytes());
+    }
+    compact(raw)
+}
+
+/// `key`'s file content, if the value is a JSON object holding it.
+pub(super) fn key_text(value: &[u8], key: &str) -> Option<SecretBytes> {
+    let f = fields(value)?;
+    let raw = f.get(key)?;
+    Some(SecretBytes::new(std::mem::take(&mut *text_of(raw.get()))))
+}
+
+/// The keys of the value's JSON object; None when it is not one.
+pub(super) fn keys(value: &[u8]) -> Option<Vec<String>> {
+    Some(fields(value)?.into_keys().collect())
+}
+
+/// The JSON text of `written` for a key now holding `old` (None: a new
+/// key). The key keeps its type, so that what is read can be written back:
+/// a string (or a new key) takes the bytes as a string; any other value
+/// takes them as JSON.
+fn encode(written: &[u8], old: Option<&RawValue>) -> Result<Zeroizing<Vec<u8>>> {
+    let text = std::str::from_utf8(written)
+        .map_err(|_| Error::Invalid("a JSON value must be UTF-8".into()))?;
+    if old.is_none_or(|o| is_string(o.get())) {
+        // Escaping makes a byte at most six ("\u0000"): no regrowth leaves
+        // an unzeroed copy behind.
+        let mut out = Zeroizing::new(Vec::with_capacity(text.len() * 6 + 2));
+        serde_json::to_writer(&mut *out, text)
+            .map_err(|_| Error::Invalid("cannot encode the value".into()))?;
+        return Ok(out);
+    }
+    let trimmed = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    serde_json::from_str::<&RawValue>(trimmed).map_err(|_| {
+        Error::Invalid("this key holds a JSON value that is not a string: write JSON".into())
+    })?;
+    Ok(compact(trimmed))
+}
+
+/// AWSCURRENT (`current`) with `key` changed: set in its place (a new key
+/// goes last) or removed. Every other key's text is kept as it was; the
+/// object is written compact. Setting a key to what it holds returns
+/// `current` itself, so that no version is made.
+pub(super) fn merged(current: &[u8], key: &str, edit: Edit<'_>) -> Result<SecretBytes> {
+    let f = fields(current).ok_or_else(not_an_object)?;
+    let old = f.get(key).copied();
+    let new = match edit {
+        Edit::Set(written) => {
+            let new = encode(written, old)?;
+            let as_str = std::str::from_utf8(&new).expect("JSON text is UTF-8");
+            if old.is_some_and(|o| text_of(o.get()) == text_of(as_str)) {
+                return Ok(SecretBytes::new(current.to_vec()));
+            }
+            Some(new)
+        }
+        Edit::Remove if old.is_none() => return Err(Error::NotFound),
+        Edit::Remove => None,
+    };
+    // Key names are not secret; values are copied once into a buffer of
+    // the final size.
+    let mut parts: Vec<(String, &[u8])> = f
+        .iter()
+        .filter_map(|(k, v)| match (k == key, &new) {
+            (false, _) => Some((k.as_str(), v.get().as_bytes())),
+            (true, Some(n)) => Some((k.as_str(), n.as_slice())),
+            (true, None) => None,
+        })
+        .map(|(k, v)| (serde_json::to_string(k).expect("a string encodes"), v))
+        .collect();
+    if let (None, Some(n)) = (old, &new) {
+        parts.push((serde_json::to_string(key).expect("a string encodes"), n));
+    }
+    let len = 2 + parts
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 2)
+        .sum::<usize>();
+    let mut out = Zeroizing::new(Vec::with_capacity(len));
+    out.push(b'{');
+    for (i, (k, v)) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(k.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(v);
+    }
+    out.push(b'}');
+    Ok(SecretBytes::new(std::mem::take(&mut *out)))
+}
+
+/// The JSON views' own state: which keys were warned about.
+#[derive(Default)]
+pub struct JsonViews {
+    warned: Warned,
+}
+
+impl Fs {
+    /// AWSCURRENT, as `current` reads it (cache, TTL).
+    async fn json_source(
+        &self,
+        s: &SecretName,
+    ) -> Result<(Arc<SecretVersion>, std::time::Duration)> {
+        self.version(s, Selector::Stage(Stage::Current)).await
+    }
+
+    /// The keys `json/` lists: those that can be file names (the others
+    /// are warned about once per secret and key); none when AWSCURRENT is
+    /// not a JSON object.
+    pub(super) async fn json_keys(&self, s: &SecretName) -> Result<Vec<String>> {
+        let (v, _) = self.json_source(s).await?;
+        let all = keys(v.value.as_bytes()).unwrap_or_default();
+        Ok(all
+            .into_iter()
+            .filter(|k| {
+                let ok = is_file_name(k);
+                if !ok && self.json.warned.first_time(&format!("{s}\0json\0{k}")) {
+                    let shown: String = k.chars().take(64).collect();
+                    tracing::warn!(secret = %s, key = %shown.escape_debug(),
+                        "JSON key cannot be a file name; left out of json/");
+                }
+                ok
+            })
+            .collect())
+    }
+
+    /// The key's text in AWSCURRENT, or NotFound.
+    async fn json_text(&self, s: &SecretName, key: &str) -> Result<Arc<SecretVersion>> {
+        let (v, _) = self.json_source(s).await?;
+        let text = key_text(v.value.as_bytes(), key).ok_or(Error::NotFound)?;
+        Ok(Arc::new(SecretVersion {
+            id: v.id.clone(),
+            value: text,
+            created: v.created,
+            fetched: v.fetched,
+        }))
+    }
+
+    /// A key file's attributes: its text's size, AWSCURRENT's date; the
+    /// kernel's view follows AWSCURRENT's version, as for `current`.
+    pub(super) async fn json_attr(&self, ino: Ino, s: &SecretName, key: &str) -> Result<Entry> {
+        if !is_file_name(key) {
+            return Err(Error::NotFound);
+        }
+        let (v, ttl) = self.json_source(s).await?;
+        let Some(text) = key_text(v.value.as_bytes(), key) else {
+            // A key being created: it exists once its writer's close puts it.
+            if self.kernel.writing(ino) {
+                return Ok(Entry::uncached(self.file_attr(
+                    ino,
+                    0,
+                    SystemTime::now(),
+                    true,
+                )));
+            }
+            return Err(Error::NotFound);
+        };
+        let size = text.len() as u64;
+        Ok(match self.kernel.tell(ino, &v.id, size) {
+            None => Entry {
+                attr: self.file_attr(ino, size, v.created, true),
+                ttl,
+            },
+            Some(held) => Entry::uncached(self.file_attr(ino, held, v.created, true)),
+        })
+    }
+
+    /// A read handle pins the key's text of one AWSCURRENT version.
+    pub(super) async fn open_json_read(
+        &self,
+        ino: Ino,
+        s: &SecretName,
+        key: &str,
+    ) -> Result<Opened> {
+        let version = self.json_text(s, key).await?;
+        let mode = self
+            .kernel
+            .open_read(ino, &version.id, version.value.len() as u64);
+        let fh = self.handles.add(Handle::Read { ino, version, mode });
+        Ok(Opened {
+            fh,
+            keep_cache: mode.keep_cache,
+            direct_io: mode.direct_io,
+            no_flush: true,
+        })
+    }
+
+    /// A read with no handle (no-open mode, read-only mounts).
+    pub(super) async fn json_read(
+        &self,
+        s: &SecretName,
+        key: &str,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>> {
+        let v = self.json_text(s, key).await?;
+        Ok(slice(v.value.as_bytes(), offset, size))
+    }
+
+    /// Open for writing: without O_TRUNC the handle starts from the key's
+    /// text in AWSCURRENT now (not a cached copy), as `current` does.
+    pub(super) async fn open_json_write(
+        &self,
+        ino: Ino,
+        s: &SecretName,
+        key: &Arc<str>,
+        flags: i32,
+        pid: u32,
+    ) -> Result<Opened> {
+        if self.cfg.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let mut buf = Zeroizing::new(Vec::new());
+        if flags & libc::O_TRUNC == 0 {
+            let cur = self.current_now(s).await?.ok_or(Error::NotFound)?;
+            let f = fields(cur.value.as_bytes()).ok_or_else(not_an_object)?;
+            let raw = f.get(&**key).ok_or(Error::NotFound)?;
+            buf = text_of(raw.get());
+        }
+        let state =
+            WriteState::new(ino, s.clone(), buf, flags, process::tgid(pid)).json_key(key.clone());
+        Ok(self.write_handle(state))
+    }
+
+    /// create(2) in `json/`: a handle that starts empty; its commit adds the
+    /// key (last) or replaces it.
+    pub(super) async fn json_create(
+        &self,
+        s: SecretName,
+        name: &str,
+        flags: i32,
+        caller: Caller,
+    ) -> Result<(Entry, Opened)> {
+        if !is_file_name(name) {
+            return Err(Error::Invalid("bad file name".into()));
+        }
+        let cur = self.current_now(&s).await?.ok_or(Error::NotFound)?;
+        let f = fields(cur.value.as_bytes()).ok_or_else(not_an_object)?;
+        if flags & libc::O_EXCL != 0 && f.contains_key(name) {
+            return Err(Error::Exists);
+        }
+        let key: Arc<str> = Arc::from(name);
+        let ino = self
+            .inodes
+            .assign(Node::JsonKey(s.clone(), key.clone()), true);
+        let state = WriteState::new(
+            ino,
+            s,
+            Zeroizing::new(Vec::new()),
+            flags,
+            process::tgid(caller.pid),
+        )
+        .json_key(key);
+        let opened = self.write_handle(state);
+        let attr = self.file_attr(ino, 0, SystemTime::now(), true);
+        Ok((Entry::uncached(attr), opened))
+    }
+
+    /// unlink(2) in `json/`: a version without the key (ENOENT if it is not
+    /// there at commit time).
+    pub(super) async fn json_unlink(&self, s: &SecretName, name: &str) -> Result<()> {
+        if self.cfg.read_only {
+            return Err(Error::ReadOnly);
+        }
+        self.put_json(s, name, Edit::Remove).await.map(|_| ())
+    }
+
+    /// The put of a key's change, merged inside the secret's put turn with
+    /// the AWSCURRENT the "unchanged" check uses, so that a change another
+    /// writer made to another key since open is kept.
+    pub(super) async fn put_json(&self, s: &SecretName, key: &str, edit: Edit<'_>) -> Result<bool> {
+        if let Edit::Set(w) = edit
+            && w.is_empty()
+        {
+            return Err(Error::Invalid("an empty value cannot be stored".into()));
+        }
+        let made = self
+            .put_with(s, false, |cur| {
+                merged(cur.ok_or(Error::NotFound)?.value.as_bytes(), key, edit)
+            })
+            .await?;
+        if made
+            && let Some(ino) = self
+                .inodes
+                .ino_of(&Node::JsonKey(s.clone(), Arc::from(key)))
+        {
+            self.kernel.changed(ino);
+        }
+        Ok(made)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DB: &str = r#"{"username":"u","password":"p","port":5432}"#;
+
+    fn set(doc: &str, key: &str, written: &str) -> Result<String> {
+        merged(doc.as_bytes(), key, Edit::Set(written.as_bytes()))
+            .map(|b| String::from_utf8(b.as_bytes().to_vec()).unwrap())
+    }
+
+    fn text(doc: &str, key: &str) -> Option<String> {
+        key_text(doc.as_bytes(), key).map(|b| String::from_utf8(b.as_bytes().to_vec()).unwrap())
+    }
+
+    #[test]
+    fn strings_read_as_raw_text_and_other_values_as_compact_json() {
+        let doc =
+            r#"{"s": "a \"q\"\n", "n": 5432, "o": { "k" : [1, 2, "x y"] }, "b": true, "z": null}"#;
+        assert_eq!(text(doc, "s").unwrap(), "a \"q\"\n");
+        assert_eq!(text(doc, "n").unwrap(), "5432");
+        assert_eq!(text(doc, "o").unwrap(), r#"{"k":[1,2,"x y"]}"#);
+        assert_eq!(text(doc, "b").unwrap(), "true");
+        assert_eq!(text(doc, "z").unwrap(), "null");
+        assert_eq!(text(doc, "missing"), None);
+    }
+
+    #[test]
+    fn a_value_that_is_not_a_json_object_has_no_keys() {
+        for v in [
+            &b"plain"[..],
+            b"[1,2]",
+            b"\"s\"",
+            b"5",
+            b"{\"a\":",
+            b"\xff\xfe",
+        ] {
+            assert!(keys(v).is_none(), "{v:?}");
+            assert!(matches!(
+                merged(v, "a", Edit::Set(b"x")),
+                Err(Error::Invalid(_))
+            ));
+            assert!(matches!(
+                merged(v, "a", Edit::Remove),
+                Err(Error::Invalid(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_write_to_a_key_keeps_other_keys_in_order() {
+        assert_eq!(
+            set(DB, "password", "q").unwrap(),
+            r#"{"username":"u","password":"q","port":5432}"#
+        );
+    }
+
+    #[test]
+    fn other_keys_keep_their_text_exactly() {
+        let doc =
+            r#"{ "big": 123456789012345678901234567890, "f": 1.0e2, "o": {"a": 1}, "k": "v" }"#;
+        assert_eq!(
+            set(doc, "k", "w").unwrap(),
+            r#"{"big":123456789012345678901234567890,"f":1.0e2,"o":{"a": 1},"k":"w"}"#
+        );
+    }
+
+    #[test]
+    fn a_key_keeps_its_type() {
+        // A number stays JSON: surrounding whitespace (echo's newline) is fine.
+        assert_eq!(
+            set(DB, "port", "5433\n").unwrap(),
+            r#"{"username":"u","password":"p","port":5433}"#
+        );
+        assert!(matches!(set(DB, "port", "abc"), Err(Error::Invalid(_))));
+        // A string stays a string, whatever it looks like.
+        assert_eq!(
+            set(DB, "password", "5\n\"x\"").unwrap(),
+            r#"{"username":"u","password":"5\n\"x\"","port":5432}"#
+        );
+        assert!(matches!(
+            merged(DB.as_bytes(), "password", Edit::Set(b"\xff")),
+            Err(Error::Invalid(_))
+        ));
+        // Objects are written as JSON, and read back compact.
+        let doc = r#"{"o":{"a":1}}"#;
+        assert_eq!(
+            set(doc, "o", r#" { "a" : 2 } "#).unwrap(),
+            r#"{"o":{"a":2}}"#
+        );
+    }
+
+    #[test]
+    fn what_is_read_can_be_written_back_unchanged() {
+        let doc = "{\n  \"s\": \"t\\u0065xt\",\n  \"o\": {\"a\": [1, 2]}\n}";
+        for key in ["s", "o"] {
+            let read = text(doc, key).unwrap();
+            assert_eq!(set(doc, key, &read).unwrap(), doc, "{key}");
+        }
+    }
+
+    #[test]
+    fn a_new_key_goes_last_and_a_removed_one_goes() {
+        assert_eq!(
+            set(DB, "host", "db.example").unwrap(),
+            r#"{"username":"u","password":"p","port":5432,"host":"db.example"}"#
+        );
+        let removed = merged(DB.as_bytes(), "username", Edit::Remove).unwrap();
+        assert_eq!(removed.as_bytes(), br#"{"password":"p","port":5432}"#);
+        assert!(matches!(
+            merged(DB.as_bytes(), "nope", Edit::Remove),
+            Err(Error::NotFound)
+        ));
+        let last = merged(br#"{"a":1}"#, "a", Edit::Remove).unwrap();
+        assert_eq!(last.as_bytes(), b"{}");
+    }
+
+    #[test]
+    fn keys_keep_their_order_and_bad_file_names_are_told_apart() {
+        let doc = r#"{"b":1,"a":2,"":3,".":4,"..":5,"x/y":6,"n\u0000ul":7}"#;
+        let all = keys(doc.as_bytes()).unwrap();
+        assert_eq!(all, ["b", "a", "", ".", "..", "x/y", "n\0ul"]);
+        let shown: Vec<_> = all.into_iter().filter(|k| is_file_name(k)).collect();
+        assert_eq!(shown, ["b", "a"]);
+        assert!(!is_file_name(&"k".repeat(256)));
+        assert!(is_file_name(&"k".repeat(255)));
+    }
+
+    #[test]
+    fn compact_leaves_strings_alone() {
+        let c = compact(r#"[ "a b\" c" , { "k\\" : " " } ]"#);
+        assert_eq!(&c[..], br#"["a b\" c",{"k\\":" "}]"#);
+    }
+}
