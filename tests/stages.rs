@@ -166,7 +166,7 @@ fn renaming_a_stage_onto_current_promotes_it_and_previous_follows() {
     assert_eq!(m.read_string(&format!("{s}/stages/AWSCURRENT")), "new");
     assert_eq!(m.read_string(&format!("{s}/stages/AWSPREVIOUS")), "old");
     assert_eq!(ls(&dir.join("stages")), ["AWSCURRENT", "AWSPREVIOUS"]);
-    assert_eq!(ls(&dir), ["current", "previous", "stages", "versions"]);
+    assert_eq!(ls(&dir), ["current", "json", "previous", "stages", "versions"]);
     assert_eq!(m.stats()["stage_moves"], 1);
     assert_eq!(m.stats()["api_calls"]["UpdateSecretVersionStage"], 2);
     let metrics = String::from_utf8(m.read(".secretsfs/metrics").unwrap()).unwrap();
