@@ -166,7 +166,10 @@ fn renaming_a_stage_onto_current_promotes_it_and_previous_follows() {
     assert_eq!(m.read_string(&format!("{s}/stages/AWSCURRENT")), "new");
     assert_eq!(m.read_string(&format!("{s}/stages/AWSPREVIOUS")), "old");
     assert_eq!(ls(&dir.join("stages")), ["AWSCURRENT", "AWSPREVIOUS"]);
-    assert_eq!(ls(&dir), ["current", "json", "previous", "stages", "versions"]);
+    assert_eq!(
+        ls(&dir),
+        ["current", "json", "previous", "stages", "versions"]
+    );
     assert_eq!(m.stats()["stage_moves"], 1);
     assert_eq!(m.stats()["api_calls"]["UpdateSecretVersionStage"], 2);
     let metrics = String::from_utf8(m.read(".secretsfs/metrics").unwrap()).unwrap();
@@ -322,4 +325,28 @@ fn the_local_store_promotes_a_staged_version_durably() {
         ls(&m.p(&format!("{s}/stages"))),
         ["AWSCURRENT", "AWSPREVIOUS"]
     );
+}
+
+#[test]
+fn no_staged_value_reaches_the_log_even_at_trace() {
+    let s = unique("st-log");
+    create(&s, "first-Q7zr-value");
+    let m = Mount::aws()
+        .args(["--secret", &s])
+        .env("RUST_LOG", "trace")
+        .start();
+    let dir = m.p(&s);
+    sh_ok("printf staged-K3vw-value > stages/AWSPENDING", &dir);
+    assert_eq!(
+        m.read_string(&format!("{s}/stages/AWSPENDING")),
+        "staged-K3vw-value"
+    );
+    sh_ok("mv stages/AWSPENDING current", &dir);
+    assert_eq!(m.read_string(&format!("{s}/current")), "staged-K3vw-value");
+    let log = m.log_text();
+    assert!(log.contains("promoted"), "the promotion is logged");
+    assert!(log.contains("AWSPENDING"), "with its label");
+    for value in ["first-Q7zr-value", "staged-K3vw-value", "Q7zr", "K3vw"] {
+        assert!(!log.contains(value), "{value} in the log");
+    }
 }
