@@ -350,3 +350,33 @@ fn no_staged_value_reaches_the_log_even_at_trace() {
         assert!(!log.contains(value), "{value} in the log");
     }
 }
+
+#[test]
+fn a_promotion_runs_the_change_hook_once_and_a_staged_put_does_not() {
+    let hooks = tempfile::tempdir().unwrap();
+    let runs = hooks.path().join("runs");
+    let script = format!(
+        "echo \"$SECRETSFS_SECRET $SECRETSFS_VERSION_ID\" >> {}",
+        runs.display()
+    );
+    let read_runs = || std::fs::read_to_string(&runs).unwrap_or_default();
+    let s = unique("st-hook");
+    create(&s, "old");
+    let m = Mount::aws()
+        .args(["--secret", &s, "--ttl", "300"])
+        .args(["--on-change", &script, "--watch", "1s"])
+        .start();
+    let dir = m.p(&s);
+    assert_eq!(m.read_string(&format!("{s}/current")), "old");
+    sh_ok("printf new > stages/AWSPENDING", &dir);
+    let (pending, _, _) = stage(&s, "AWSPENDING").unwrap();
+    sh_ok("mv stages/AWSPENDING current", &dir);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read_runs().is_empty() {
+        assert!(Instant::now() < deadline, "the hook never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Two more intervals: no second run.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(read_runs(), format!("{s} {pending}\n"));
+}
