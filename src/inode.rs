@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::store::{SecretName, VersionId};
+use crate::store::{Label, SecretName, VersionId};
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub struct Ino(pub u64);
@@ -53,6 +53,10 @@ pub enum Node {
     Rendered(Arc<str>),
     /// `.secretsfs/refresh`: write names to drop their cache entries.
     RefreshFile,
+    /// `<secret>/stages/`: one file per staging label.
+    StagesDir(SecretName),
+    /// `<secret>/stages/<label>`: the version carrying that label.
+    StageFile(SecretName, Label),
 }
 
 /// The secret whose files or directories a node is, for ownership rules
@@ -66,7 +70,9 @@ pub fn secret_of(node: &Node) -> Option<SecretName> {
         | Node::Versions(s)
         | Node::Version(s, _)
         | Node::JsonDir(s)
-        | Node::JsonKey(s, _) => Some(s.clone()),
+        | Node::JsonKey(s, _)
+        | Node::StagesDir(s)
+        | Node::StageFile(s, _) => Some(s.clone()),
         _ => None,
     }
 }

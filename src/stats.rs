@@ -10,15 +10,17 @@ pub enum ApiOp {
     PutSecretValue,
     CreateSecret,
     DescribeSecret,
+    UpdateSecretVersionStage,
 }
 
-const OPS: [(ApiOp, &str); 6] = [
+const OPS: [(ApiOp, &str); 7] = [
     (ApiOp::ListSecrets, "ListSecrets"),
     (ApiOp::GetSecretValue, "GetSecretValue"),
     (ApiOp::ListSecretVersionIds, "ListSecretVersionIds"),
     (ApiOp::PutSecretValue, "PutSecretValue"),
     (ApiOp::CreateSecret, "CreateSecret"),
     (ApiOp::DescribeSecret, "DescribeSecret"),
+    (ApiOp::UpdateSecretVersionStage, "UpdateSecretVersionStage"),
 ];
 
 /// How a change hook's run ended.
@@ -41,9 +43,9 @@ pub struct Info<'a> {
 
 #[derive(Default, Debug)]
 pub struct Stats {
-    api: [AtomicU64; 6],
+    api: [AtomicU64; 7],
     /// Unix time of the last successful call, per operation (0: none yet).
-    api_ok: [AtomicU64; 6],
+    api_ok: [AtomicU64; 7],
     api_errors: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
@@ -57,6 +59,10 @@ pub struct Stats {
     calls_in_flight: AtomicU64,
     calls_in_flight_peak: AtomicU64,
     backoff_ms: AtomicU64,
+    /// Versions put with a staging label of their own (`stages/<label>`).
+    staged_puts: AtomicU64,
+    /// Promotions: a staged version made AWSCURRENT (rename onto `current`).
+    stage_moves: AtomicU64,
     /// Change hook runs: exit 0, another status (or not started), killed
     /// at the timeout.
     hook_runs: [AtomicU64; 3],
@@ -137,6 +143,12 @@ impl Stats {
     pub fn refreshes(&self) -> u64 {
         self.refreshes.load(Relaxed)
     }
+    pub fn staged_put(&self) {
+        self.staged_puts.fetch_add(1, Relaxed);
+    }
+    pub fn stage_moved(&self) {
+        self.stage_moves.fetch_add(1, Relaxed);
+    }
     pub fn fs_error(&self) {
         self.fs_errors.fetch_add(1, Relaxed);
     }
@@ -187,7 +199,7 @@ impl Stats {
                 let _ = writeln!(out, "secretsfs_{name}{labels} {v}");
             }
         };
-        let per_op = |values: &[AtomicU64; 6]| -> Vec<(String, f64)> {
+        let per_op = |values: &[AtomicU64; 7]| -> Vec<(String, f64)> {
             OPS.iter()
                 .map(|(op, n)| {
                     let v = values[*op as usize].load(Relaxed) as f64;
@@ -299,6 +311,18 @@ impl Stats {
             &one(self.render_failures.load(Relaxed)),
         );
         metric(
+            "staged_puts_total",
+            "counter",
+            "Versions put with a staging label of their own (stages/<label>).",
+            &one(self.staged_puts.load(Relaxed)),
+        );
+        metric(
+            "stage_moves_total",
+            "counter",
+            "Staged versions promoted to AWSCURRENT (rename onto current).",
+            &one(self.stage_moves.load(Relaxed)),
+        );
+        metric(
             "cache_entries",
             "gauge",
             "Values cached.",
@@ -368,6 +392,8 @@ impl Stats {
             "calls_in_flight": self.calls_in_flight.load(Relaxed),
             "calls_in_flight_peak": self.calls_in_flight_peak.load(Relaxed),
             "throttle_backoff_ms": self.backoff_ms.load(Relaxed),
+            "staged_puts": self.staged_puts.load(Relaxed),
+            "stage_moves": self.stage_moves.load(Relaxed),
             "hook_runs": {
                 "ok": self.hook_runs[HookResult::Ok as usize].load(Relaxed),
                 "failed": self.hook_runs[HookResult::Failed as usize].load(Relaxed),

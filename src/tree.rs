@@ -7,7 +7,7 @@ use crate::store::SecretName;
 
 /// The names a secret's own directory holds; a child secret with one of these
 /// names is shadowed.
-pub const OWN_FILES: [&str; 4] = ["current", "previous", "versions", "json"];
+pub const OWN_FILES: [&str; 5] = ["current", "previous", "versions", "json", "stages"];
 pub const STATS_DIR: &str = ".secretsfs";
 pub const STATS_FILE: &str = "stats";
 pub const METRICS_FILE: &str = "metrics";

@@ -139,7 +139,10 @@ fn o_trunc_and_o_append_are_honoured_on_temporary_files() {
     assert_eq!(current_string(&s), "new");
     assert_eq!(version_ids(&s).len(), 2);
     assert_eq!(m.read_string(&format!("{s}/current")), "new");
-    assert_eq!(ls(&dir), ["current", "json", "previous", "versions"]);
+    assert_eq!(
+        ls(&dir),
+        ["current", "json", "previous", "stages", "versions"]
+    );
 }
 
 #[test]
@@ -175,7 +178,7 @@ fn a_temporary_file_handle_keeps_working_after_rename_and_unlink() {
         "the handle after unlink"
     );
     assert_eq!(close_checked(f), Ok(()));
-    assert_eq!(ls(&dir), ["current", "json", "versions"]);
+    assert_eq!(ls(&dir), ["current", "json", "stages", "versions"]);
     assert_eq!(version_ids(&s).len(), 1);
 
     // Renamed onto current: the rename is the put, and later writes through
@@ -196,7 +199,10 @@ fn a_temporary_file_handle_keeps_working_after_rename_and_unlink() {
     assert_eq!(current_string(&s), "v1-more");
     assert_eq!(version_ids(&s).len(), 3);
     assert_eq!(m.read_string(&format!("{s}/current")), "v1-more");
-    assert_eq!(ls(&dir), ["current", "json", "previous", "versions"]);
+    assert_eq!(
+        ls(&dir),
+        ["current", "json", "previous", "stages", "versions"]
+    );
 }
 
 #[test]

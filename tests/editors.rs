@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 
-const OWN: [&str; 4] = ["current", "json", "previous", "versions"];
+const OWN: [&str; 5] = ["current", "json", "previous", "stages", "versions"];
 
 /// Runs `cmd` in the secret's directory on a fresh secret holding `start`,
 /// and checks: success, one new version holding `want`, no stray files, and
@@ -36,7 +36,11 @@ fn tool_makes_one_version(label: &str, start: &str, cmd: &str, want: &[u8]) {
     assert_eq!(got, want, "{label}");
     assert_eq!(m.read(&format!("{s}/current")).unwrap(), want, "{label}");
     assert_eq!(ls(&dir), OWN, "{label}: no stray files");
-    assert_eq!(ls(&m.p(&other)), ["current", "json", "versions"], "{label}");
+    assert_eq!(
+        ls(&m.p(&other)),
+        ["current", "json", "stages", "versions"],
+        "{label}"
+    );
     assert_eq!(version_ids(&other).len(), 1);
 }
 
@@ -201,7 +205,7 @@ fn temporary_files_are_bounded_and_refused_outside_secrets() {
     );
     // A temporary file alone never reaches Secrets Manager.
     assert_eq!(version_ids(&s).len(), 1);
-    assert_eq!(ls(&dir), ["current", "json", "versions"]);
+    assert_eq!(ls(&dir), ["current", "json", "stages", "versions"]);
 }
 
 #[test]

@@ -402,7 +402,9 @@ async fn temporary_files_stay_in_their_directory_and_rename_is_the_put() {
     };
     assert_eq!(
         names,
-        [".", "..", "current", "previous", "versions", "json"]
+        [
+            ".", "..", "current", "previous", "stages", "versions", "json"
+        ]
     );
 }
 

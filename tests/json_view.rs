@@ -374,7 +374,7 @@ fn a_child_secret_named_json_is_shadowed_and_logged() {
     create(&db, DB);
     create(&format!("{db}/json"), "the child");
     let m = Mount::aws().args(["--prefix", &top]).start();
-    assert_eq!(ls(&m.p(&db)), ["current", "json", "versions"]);
+    assert_eq!(ls(&m.p(&db)), ["current", "json", "stages", "versions"]);
     assert_eq!(
         ls(&m.p(&format!("{db}/json"))),
         ["password", "port", "username"]

@@ -55,7 +55,10 @@ fn nested_names_and_a_secret_that_is_also_a_prefix() {
     create(&pw, "db-password");
     let m = Mount::aws().args(["--prefix", &top]).start();
     let entries = ls(&m.p(&db));
-    assert_eq!(entries, ["current", "json", "password", "versions"]);
+    assert_eq!(
+        entries,
+        ["current", "json", "password", "stages", "versions"]
+    );
     assert_eq!(m.read_string(&format!("{db}/current")), "db-config");
     assert_eq!(m.read_string(&format!("{pw}/current")), "db-password");
     let prod = ls(&m.p(&format!("{top}/prod")));

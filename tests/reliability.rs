@@ -146,7 +146,10 @@ fn listing_a_secret_and_its_versions_decrypts_nothing() {
     create(&s, "first value");
     let second = put(&s, "second");
     let (proxy, m) = mount_via_proxy(&s, &[]);
-    assert_eq!(ls(&m.p(&s)), ["current", "json", "previous", "versions"]);
+    assert_eq!(
+        ls(&m.p(&s)),
+        ["current", "json", "previous", "stages", "versions"]
+    );
     // ls -l versions/: the attributes of every version.
     let versions = m.p(&format!("{s}/versions"));
     let ids = ls(&versions);

@@ -68,7 +68,13 @@ impl Fs {
                 .ok_or(Error::NotFound)?;
             return self.setattr_temp(ino, &file, size, owner.mode);
         }
-        if let Some(size) = size {
+        if let Some(size) = size
+            && let Node::StageFile(..) = &node
+        {
+            if let Some(e) = self.resize_stage(ino, &node, handle, size).await? {
+                return Ok(e);
+            }
+        } else if let Some(size) = size {
             if !matches!(node, Node::Current(_) | Node::JsonKey(..)) {
                 return Err(Error::Refused("read-only file"));
             }
@@ -179,6 +185,9 @@ impl Fs {
             return Err(Error::ReadOnly);
         }
         let node = self.node(parent)?;
+        if let Node::StagesDir(s) = &node {
+            return self.create_stage(s, name, flags, caller).await;
+        }
         if let Node::JsonDir(s) = node {
             return self.json_create(s, name, flags, caller).await;
         }
@@ -328,6 +337,9 @@ impl Fs {
         newname: &str,
     ) -> Result<()> {
         let (from_dir, to_dir) = (self.node(parent)?, self.node(newparent)?);
+        if let Node::StagesDir(s) = &from_dir {
+            return self.rename_stage(s, name, newparent, newname).await;
+        }
         if matches!(from_dir, Node::JsonDir(_)) || matches!(to_dir, Node::JsonDir(_)) {
             return Err(Error::NotPermitted(
                 "files in json/ cannot be renamed: write the key in place",

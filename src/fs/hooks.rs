@@ -88,10 +88,12 @@ impl Fs {
     }
 
     /// The kernel's copies of every file that shows a version of `name`
-    /// chosen by label (`current`, `previous`, `json/*`) are old.
+    /// chosen by label (`current`, `previous`, `json/*`, `stages/*`) are old.
     pub(super) fn label_files_changed(&self, name: &SecretName) {
         let of_labels = |n: &Node| match n {
-            Node::Current(s) | Node::Previous(s) | Node::JsonKey(s, _) => s == name,
+            Node::Current(s) | Node::Previous(s) | Node::JsonKey(s, _) | Node::StageFile(s, _) => {
+                s == name
+            }
             _ => false,
         };
         for ino in self.inodes.matching(of_labels) {

@@ -12,6 +12,7 @@ mod json;
 mod kernel;
 mod namespace;
 mod own;
+mod stages;
 mod temp;
 mod templates;
 mod write;
@@ -25,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::inode::{Ino, InodeTable, Node, Report};
 use crate::stats::Stats;
 use crate::store::{
-    SecretName, SecretStore, SecretVersion, Selector, Stage, StoreResult, VersionId,
+    Label, SecretName, SecretStore, SecretVersion, Selector, Stage, StoreResult, VersionId,
 };
 use crate::tree::{self, METRICS_FILE, OWN_FILES, REFRESH_FILE, STATS_DIR, STATS_FILE};
 use futures::future::BoxFuture;
@@ -34,6 +35,7 @@ use describe::Descriptions;
 use handles::{Handle, Handles};
 use kernel::KernelView;
 use namespace::{DirInfo, Namespace};
+use stages::Stages;
 use temp::Temps;
 use write::Writes;
 
@@ -278,6 +280,7 @@ pub struct Fs {
     writes: Writes,
     temps: Temps,
     mounted_at: SystemTime,
+    stages: Stages,
     watch: Option<Arc<crate::hooks::Watch>>,
     json: json::JsonViews,
     templates: templates::Templates,
@@ -315,6 +318,7 @@ impl Fs {
             writes: Writes::default(),
             temps: Temps::new(cfg.temp_max_files, cfg.temp_max_bytes),
             mounted_at: SystemTime::now(),
+            stages: Stages::default(),
             json: json::JsonViews::default(),
             templates: templates::Templates::new(&cfg.templates),
             rules: parking_lot::RwLock::new(cfg.rules.clone()),
@@ -415,6 +419,8 @@ impl Fs {
             Some(Node::RenderedDir) => format!("{STATS_DIR}/{RENDERED_DIR}"),
             Some(Node::Rendered(n)) => format!("{STATS_DIR}/{RENDERED_DIR}/{n}"),
             Some(Node::RefreshFile) => format!("{STATS_DIR}/{REFRESH_FILE}"),
+            Some(Node::StagesDir(s)) => join(s.as_str(), "stages"),
+            Some(Node::StageFile(s, l)) => format!("{s}/stages/{l}"),
             None => format!("(inode {} no longer known)", ino.0),
         }
     }
@@ -696,6 +702,11 @@ impl Fs {
             },
             Node::JsonKey(s, k) => self.json_attr(ino, s, k).await?,
             Node::RefreshFile => Entry::uncached(self.refresh_attr(ino)),
+            Node::StagesDir(_) => Entry {
+                attr: self.dir_attr(ino, true),
+                ttl: dir_ttl,
+            },
+            Node::StageFile(s, l) => self.stage_entry(ino, s, l).await?,
         })
     }
 
@@ -732,6 +743,7 @@ impl Fs {
                         "previous" if info.secret => Node::Previous(s),
                         "versions" if info.secret => Node::Versions(s),
                         "json" if info.secret => Node::JsonDir(s),
+                        "stages" if info.secret => Node::StagesDir(s),
                         _ if !tree::valid_component(name) => return Err(Error::NotFound),
                         _ => {
                             let child = tree::join(&p, name);
@@ -751,6 +763,7 @@ impl Fs {
                 }
                 Node::JsonKey(s, Arc::from(name))
             }
+            Node::StagesDir(s) => Node::StageFile(s, Label::new(name)),
             Node::StatsDir if name == STATS_FILE => Node::StatsFile(Report::Json),
             Node::StatsDir if name == METRICS_FILE => Node::StatsFile(Report::Prometheus),
             Node::StatsDir if name == RENDERED_DIR && self.has_templates() => Node::RenderedDir,
@@ -803,7 +816,11 @@ impl Fs {
                     .holds(ino, &version.id, version.value.len() as u64) =>
             {
                 self.kernel.forget_size(ino);
-                let writable = matches!(self.node(ino)?, Node::Current(_) | Node::JsonKey(..));
+                let writable = match self.node(ino)? {
+                    Node::Current(_) | Node::JsonKey(..) => true,
+                    Node::StageFile(_, l) => stages::writable(&l),
+                    _ => false,
+                };
                 let size = version.value.len() as u64;
                 let attr = self.file_attr(ino, size, version.created, writable);
                 return Ok(Entry::uncached(attr));
@@ -875,6 +892,7 @@ impl Fs {
                     if self.has_previous(&s).await {
                         push(Node::Previous(s.clone()), Kind::File, "previous");
                     }
+                    push(Node::StagesDir(s.clone()), Kind::Dir, "stages");
                     push(Node::Versions(s.clone()), Kind::Dir, "versions");
                     push(Node::JsonDir(s), Kind::Dir, "json");
                 }
@@ -903,6 +921,12 @@ impl Fs {
                         Kind::File,
                         id.as_str(),
                     );
+                }
+            }
+            Node::StagesDir(s) => {
+                for l in self.stage_listing(&s).await? {
+                    let node = Node::StageFile(s.clone(), l.clone());
+                    push(node, Kind::File, l.as_str());
                 }
             }
             Node::JsonDir(s) => {
@@ -963,6 +987,9 @@ impl Fs {
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let (name, sel) = match node {
             Node::Current(s) if writing => return self.open_write(ino, &s, flags, pid).await,
+            Node::StageFile(s, l) if writing => {
+                return self.open_stage_write(ino, &s, &l, flags, pid).await;
+            }
             Node::JsonKey(s, k) if writing => {
                 return self.open_json_write(ino, &s, &k, flags, pid).await;
             }
@@ -973,6 +1000,10 @@ impl Fs {
             Node::Current(s) => (s, Selector::Stage(Stage::Current)),
             Node::Previous(s) => (s, Selector::Stage(Stage::Previous)),
             Node::Version(s, id) => (s, Selector::Id(id)),
+            Node::StageFile(s, l) => {
+                let id = self.stage_id(&s, &l).await?;
+                (s, Selector::Id(id))
+            }
             Node::StatsFile(r) => {
                 let fh = self.handles.add(Handle::Plain(Arc::from(self.report(r))));
                 return Ok(Opened {
@@ -1020,6 +1051,10 @@ impl Fs {
             Node::Current(s) => (s, Selector::Stage(Stage::Current)),
             Node::Previous(s) => (s, Selector::Stage(Stage::Previous)),
             Node::Version(s, id) => (s, Selector::Id(id)),
+            Node::StageFile(s, l) => {
+                let id = self.stage_id(&s, &l).await?;
+                (s, Selector::Id(id))
+            }
             Node::StatsFile(r) => return Ok(slice(&self.report(r), offset, size)),
             Node::JsonKey(s, k) => return self.json_read(&s, &k, offset, size).await,
             Node::Rendered(n) => return self.read_rendered(&n, offset, size).await,

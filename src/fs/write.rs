@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 use crate::inode::Ino;
 use crate::process;
 use crate::store::{
-    SecretBytes, SecretName, SecretVersion, Selector, Stage, StoreError, StoreErrorKind, VersionId,
+    Label, SecretBytes, SecretName, SecretVersion, Selector, Stage, StoreError, StoreErrorKind,
+    VersionId,
 };
 
 /// Secrets Manager's limit on a value.
@@ -74,9 +75,11 @@ enum Target {
     /// AWSCURRENT's JSON with this key set to the bytes.
     /// (The key existed when the handle was opened.)
     JsonKey(Arc<str>, bool),
+    /// A new version carrying only this label (`stages/<label>`).
+    Stage(Label),
 }
 
-/// An open-for-writing `current` (or `json/<key>`).
+/// An open-for-writing `current` (or `json/<key>`, `stages/<label>`).
 pub struct WriteState {
     /// The inode of the `current` (or `json/<key>`) it writes.
     ino: Ino,
@@ -139,6 +142,20 @@ impl WriteState {
     pub fn creating(mut self) -> Self {
         self.create = true;
         self
+    }
+
+    /// Commits put a version carrying only `label` (AWSCURRENT stays).
+    pub fn staged(mut self, label: Label) -> Self {
+        self.target = Target::Stage(label);
+        self
+    }
+
+    /// The label this handle writes, when it writes `stages/<label>`.
+    pub fn stage(&self) -> Option<&Label> {
+        match &self.target {
+            Target::Stage(l) => Some(l),
+            Target::Current | Target::JsonKey(..) => None,
+        }
     }
 
     pub fn buf(&self) -> &[u8] {
@@ -233,7 +250,7 @@ impl Writes {
     }
 
     /// Logs when a secret is put more often than the API advises.
-    fn note_put(&self, name: &SecretName) {
+    pub(super) fn note_put(&self, name: &SecretName) {
         let now = Instant::now();
         let mut last = self.last_put.lock();
         if last.len() >= MAX_CHURN_ENTRIES {
@@ -407,6 +424,9 @@ impl Fs {
             tracing::error!(secret = %st.name, error = %e, "write at last close failed; value not stored");
         }
         self.kernel.close_write(st.ino);
+        if let Some(l) = st.stage() {
+            self.stages.closed(&st.name, l);
+        }
     }
 
     async fn commit(&self, st: &mut WriteState) -> Result<()> {
@@ -426,6 +446,10 @@ impl Fs {
                     super::json::Edit::Set(buf)
                 };
                 self.put_json(&st.name, key, edit).await.map(|_| ())
+            }
+            (Target::Stage(l), false) => {
+                let value = self.trimmed(&st.name, SecretBytes::new(st.buf.to_vec()));
+                self.put_staged(&st.name, l, value).await.map(|_| ())
             }
         };
         st.phase = match &result {
@@ -521,7 +545,12 @@ impl Fs {
     /// succeeded. Not found (a put may still be on its way) or cannot
     /// tell: `lost` is the answer, and AWSCURRENT is dropped from the cache
     /// so that the next read asks again.
-    async fn landed(&self, name: &SecretName, token: &str, lost: StoreError) -> Result<VersionId> {
+    pub(super) async fn landed(
+        &self,
+        name: &SecretName,
+        token: &str,
+        lost: StoreError,
+    ) -> Result<VersionId> {
         let id = VersionId::new(token);
         match self.store.get_value(name, &Selector::Id(id.clone())).await {
             Ok(Some(_)) => {

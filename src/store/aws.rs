@@ -22,7 +22,7 @@ use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 
 use super::{
-    Description, SecretBytes, SecretName, SecretStore, SecretVersion, Selector, StoreError,
+    Description, Label, SecretBytes, SecretName, SecretStore, SecretVersion, Selector, StoreError,
     StoreErrorKind, StoreResult, VersionId,
 };
 
@@ -826,19 +826,7 @@ impl SecretStore for AwsStore {
         value: &SecretBytes,
         token: &str,
     ) -> StoreResult<VersionId> {
-        // The token is set explicitly so the SDK's own retries reuse it: a
-        // lost response cannot create a second version.
-        let req = self
-            .client
-            .put_secret_value()
-            .secret_id(name.as_str())
-            .client_request_token(token);
-        let req = match value.as_text() {
-            Some(text) => req.secret_string(text),
-            None => req.secret_binary(Blob::new(value.as_bytes())),
-        };
-        let out = req.send().await.map_err(classify_sdk)?;
-        Ok(VersionId::new(out.version_id().unwrap_or(token)))
+        self.put(name, value, token, None).await
     }
 
     async fn create_secret(
@@ -852,6 +840,62 @@ impl SecretStore for AwsStore {
             .create_secret()
             .name(name.as_str())
             .client_request_token(token);
+        let req = match value.as_text() {
+            Some(text) => req.secret_string(text),
+            None => req.secret_binary(Blob::new(value.as_bytes())),
+        };
+        let out = req.send().await.map_err(classify_sdk)?;
+        Ok(VersionId::new(out.version_id().unwrap_or(token)))
+    }
+
+    async fn put_value_staged(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+        token: &str,
+        stages: &[Label],
+    ) -> StoreResult<VersionId> {
+        self.put(name, value, token, Some(stages)).await
+    }
+
+    async fn update_stage(
+        &self,
+        name: &SecretName,
+        label: &Label,
+        move_to: Option<&VersionId>,
+        remove_from: Option<&VersionId>,
+    ) -> StoreResult<()> {
+        self.client
+            .update_secret_version_stage()
+            .secret_id(name.as_str())
+            .version_stage(label.as_str())
+            .set_move_to_version_id(move_to.map(|v| v.to_string()))
+            .set_remove_from_version_id(remove_from.map(|v| v.to_string()))
+            .send()
+            .await
+            .map_err(classify_sdk)?;
+        Ok(())
+    }
+}
+
+impl AwsStore {
+    /// PutSecretValue; with `stages`, the new version carries exactly
+    /// those labels (and AWSCURRENT stays where it is unless named).
+    async fn put(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+        token: &str,
+        stages: Option<&[Label]>,
+    ) -> StoreResult<VersionId> {
+        // The token is set explicitly so the SDK's own retries reuse it: a
+        // lost response cannot create a second version.
+        let req = self
+            .client
+            .put_secret_value()
+            .secret_id(name.as_str())
+            .client_request_token(token)
+            .set_version_stages(stages.map(|s| s.iter().map(Label::to_string).collect()));
         let req = match value.as_text() {
             Some(text) => req.secret_string(text),
             None => req.secret_binary(Blob::new(value.as_bytes())),

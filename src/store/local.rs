@@ -17,8 +17,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Description, SecretBytes, SecretName, SecretStore, SecretVersion, Selector, Stage, StoreError,
-    StoreErrorKind, StoreResult, VersionId,
+    Description, Label, SecretBytes, SecretName, SecretStore, SecretVersion, Selector, Stage,
+    StoreError, StoreErrorKind, StoreResult, VersionId,
 };
 
 /// Unlabelled versions kept per secret, as AWS does.
@@ -252,6 +252,19 @@ impl LocalStore {
         token: &str,
         create: bool,
     ) -> StoreResult<VersionId> {
+        self.add(name, value, token, create, None).await
+    }
+
+    /// `add_version` with the labels the new version carries (None:
+    /// AWSCURRENT); the labels move to it from the versions that had them.
+    async fn add(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+        token: &str,
+        create: bool,
+        stages: Option<&[Label]>,
+    ) -> StoreResult<VersionId> {
         let _serial = self.writing.lock().await;
         // Changed on a copy: memory follows only once the file is written.
         let mut record = {
@@ -282,16 +295,27 @@ impl LocalStore {
                 (existing, _) => existing.cloned().unwrap_or_default(),
             }
         };
-        for v in &mut record.versions {
-            v.stages.retain(|s| s != Stage::Previous.label());
-            if let Some(s) = v.stages.iter_mut().find(|s| *s == Stage::Current.label()) {
-                *s = Stage::Previous.label().to_string();
+        let mut labels: Vec<String> = match stages {
+            None => vec![Stage::Current.label().to_string()],
+            Some(l) => l.iter().map(Label::to_string).collect(),
+        };
+        labels.dedup();
+        if labels.iter().any(|l| l == Stage::Current.label()) {
+            for v in &mut record.versions {
+                v.stages.retain(|s| s != Stage::Previous.label());
+                if let Some(s) = v.stages.iter_mut().find(|s| *s == Stage::Current.label()) {
+                    *s = Stage::Previous.label().to_string();
+                }
             }
+        }
+        // A label is on one version at a time: it moves to the new one.
+        for v in &mut record.versions {
+            v.stages.retain(|s| !labels.contains(s));
         }
         record.versions.push(Version {
             id: VersionId::new(token),
             created: SystemTime::now(),
-            stages: vec![Stage::Current.label().to_string()],
+            stages: labels,
             value: value.clone(),
         });
         let unlabelled = record
@@ -308,13 +332,20 @@ impl LocalStore {
                 true
             }
         });
+        self.save(name, record).await?;
+        Ok(VersionId::new(token))
+    }
+
+    /// Writes a changed record to disk, then to memory (the caller holds
+    /// `writing`).
+    async fn save(&self, name: &SecretName, record: Record) -> StoreResult<()> {
         let bytes = Self::encode(name.as_str(), &record)?;
         let (dir, file) = (self.dir.clone(), name.as_str().to_string());
         tokio::task::spawn_blocking(move || Self::write_atomically(&dir, &file, &bytes))
             .await
             .map_err(|_| StoreError::new(StoreErrorKind::Other, "store write task failed"))??;
         self.lock().insert(name.as_str().to_string(), record);
-        Ok(VersionId::new(token))
+        Ok(())
     }
 
     /// Seeds a few secrets to try the tree with (only into an empty store).
@@ -417,6 +448,109 @@ impl SecretStore for LocalStore {
     ) -> StoreResult<VersionId> {
         self.add_version(name, value, token, true).await
     }
+
+    async fn put_value_staged(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+        token: &str,
+        stages: &[Label],
+    ) -> StoreResult<VersionId> {
+        if stages.is_empty() {
+            return Err(StoreError::new(
+                StoreErrorKind::InvalidParameter,
+                "VersionStages needs at least one label",
+            ));
+        }
+        self.add(name, value, token, false, Some(stages)).await
+    }
+
+    async fn update_stage(
+        &self,
+        name: &SecretName,
+        label: &Label,
+        move_to: Option<&VersionId>,
+        remove_from: Option<&VersionId>,
+    ) -> StoreResult<()> {
+        let _serial = self.writing.lock().await;
+        let mut record = self
+            .lock()
+            .get(name.as_str())
+            .cloned()
+            .ok_or_else(|| StoreError::not_found(name))?;
+        move_label(&mut record, label, move_to, remove_from)?;
+        self.save(name, record).await
+    }
+}
+
+/// UpdateSecretVersionStage's rules: the label leaves `remove_from`, which
+/// must be the version carrying it when one does (unless that is
+/// `move_to`), and goes to `move_to`; AWSCURRENT cannot just be removed,
+/// and moving it puts AWSPREVIOUS on the version it left.
+fn move_label(
+    record: &mut Record,
+    label: &Label,
+    move_to: Option<&VersionId>,
+    remove_from: Option<&VersionId>,
+) -> StoreResult<()> {
+    let invalid = |m: String| StoreError::new(StoreErrorKind::InvalidParameter, m);
+    let index = |id: &VersionId| {
+        record
+            .versions
+            .iter()
+            .position(|v| v.id == *id)
+            .ok_or_else(|| invalid(format!("no version {id}")))
+    };
+    let to = move_to.map(index).transpose()?;
+    let from = remove_from.map(index).transpose()?;
+    let holder = record
+        .versions
+        .iter()
+        .position(|v| v.stages.iter().any(|s| s == label.as_str()));
+    if to.is_none() && from.is_none() {
+        return Err(invalid(
+            "MoveToVersionId or RemoveFromVersionId is needed".into(),
+        ));
+    }
+    if let Some(f) = from
+        && holder != Some(f)
+    {
+        return Err(invalid(format!(
+            "version {} does not carry {label}",
+            record.versions[f].id
+        )));
+    }
+    if let Some(h) = holder
+        && to != Some(h)
+        && from != Some(h)
+    {
+        return Err(invalid(format!(
+            "{label} is attached to version {}: RemoveFromVersionId must name it",
+            record.versions[h].id
+        )));
+    }
+    let current = label.as_str() == Stage::Current.label();
+    if current && to.is_none() {
+        return Err(invalid("AWSCURRENT can only be moved, not removed".into()));
+    }
+    if holder == to {
+        return Ok(());
+    }
+    if let Some(h) = holder {
+        record.versions[h].stages.retain(|s| s != label.as_str());
+    }
+    if let Some(t) = to {
+        record.versions[t].stages.push(label.to_string());
+    }
+    if current && let (Some(h), Some(_)) = (holder, to) {
+        for v in &mut record.versions {
+            v.stages.retain(|s| s != Stage::Previous.label());
+        }
+        record.versions[h]
+            .stages
+            .push(Stage::Previous.label().to_string());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -531,6 +665,136 @@ mod tests {
             text(&s, &n, Selector::Stage(Stage::Current)).await.unwrap(),
             "v109"
         );
+    }
+
+    fn label(l: &str) -> Label {
+        Label::parse(l).unwrap()
+    }
+
+    async fn labels_of(store: &LocalStore, name: &SecretName, id: &str) -> Vec<String> {
+        let d = store.describe(name).await.unwrap();
+        let (_, labels) = d.versions.iter().find(|(v, _)| v.as_str() == id).unwrap();
+        labels.clone()
+    }
+
+    #[tokio::test]
+    async fn a_staged_put_leaves_current_and_moves_its_label_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = SecretName::new("app");
+        let pending = label("AWSPENDING");
+        {
+            let s = LocalStore::open(dir.path()).unwrap();
+            s.create_secret(&n, &bytes("one"), "t1").await.unwrap();
+            s.put_value_staged(&n, &bytes("two"), "t2", std::slice::from_ref(&pending))
+                .await
+                .unwrap();
+            // The same token and value: the same version.
+            s.put_value_staged(&n, &bytes("two"), "t2", std::slice::from_ref(&pending))
+                .await
+                .unwrap();
+            s.put_value_staged(&n, &bytes("three"), "t3", std::slice::from_ref(&pending))
+                .await
+                .unwrap();
+        }
+        let s = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(s.list_version_ids(&n).await.unwrap().len(), 3);
+        assert_eq!(
+            text(&s, &n, Selector::Stage(Stage::Current)).await.unwrap(),
+            "one"
+        );
+        assert_eq!(text(&s, &n, Selector::Stage(Stage::Previous)).await, None);
+        assert_eq!(labels_of(&s, &n, "t3").await, ["AWSPENDING"]);
+        assert!(labels_of(&s, &n, "t2").await.is_empty(), "the label moved");
+        assert_eq!(labels_of(&s, &n, "t1").await, ["AWSCURRENT"]);
+        let e = s.put_value_staged(&n, &bytes("x"), "t4", &[]).await;
+        assert_eq!(e.unwrap_err().kind, StoreErrorKind::InvalidParameter);
+    }
+
+    #[tokio::test]
+    async fn moving_awscurrent_moves_awsprevious_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = SecretName::new("app");
+        let (current, pending) = (Label::of(Stage::Current), label("AWSPENDING"));
+        let (t2, t3) = (VersionId::new("t2"), VersionId::new("t3"));
+        {
+            let s = LocalStore::open(dir.path()).unwrap();
+            s.create_secret(&n, &bytes("one"), "t1").await.unwrap();
+            s.put_value(&n, &bytes("two"), "t2").await.unwrap();
+            s.put_value_staged(&n, &bytes("three"), "t3", std::slice::from_ref(&pending))
+                .await
+                .unwrap();
+            s.update_stage(&n, &current, Some(&t3), Some(&t2))
+                .await
+                .unwrap();
+            s.update_stage(&n, &pending, None, Some(&t3)).await.unwrap();
+        }
+        let s = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(labels_of(&s, &n, "t3").await, ["AWSCURRENT"]);
+        assert_eq!(labels_of(&s, &n, "t2").await, ["AWSPREVIOUS"]);
+        assert!(labels_of(&s, &n, "t1").await.is_empty());
+        assert_eq!(
+            text(&s, &n, Selector::Stage(Stage::Current)).await.unwrap(),
+            "three"
+        );
+        // Rollback: back to t2, and t3 becomes AWSPREVIOUS.
+        s.update_stage(&n, &current, Some(&t2), Some(&t3))
+            .await
+            .unwrap();
+        assert_eq!(labels_of(&s, &n, "t2").await, ["AWSCURRENT"]);
+        assert_eq!(labels_of(&s, &n, "t3").await, ["AWSPREVIOUS"]);
+    }
+
+    #[tokio::test]
+    async fn label_moves_follow_the_apis_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        let n = SecretName::new("app");
+        let (current, blue) = (Label::of(Stage::Current), label("blue"));
+        let (t1, t2) = (VersionId::new("t1"), VersionId::new("t2"));
+        s.create_secret(&n, &bytes("one"), "t1").await.unwrap();
+        s.put_value(&n, &bytes("two"), "t2").await.unwrap();
+        let kind = |r: StoreResult<()>| r.unwrap_err().kind;
+        // AWSCURRENT is on t2: moving it without naming t2 is refused.
+        assert_eq!(
+            kind(s.update_stage(&n, &current, Some(&t1), None).await),
+            StoreErrorKind::InvalidParameter
+        );
+        assert_eq!(
+            kind(s.update_stage(&n, &current, Some(&t1), Some(&t1)).await),
+            StoreErrorKind::InvalidParameter
+        );
+        assert_eq!(
+            kind(s.update_stage(&n, &current, None, Some(&t2)).await),
+            StoreErrorKind::InvalidParameter,
+            "AWSCURRENT cannot be removed"
+        );
+        let nope = VersionId::new("nope");
+        assert_eq!(
+            kind(s.update_stage(&n, &blue, Some(&nope), None).await),
+            StoreErrorKind::InvalidParameter
+        );
+        assert_eq!(
+            kind(
+                s.update_stage(&SecretName::new("x"), &blue, Some(&t1), None)
+                    .await
+            ),
+            StoreErrorKind::NotFound
+        );
+        // A new label attaches; moving it needs its holder; removing works.
+        s.update_stage(&n, &blue, Some(&t1), None).await.unwrap();
+        assert_eq!(labels_of(&s, &n, "t1").await, ["AWSPREVIOUS", "blue"]);
+        assert_eq!(
+            kind(s.update_stage(&n, &blue, Some(&t2), None).await),
+            StoreErrorKind::InvalidParameter
+        );
+        s.update_stage(&n, &blue, Some(&t2), Some(&t1))
+            .await
+            .unwrap();
+        assert_eq!(labels_of(&s, &n, "t2").await, ["AWSCURRENT", "blue"]);
+        s.update_stage(&n, &blue, None, Some(&t2)).await.unwrap();
+        assert_eq!(labels_of(&s, &n, "t2").await, ["AWSCURRENT"]);
+        // Nothing changed by the refusals.
+        assert_eq!(labels_of(&s, &n, "t1").await, ["AWSPREVIOUS"]);
     }
 
     #[tokio::test]

@@ -51,6 +51,37 @@ str_id!(
     /// A version id (a UUID in AWS and in the local store).
     VersionId
 );
+str_id!(
+    /// A staging label (`AWSCURRENT`, `AWSPENDING`, a custom one), as
+    /// `stages/<label>` shows it; built through `Label::parse`.
+    Label
+);
+
+/// The API reference's bound on a staging label (VersionStage).
+pub const MAX_LABEL_CHARS: usize = 256;
+
+impl Label {
+    /// A label Secrets Manager accepts: 1 to 256 characters.
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        match s.chars().count() {
+            0 => Err("a staging label cannot be empty"),
+            n if n > MAX_LABEL_CHARS => Err("a staging label has at most 256 characters"),
+            _ => Ok(Self::new(s)),
+        }
+    }
+
+    pub fn of(stage: Stage) -> Self {
+        Self::new(stage.label())
+    }
+
+    /// AWSCURRENT or AWSPREVIOUS: moved by Secrets Manager itself, never
+    /// set by a staged put.
+    pub fn is_reserved(&self) -> bool {
+        [Stage::Current, Stage::Previous]
+            .iter()
+            .any(|s| s.label() == self.as_str())
+    }
+}
 
 /// The two staging labels the tree exposes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -127,6 +158,14 @@ impl Description {
         self.versions
             .iter()
             .find(|(_, labels)| labels.iter().any(|l| l == stage.label()))
+            .map(|(id, _)| id)
+    }
+
+    /// The version carrying any staging label, if any.
+    pub fn with_label(&self, label: &Label) -> Option<&VersionId> {
+        self.versions
+            .iter()
+            .find(|(_, labels)| labels.iter().any(|l| l == label.as_str()))
             .map(|(id, _)| id)
     }
 }
@@ -206,6 +245,42 @@ pub trait SecretStore: Send + Sync + 'static {
         value: &SecretBytes,
         token: &str,
     ) -> StoreResult<VersionId>;
+    /// A new version carrying exactly `stages` (PutSecretValue with
+    /// VersionStages): the labels move to it from other versions, and
+    /// AWSCURRENT stays where it is unless it is one of them.
+    async fn put_value_staged(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+        token: &str,
+        stages: &[Label],
+    ) -> StoreResult<VersionId> {
+        let _ = (value, token, stages);
+        Err(unsupported(name, "PutSecretValue with VersionStages"))
+    }
+    /// UpdateSecretVersionStage: `label` moves to `move_to` (None: only
+    /// removed) from `remove_from` (which must be the version carrying it,
+    /// if any does). Moving AWSCURRENT moves AWSPREVIOUS to the version it
+    /// left.
+    async fn update_stage(
+        &self,
+        name: &SecretName,
+        label: &Label,
+        move_to: Option<&VersionId>,
+        remove_from: Option<&VersionId>,
+    ) -> StoreResult<()> {
+        let _ = (label, move_to, remove_from);
+        Err(unsupported(name, "UpdateSecretVersionStage"))
+    }
+}
+
+/// The answer of a store (a test double) that does not implement staging
+/// labels; the real stores and the wrappers all do.
+fn unsupported(name: &SecretName, op: &str) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Other,
+        format!("{op} is not supported by this store (secret {name})"),
+    )
 }
 
 /// Every call to the backend passes here: at most `max_calls` are open at
@@ -342,6 +417,32 @@ impl<S: SecretStore> SecretStore for Instrumented<S> {
         )
         .await
     }
+    async fn put_value_staged(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+        token: &str,
+        stages: &[Label],
+    ) -> StoreResult<VersionId> {
+        self.call(
+            ApiOp::PutSecretValue,
+            self.inner.put_value_staged(name, value, token, stages),
+        )
+        .await
+    }
+    async fn update_stage(
+        &self,
+        name: &SecretName,
+        label: &Label,
+        move_to: Option<&VersionId>,
+        remove_from: Option<&VersionId>,
+    ) -> StoreResult<()> {
+        self.call(
+            ApiOp::UpdateSecretVersionStage,
+            self.inner.update_stage(name, label, move_to, remove_from),
+        )
+        .await
+    }
 }
 
 #[async_trait]
@@ -377,6 +478,26 @@ impl SecretStore for Arc<dyn SecretStore> {
         token: &str,
     ) -> StoreResult<VersionId> {
         (**self).create_secret(name, value, token).await
+    }
+    async fn put_value_staged(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+        token: &str,
+        stages: &[Label],
+    ) -> StoreResult<VersionId> {
+        (**self).put_value_staged(name, value, token, stages).await
+    }
+    async fn update_stage(
+        &self,
+        name: &SecretName,
+        label: &Label,
+        move_to: Option<&VersionId>,
+        remove_from: Option<&VersionId>,
+    ) -> StoreResult<()> {
+        (**self)
+            .update_stage(name, label, move_to, remove_from)
+            .await
     }
 }
 
@@ -448,6 +569,40 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let store = Arc::new(Instrumented::new(slow.clone(), stats.clone(), max_calls));
         (store, slow, stats)
+    }
+
+    #[test]
+    fn labels_are_one_to_256_characters() {
+        assert!(Label::parse("").is_err());
+        assert!(Label::parse("AWSPENDING").is_ok());
+        assert!(
+            Label::parse(&"é".repeat(256)).is_ok(),
+            "characters, not bytes"
+        );
+        assert!(Label::parse(&"x".repeat(257)).is_err());
+        assert!(Label::of(Stage::Current).is_reserved());
+        assert!(Label::of(Stage::Previous).is_reserved());
+        assert!(!Label::parse("AWSPENDING").unwrap().is_reserved());
+    }
+
+    #[test]
+    fn a_description_finds_any_label() {
+        let d = Description {
+            versions: vec![
+                (VersionId::new("a"), vec!["AWSCURRENT".into()]),
+                (
+                    VersionId::new("b"),
+                    vec!["AWSPENDING".into(), "blue".into()],
+                ),
+            ],
+        };
+        let blue = Label::parse("blue").unwrap();
+        assert_eq!(d.with_label(&blue), Some(&VersionId::new("b")));
+        assert_eq!(
+            d.with_label(&Label::of(Stage::Current)),
+            Some(&VersionId::new("a"))
+        );
+        assert_eq!(d.with_label(&Label::parse("green").unwrap()), None);
     }
 
     #[tokio::test(start_paused = true)]
