@@ -77,14 +77,10 @@ impl Fs {
     }
 
     /// Drops what is cached of a secret's labels (values, description,
-    /// version list) and the kernel's copies, so the next read asks.
+    /// version list) and the kernel's copies, so the next read asks: what
+    /// a refresh of it does.
     pub(super) fn forget_secret(&self, name: &SecretName) {
-        for stage in [Stage::Current, Stage::Previous] {
-            self.values.remove(&(name.clone(), Selector::Stage(stage)));
-        }
-        self.descs.forget(name);
-        self.version_ids.remove(name);
-        self.label_files_changed(name);
+        self.refresh_secret(name);
     }
 
     /// The kernel's copies of every file that shows a version of `name`

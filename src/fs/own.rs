@@ -77,7 +77,7 @@ impl Fs {
     }
 
     /// An attribute with the ownership rules applied: a secret's files and
-    /// its directories (its own and `versions/`) take the first matching
+    /// its directories (its own, `versions/`, `json/`, `stages/`) take the first matching
     /// rule's owner, group and mode (x added wherever r is, for
     /// directories); the root and plain prefix directories become
     /// traversable by all (x for group and others) once any rule exists.
@@ -93,8 +93,12 @@ impl Fs {
             // attr_of calls a directory writable when it is the root, a
             // secret or a pending secret: of these, all but the root.
             Node::Dir(p) => !p.is_empty() && writable,
-            Node::Versions(_) => true,
-            Node::Current(_) | Node::Previous(_) | Node::Version(..) => false,
+            Node::Versions(_) | Node::JsonDir(_) | Node::StagesDir(_) => true,
+            Node::Current(_)
+            | Node::Previous(_)
+            | Node::Version(..)
+            | Node::JsonKey(..)
+            | Node::StageFile(..) => false,
             _ => return attr,
         };
         if matches!(node, Node::Dir(_)) && !secret_dir {
@@ -103,6 +107,11 @@ impl Fs {
         }
         let Some(rule) = secret_of(&node).and_then(|s| rules.for_secret(s.as_str()).cloned())
         else {
+            // A secret no rule names may hold secrets that rules give to
+            // others (prod/db and prod/db/pw): they must get through it.
+            if matches!(node, Node::Dir(_)) {
+                attr.perm |= 0o011;
+            }
             return attr;
         };
         attr.uid = rule.uid.unwrap_or(attr.uid);
@@ -177,6 +186,13 @@ impl Fs {
     /// cache entries and the kernel's caches go; the write returns when
     /// that is done.
     pub(super) async fn refresh(&self, data: &[u8]) -> Result<u32> {
+        // One write(2) is one request; a larger one may reach us in pieces
+        // cut mid-line, which would be taken as other names.
+        if data.len() > MAX_REFRESH_WRITE {
+            return Err(Error::Invalid(format!(
+                "write at most {MAX_REFRESH_WRITE} bytes at once to refresh"
+            )));
+        }
         for target in parse_targets(data)? {
             match &target {
                 Target::Secret(s) => self.refresh_secret(s),
@@ -188,7 +204,7 @@ impl Fs {
         Ok(data.len() as u32)
     }
 
-    fn refresh_secret(&self, s: &SecretName) {
+    pub(super) fn refresh_secret(&self, s: &SecretName) {
         for stage in [Stage::Current, Stage::Previous] {
             self.values.remove(&(s.clone(), Selector::Stage(stage)));
         }
@@ -225,6 +241,10 @@ impl Fs {
         }
     }
 }
+
+/// The largest write(2) to `refresh` (one page: the kernel hands it over
+/// whole).
+const MAX_REFRESH_WRITE: usize = 4096;
 
 #[cfg(test)]
 mod tests {

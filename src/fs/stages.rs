@@ -267,7 +267,7 @@ impl Fs {
         let _turn = self.writes.turn(name).await;
         let old = self.stage_now(name, l).await?;
         if old.is_some_and(|o| o.value == value) {
-            tracing::info!(secret = %name, label = %l, "value unchanged; no new version");
+            tracing::info!(secret = %name, label = ?l, "value unchanged; no new version");
             return Ok(false);
         }
         self.writes.note_put(name);
@@ -281,8 +281,8 @@ impl Fs {
             Err(e) if e.is_transient() => self.landed(name, &token, e).await?,
             Err(e) => return Err(e.into()),
         };
-        tracing::info!(secret = %name, label = %l, version = %id,
-            "new version stored with this label only; AWSCURRENT unchanged");
+        tracing::info!(secret = %name, label = ?l, version = %id,
+            "new version stored with this label");
         self.stats.staged_put();
         let new = Arc::new(SecretVersion {
             id: id.clone(),
@@ -295,6 +295,13 @@ impl Fs {
         self.version_ids.remove(name);
         self.descs.forget(name);
         self.labels_moved(name, std::slice::from_ref(l));
+        // A secret's first version takes AWSCURRENT whatever it is given
+        // (a secret created without a value): what is known of its labels
+        // (a remembered "no current") goes.
+        for stage in [Stage::Current, Stage::Previous] {
+            self.values.remove(&(name.clone(), Selector::Stage(stage)));
+        }
+        self.label_files_changed(name);
         Ok(true)
     }
 
@@ -345,7 +352,14 @@ impl Fs {
         let to = d.with_label(l).cloned().ok_or(Error::NotFound)?;
         let from = d.with_stage(Stage::Current).cloned();
         if from.as_ref() == Some(&to) {
-            tracing::info!(secret = %s, label = %l, "already AWSCURRENT; nothing to do");
+            // Already current (a label left there by an earlier promotion
+            // whose removal failed): the rename still takes the name away.
+            if writable(l) {
+                self.store.update_stage(s, l, None, Some(&to)).await?;
+                self.descs.forget(s);
+                self.labels_moved(s, std::slice::from_ref(l));
+            }
+            tracing::info!(secret = %s, label = ?l, "already AWSCURRENT");
             return Ok(());
         }
         let current = Label::of(Stage::Current);
@@ -354,17 +368,26 @@ impl Fs {
             .update_stage(s, &current, Some(&to), from.as_ref())
             .await
         {
-            // A lost answer may have moved it: the next reads ask again.
+            // A lost answer may have moved it (the SDK's retry is then
+            // refused, AWSCURRENT having left `from`): ask where it is.
             self.forget_labels(s);
-            return Err(e.into());
+            let moved = self
+                .described_now(s)
+                .await
+                .is_ok_and(|d| d.with_stage(Stage::Current) == Some(&to));
+            if !moved {
+                return Err(e.into());
+            }
+            tracing::warn!(secret = %s, label = ?l, error = %e,
+                "the answer to the promotion was lost or refused on retry; AWSCURRENT is on the version, so it succeeded");
         }
         self.stats.stage_moved();
-        tracing::info!(secret = %s, label = %l, version = %to,
+        tracing::info!(secret = %s, label = ?l, version = %to,
             previous = %from.as_ref().map_or("none", |v| v.as_str()), "promoted: AWSCURRENT moved");
         if writable(l)
             && let Err(e) = self.store.update_stage(s, l, None, Some(&to)).await
         {
-            tracing::warn!(secret = %s, label = %l, version = %to, error = %e,
+            tracing::warn!(secret = %s, label = ?l, version = %to, error = %e,
                 "promoted, but the label could not be removed from the version; it stays on the new current");
         }
         self.after_promotion(s, &to, from.as_ref());
