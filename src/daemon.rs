@@ -299,9 +299,6 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("secretsfs-rt")
-        // Templates render on these threads; the minijinja compiler
-        // recurses with the source's nesting (bounded by its 64 KiB).
-        .thread_stack_size(16 << 20)
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;

@@ -176,7 +176,9 @@ fn read_source(path: &Path) -> Result<String, String> {
 /// a source's expressions hold: minijinja compiles a chain of them by
 /// recursion, and a chain of some thousands overflows the stack (the
 /// daemon dies, at start or on SIGHUP).
-pub const MAX_OPERATORS: usize = 2_000;
+/// 500 keeps that recursion well inside a 2 MiB worker stack (no bigger
+/// stacks: with --mlock every thread's stack would be locked whole).
+pub const MAX_OPERATORS: usize = 500;
 
 fn operators(source: &str) -> usize {
     let mut n = 0;

@@ -743,3 +743,22 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[test]
+fn twice_the_longest_chain_a_source_may_hold_renders_on_a_worker_sized_stack() {
+    let n = super::def::MAX_OPERATORS * 2;
+    let source = format!("{{{{ 1{} }}}}", "|string".repeat(n));
+    let t = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            check("deep", &source).map_err(|e| e.to_string())?;
+            let out = render("deep", &source, Arc::new(HashMap::new()));
+            match out {
+                Pass::Done { bytes, .. } => Ok(bytes.as_bytes().to_vec()),
+                _ => Err("did not render".to_string()),
+            }
+        })
+        .unwrap();
+    assert_eq!(t.join().expect("no stack overflow").unwrap(), b"1");
+}
