@@ -11,7 +11,6 @@ use indexmap::IndexMap;
 use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
-use super::handles::Handle;
 use super::write::WriteState;
 use super::{Caller, Entry, Fs, Opened, slice};
 use crate::error::{Error, Result};
@@ -302,16 +301,7 @@ impl Fs {
         key: &str,
     ) -> Result<Opened> {
         let version = self.json_text(s, key).await?;
-        let mode = self
-            .kernel
-            .open_read(ino, &version.id, version.value.len() as u64);
-        let fh = self.handles.add(Handle::Read { ino, version, mode });
-        Ok(Opened {
-            fh,
-            keep_cache: mode.keep_cache,
-            direct_io: mode.direct_io,
-            no_flush: true,
-        })
+        Ok(self.read_handle(ino, version))
     }
 
     /// A read with no handle (no-open mode, read-only mounts).

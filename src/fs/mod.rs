@@ -1018,17 +1018,23 @@ impl Fs {
             _ => return Err(Error::IsDir),
         };
         let (version, _) = self.version(&name, sel).await?;
+        Ok(self.read_handle(ino, version))
+    }
+
+    /// A read handle pinning `version` on `ino`, with the page-cache mode
+    /// the kernel's view gives it.
+    fn read_handle(&self, ino: Ino, version: Arc<SecretVersion>) -> Opened {
         let mode = self
             .kernel
             .open_read(ino, &version.id, version.value.len() as u64);
         let fh = self.handles.add(Handle::Read { ino, version, mode });
         // A read handle has nothing to commit: no FLUSH at close.
-        Ok(Opened {
+        Opened {
             fh,
             keep_cache: mode.keep_cache,
             direct_io: mode.direct_io,
             no_flush: true,
-        })
+        }
     }
 
     pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {

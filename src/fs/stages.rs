@@ -258,12 +258,7 @@ impl Fs {
         l: &Label,
         value: SecretBytes,
     ) -> Result<bool> {
-        if value.is_empty() {
-            return Err(Error::Invalid("an empty value cannot be stored".into()));
-        }
-        if value.len() > MAX_VALUE_LEN {
-            return Err(Error::TooLarge);
-        }
+        super::write::check_value(&value)?;
         let _turn = self.writes.turn(name).await;
         let old = self.stage_now(name, l).await?;
         if old.is_some_and(|o| o.value == value) {
@@ -298,9 +293,7 @@ impl Fs {
         // A secret's first version takes AWSCURRENT whatever it is given
         // (a secret created without a value): what is known of its labels
         // (a remembered "no current") goes.
-        for stage in [Stage::Current, Stage::Previous] {
-            self.values.remove(&(name.clone(), Selector::Stage(stage)));
-        }
+        self.forget_labels(name);
         self.label_files_changed(name);
         Ok(true)
     }

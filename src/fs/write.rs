@@ -621,7 +621,7 @@ impl Fs {
 }
 
 /// Secrets Manager's limits on a value, checked before any call.
-fn check_value(value: &SecretBytes) -> Result<()> {
+pub(super) fn check_value(value: &SecretBytes) -> Result<()> {
     if value.is_empty() {
         return Err(Error::Invalid("an empty value cannot be stored".into()));
     }
