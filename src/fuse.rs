@@ -161,13 +161,18 @@ impl FuseAdapter {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // FUSE_DIRECT_IO_ALLOW_MMAP: read handles use direct I/O (every
+        // read is the handle's version) and must still be mappable.
         // The kernel drops cached pages itself when a refreshed mtime
         // differs. FUSE_ATOMIC_O_TRUNC is not asked for: with it the kernel
         // sets the inode's size to 0 at open(O_TRUNC), and readers of the
         // stored value, which share that size, read nothing until the write
         // is stored. Without it, O_TRUNC arrives as a setattr on the new
         // handle, answered with the stored value's size.
-        for cap in [InitFlags::FUSE_AUTO_INVAL_DATA] {
+        for cap in [
+            InitFlags::FUSE_AUTO_INVAL_DATA,
+            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
+        ] {
             if let Err(missing) = config.add_capabilities(cap) {
                 tracing::warn!(?missing, "kernel lacks a FUSE capability");
             }

@@ -326,12 +326,14 @@ async fn one_handle_sees_one_version_while_the_secret_changes() {
 async fn a_changed_version_invalidates_the_kernel_cache_after_the_ttl() {
     let s = setup(&[("app", "a")]).await;
     let ino = path_ino(&s.fs, "app/current").await.unwrap();
-    let o = s.fs.open(ino, libc::O_RDONLY, 1).await.unwrap();
-    assert!(!o.keep_cache, "first open: nothing cached to keep");
-    s.fs.release(o.fh).await;
-    let o = s.fs.open(ino, libc::O_RDONLY, 1).await.unwrap();
-    assert!(o.keep_cache, "unchanged version: keep the page cache");
-    s.fs.release(o.fh).await;
+    for _ in 0..2 {
+        let o = s.fs.open(ino, libc::O_RDONLY, 1).await.unwrap();
+        assert!(
+            o.direct_io && !o.keep_cache,
+            "every read is answered from the handle's version"
+        );
+        s.fs.release(o.fh).await;
+    }
     s.store
         .inner
         .put_value(
@@ -347,7 +349,7 @@ async fn a_changed_version_invalidates_the_kernel_cache_after_the_ttl() {
     s.fs.getattr(ino, None).await.unwrap();
     assert_eq!(s.inval.0.load(Ordering::SeqCst), before + 1);
     let o = s.fs.open(ino, libc::O_RDONLY, 1).await.unwrap();
-    assert!(!o.keep_cache);
+    assert!(o.direct_io && !o.keep_cache);
     assert_eq!(s.fs.read(ino, o.fh, 0, 10).await.unwrap(), b"b");
 }
 
@@ -479,40 +481,31 @@ async fn api_current(s: &Setup, name: &str) -> Vec<u8> {
         .to_vec()
 }
 
-// Issue item 1: an old reader must not pin the old value for later opens.
+// An old reader must not pin the old value for later opens, and a held
+// handle reads its own version: every read handle uses direct I/O (the page
+// cache and the inode's one size are shared by all handles).
 #[tokio::test(start_paused = true)]
-async fn an_old_reader_makes_later_opens_bypass_the_page_cache_until_it_closes() {
+async fn every_read_handle_bypasses_the_page_cache_and_reads_its_own_version() {
     let s = setup(&[("app", "one")]).await;
     let ino = path_ino(&s.fs, "app/current").await.unwrap();
     let a = s.fs.open(ino, libc::O_RDONLY, PID()).await.unwrap();
-    assert!(!a.direct_io);
-    write_all(&s.fs, "app/current", b"two", libc::O_TRUNC)
+    assert!(a.direct_io && !a.keep_cache);
+    write_all(&s.fs, "app/current", b"two-longer", libc::O_TRUNC)
         .await
         .unwrap();
     let b = s.fs.open(ino, libc::O_RDONLY, PID()).await.unwrap();
-    assert!(
-        b.direct_io && !b.keep_cache,
-        "A can still fill the page cache with 'one': B must bypass it"
-    );
-    assert_eq!(s.fs.read(ino, a.fh, 0, 10).await.unwrap(), b"one");
-    assert_eq!(s.fs.read(ino, b.fh, 0, 10).await.unwrap(), b"two");
+    assert!(b.direct_io && !b.keep_cache);
+    assert_eq!(s.fs.read(ino, a.fh, 0, 4096).await.unwrap(), b"one");
+    assert_eq!(s.fs.read(ino, b.fh, 0, 4096).await.unwrap(), b"two-longer");
+    // fstat of each handle: the size of the version it reads.
+    assert_eq!(s.fs.getattr(ino, Some(a.fh)).await.unwrap().attr.size, 3);
+    assert_eq!(s.fs.getattr(ino, Some(b.fh)).await.unwrap().attr.size, 10);
     s.fs.release(a.fh).await;
     s.fs.release(b.fh).await;
-    // Until the kernel has asked for the new size, opens bypass the page
-    // cache (it stops at the size the kernel holds).
-    let early = s.fs.open(ino, libc::O_RDONLY, PID()).await.unwrap();
-    assert!(early.direct_io);
-    s.fs.release(early.fh).await;
     s.fs.getattr(ino, None).await.unwrap();
     let c = s.fs.open(ino, libc::O_RDONLY, PID()).await.unwrap();
-    assert!(
-        !c.keep_cache && !c.direct_io,
-        "the pages may hold 'one': dropped at this open"
-    );
+    assert!(c.direct_io && !c.keep_cache, "and after they close");
     s.fs.release(c.fh).await;
-    let d = s.fs.open(ino, libc::O_RDONLY, PID()).await.unwrap();
-    assert!(d.keep_cache, "pages of 'two' only: kept");
-    s.fs.release(d.fh).await;
 }
 
 // Issue item 2: O_TRUNC and O_APPEND on every open of a temporary file.

@@ -8,20 +8,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use super::kernel::ReadMode;
 use super::temp::TempRef;
 use super::write::WriteRef;
 use super::{Attr, DirEntry};
-use crate::inode::Ino;
 use crate::store::{SecretBytes, SecretVersion};
 
 #[derive(Clone)]
 pub enum Handle {
-    Read {
-        ino: Ino,
-        version: Arc<SecretVersion>,
-        mode: ReadMode,
-    },
+    /// A read handle: one version from open to close (every read is
+    /// answered from it, with direct I/O).
+    Read(Arc<SecretVersion>),
     /// Bytes fixed at open (the stats file).
     Plain(Arc<[u8]>),
     Write(WriteRef),

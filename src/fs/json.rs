@@ -283,25 +283,17 @@ impl Fs {
             }
             return Err(Error::NotFound);
         };
-        let size = text.len() as u64;
-        Ok(match self.kernel.tell(ino, &v.id, size) {
-            None => Entry {
-                attr: self.file_attr(ino, size, v.created, true),
-                ttl,
-            },
-            Some(held) => Entry::uncached(self.file_attr(ino, held, v.created, true)),
+        self.kernel.tell(ino, &v.id);
+        Ok(Entry {
+            attr: self.file_attr(ino, text.len() as u64, v.created, true),
+            ttl,
         })
     }
 
     /// A read handle pins the key's text of one AWSCURRENT version.
-    pub(super) async fn open_json_read(
-        &self,
-        ino: Ino,
-        s: &SecretName,
-        key: &str,
-    ) -> Result<Opened> {
+    pub(super) async fn open_json_read(&self, s: &SecretName, key: &str) -> Result<Opened> {
         let version = self.json_text(s, key).await?;
-        Ok(self.read_handle(ino, version))
+        Ok(self.read_handle(version))
     }
 
     /// A read with no handle (no-open mode, read-only mounts).

@@ -635,44 +635,11 @@ impl Fs {
                     )));
                 }
                 let (v, ttl) = self.version(s, Selector::Stage(stage)).await?;
-                let size = v.value.len() as u64;
-                let writable = stage == Stage::Current;
-                match self.kernel.tell(ino, &v.id, size) {
-                    None => Entry {
-                        attr: self.file_attr(ino, size, v.created, writable),
-                        ttl,
-                    },
-                    Some(held) => Entry::uncached(self.file_attr(ino, held, v.created, writable)),
-                }
+                self.version_entry(ino, &v, ttl, stage == Stage::Current)
             }
             Node::Version(s, id) => {
-                let key = (s.clone(), Selector::Id(id.clone()));
-                let listed =
-                    || async { self.version_list(s).await.is_ok_and(|ids| ids.contains(id)) };
-                // Not on a read-only mount: the kernel then reads through the
-                // page cache (no open, no direct I/O), which stops at the size.
-                if !self.cfg.read_only
-                    && self.values.peek_any(&key).flatten().is_none()
-                    && listed().await
-                {
-                    // Known to exist, value not fetched: no decrypt only to
-                    // report a size. Size 0 for now, reads bypass the page
-                    // cache, and the kernel asks again next time.
-                    self.kernel.tell_size_unknown(ino);
-                    return Ok(Entry::uncached(self.file_attr(
-                        ino,
-                        0,
-                        self.mounted_at,
-                        false,
-                    )));
-                }
-                let (v, ttl) = self.version(s, Selector::Id(id.clone())).await?;
-                // One version per inode: nothing else can be held.
-                let _ = self.kernel.tell(ino, &v.id, v.value.len() as u64);
-                Entry {
-                    attr: self.file_attr(ino, v.value.len() as u64, v.created, false),
-                    ttl,
-                }
+                let listed = async { self.version_list(s).await.is_ok_and(|ids| ids.contains(id)) };
+                self.by_id_entry(ino, s, id, listed, false).await?
             }
             Node::Versions(_) => Entry {
                 attr: self.dir_attr(ino, false),
@@ -708,6 +675,46 @@ impl Fs {
             },
             Node::StageFile(s, l) => self.stage_entry(ino, s, l).await?,
         })
+    }
+
+    /// The attributes of a file showing version `v`, telling the kernel
+    /// which version they describe (its caches go when that changes).
+    fn version_entry(&self, ino: Ino, v: &SecretVersion, ttl: Duration, writable: bool) -> Entry {
+        self.kernel.tell(ino, &v.id);
+        Entry {
+            attr: self.file_attr(ino, v.value.len() as u64, v.created, writable),
+            ttl,
+        }
+    }
+
+    /// The attributes of a file showing version `id` (`versions/<id>`,
+    /// `stages/<label>`). When the version is known to exist (`exists`, asked only then)
+    /// and its value is not cached, no decrypt only to report a size: size
+    /// 0 for now, and the kernel asks again next time. Reads are not bound
+    /// by it (direct I/O). Not on a read-only mount: the kernel then reads
+    /// through the page cache (no open), which stops at the size.
+    async fn by_id_entry(
+        &self,
+        ino: Ino,
+        s: &SecretName,
+        id: &VersionId,
+        exists: impl Future<Output = bool>,
+        writable: bool,
+    ) -> Result<Entry> {
+        let key = (s.clone(), Selector::Id(id.clone()));
+        let cached = self.values.peek_any(&key).flatten().is_some();
+        match cached {
+            false if !self.cfg.read_only && exists.await => Ok(Entry::uncached(self.file_attr(
+                ino,
+                0,
+                self.mounted_at,
+                writable,
+            ))),
+            _ => {
+                let (v, ttl) = self.version(s, Selector::Id(id.clone())).await?;
+                Ok(self.version_entry(ino, &v, ttl, writable))
+            }
+        }
     }
 
     fn temp_attr(&self, ino: Ino, t: &temp::TempFile) -> Attr {
@@ -796,7 +803,7 @@ impl Fs {
     /// may have been renamed or unlinked since.
     pub async fn getattr(&self, ino: Ino, fh: Option<u64>) -> Result<Entry> {
         let handle = fh.and_then(|fh| self.handles.get(fh));
-        match handle.clone() {
+        match handle {
             Some(Handle::Temp(t)) => {
                 let f = t.file.lock();
                 if f.target.is_none() {
@@ -805,39 +812,30 @@ impl Fs {
             }
             // fstat of a rendered file: the bytes this handle pinned.
             Some(Handle::Rendered { attr, .. }) => return Ok(Entry::uncached(attr)),
-            // The kernel asks with a reader's handle before it reads through
-            // the page cache (which stops at the size it holds): the size is
-            // that of the version this handle reads, whatever is current now.
-            // (When the kernel already holds that version's size, the
-            // ordinary answer below is the same, and keeps its TTL.)
-            Some(Handle::Read { version, .. })
-                if !self
-                    .kernel
-                    .holds(ino, &version.id, version.value.len() as u64) =>
-            {
-                self.kernel.forget_size(ino);
-                let writable = match self.node(ino)? {
-                    Node::Current(_) | Node::JsonKey(..) => true,
-                    Node::StageFile(_, l) => stages::writable(&l),
-                    _ => false,
-                };
-                let size = version.value.len() as u64;
-                let attr = self.file_attr(ino, size, version.created, writable);
+            // fstat of a read handle: the version it reads, whatever is
+            // current now (it may have been renamed or removed since).
+            Some(Handle::Read(version)) => {
+                let node = self.node(ino)?;
+                let attr = self.file_attr(
+                    ino,
+                    version.value.len() as u64,
+                    version.created,
+                    self.writable_node(&node),
+                );
                 return Ok(Entry::uncached(attr));
             }
             _ => {}
         }
         let node = self.node(ino)?;
-        match (self.attr_of(ino, &node).await, handle) {
-            // The file is gone (a JSON key removed), the open file is not:
-            // fstat answers for what the handle holds.
-            (Err(Error::NotFound), Some(Handle::Read { version, .. })) => {
-                let writable = matches!(node, Node::Current(_) | Node::JsonKey(..));
-                let size = version.value.len() as u64;
-                let attr = self.file_attr(ino, size, version.created, writable);
-                Ok(Entry::uncached(attr))
-            }
-            (got, _) => got,
+        self.attr_of(ino, &node).await
+    }
+
+    /// Whether a file node can be written (its mode shows it).
+    fn writable_node(&self, node: &Node) -> bool {
+        match node {
+            Node::Current(_) | Node::JsonKey(..) => true,
+            Node::StageFile(_, l) => stages::writable(l),
+            _ => false,
         }
     }
 
@@ -993,7 +991,7 @@ impl Fs {
             Node::JsonKey(s, k) if writing => {
                 return self.open_json_write(ino, &s, &k, flags, pid).await;
             }
-            Node::JsonKey(s, k) => return self.open_json_read(ino, &s, &k).await,
+            Node::JsonKey(s, k) => return self.open_json_read(&s, &k).await,
             Node::Previous(_) | Node::Version(..) | Node::StatsFile(_) if writing => {
                 return Err(Error::Refused("read-only file"));
             }
@@ -1018,28 +1016,27 @@ impl Fs {
             _ => return Err(Error::IsDir),
         };
         let (version, _) = self.version(&name, sel).await?;
-        Ok(self.read_handle(ino, version))
+        Ok(self.read_handle(version))
     }
 
-    /// A read handle pinning `version` on `ino`, with the page-cache mode
-    /// the kernel's view gives it.
-    fn read_handle(&self, ino: Ino, version: Arc<SecretVersion>) -> Opened {
-        let mode = self
-            .kernel
-            .open_read(ino, &version.id, version.value.len() as u64);
-        let fh = self.handles.add(Handle::Read { ino, version, mode });
+    /// A read handle pinning `version`. Direct I/O, so that every read is
+    /// answered from this version by construction: the page cache is one
+    /// per inode and bounded by one size per inode, which another handle's
+    /// write or a newer version changes (see kernel.rs).
+    fn read_handle(&self, version: Arc<SecretVersion>) -> Opened {
+        let fh = self.handles.add(Handle::Read(version));
         // A read handle has nothing to commit: no FLUSH at close.
         Opened {
             fh,
-            keep_cache: mode.keep_cache,
-            direct_io: mode.direct_io,
+            keep_cache: false,
+            direct_io: true,
             no_flush: true,
         }
     }
 
     pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         match self.handles.get(fh) {
-            Some(Handle::Read { version, .. }) => {
+            Some(Handle::Read(version)) => {
                 return Ok(slice(version.value.as_bytes(), offset, size));
             }
             Some(Handle::Plain(b)) => return Ok(slice(&b, offset, size)),
@@ -1072,9 +1069,6 @@ impl Fs {
 
     pub async fn release(&self, fh: u64) {
         match self.handles.remove(fh) {
-            Some(Handle::Read { ino, version, mode }) => {
-                self.kernel.close_read(ino, &version.id, mode)
-            }
             Some(Handle::Write(w)) => self.release_write(w).await,
             Some(Handle::Temp(t)) => self.release_temp(t).await,
             _ => {}

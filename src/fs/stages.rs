@@ -117,15 +117,8 @@ impl Fs {
             }
             id => id?,
         };
-        let (v, _) = self.version(s, Selector::Id(id)).await?;
-        let size = v.value.len() as u64;
-        Ok(match self.kernel.tell(ino, &v.id, size) {
-            None => Entry {
-                attr: self.file_attr(ino, size, v.created, writable(l)),
-                ttl: self.cfg.ttl,
-            },
-            Some(held) => Entry::uncached(self.file_attr(ino, held, v.created, writable(l))),
-        })
+        self.by_id_entry(ino, s, &id, std::future::ready(true), writable(l))
+            .await
     }
 
     /// The labels `stages/` lists: every label of every version that can
