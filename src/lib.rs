@@ -8,6 +8,7 @@ pub mod fs;
 pub mod fuse;
 pub mod hooks;
 pub mod inode;
+pub mod jsonobj;
 pub mod mount;
 pub mod preflight;
 pub mod process;

@@ -65,12 +65,11 @@ impl ModelStore {
 }
 
 fn version(id: &str, value: &[u8]) -> SecretVersion {
-    SecretVersion {
-        id: VersionId::new(id),
-        value: SecretBytes::new(value.to_vec()),
-        created: SystemTime::UNIX_EPOCH,
-        fetched: tokio::time::Instant::now(),
-    }
+    SecretVersion::new(
+        VersionId::new(id),
+        SecretBytes::new(value.to_vec()),
+        SystemTime::UNIX_EPOCH,
+    )
 }
 
 #[async_trait]

@@ -7,8 +7,6 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use indexmap::IndexMap;
-use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
 use super::write::WriteState;
@@ -18,10 +16,6 @@ use crate::inode::{Ino, Node};
 use crate::process;
 use crate::store::{SecretBytes, SecretName, SecretVersion, Selector, Stage};
 use crate::tree::{self, Warned};
-
-/// A JSON object's top-level keys in order, each with its value's text as
-/// written (borrowed from the zeroed value buffer: no copy of a value).
-type Fields<'a> = IndexMap<String, &'a RawValue>;
 
 /// What a commit does to a key.
 #[derive(Clone, Copy, Debug)]
@@ -37,13 +31,6 @@ pub(super) enum Edit<'a> {
 
 fn not_an_object() -> Error {
     Error::Invalid("AWSCURRENT is not a JSON object".into())
-}
-
-/// The value's top-level keys, when it is a UTF-8 JSON object. A key given
-/// twice keeps its first place and its last value (as most parsers read it).
-fn fields(value: &[u8]) -> Option<Fields<'_>> {
-    let text = std::str::from_utf8(value).ok()?;
-    serde_json::from_str(text).ok()
 }
 
 /// Whether a key can be shown as a file name.
@@ -90,26 +77,25 @@ fn text_of(raw: &str) -> Zeroizing<Vec<u8>> {
     compact(raw)
 }
 
-/// `key`'s file content, if the value is a JSON object holding it.
-pub(super) fn key_text(value: &[u8], key: &str) -> Option<SecretBytes> {
-    let f = fields(value)?;
-    let raw = f.get(key)?;
-    Some(SecretBytes::new(std::mem::take(&mut *text_of(raw.get()))))
+/// `key`'s file content, if the version's value is a JSON object holding it.
+pub(super) fn key_text(v: &SecretVersion, key: &str) -> Option<SecretBytes> {
+    let raw = v.json()?.raw(v.value.as_bytes(), key)?;
+    Some(SecretBytes::new(std::mem::take(&mut *text_of(raw))))
 }
 
-/// The keys of the value's JSON object; None when it is not one.
-pub(super) fn keys(value: &[u8]) -> Option<Vec<String>> {
-    Some(fields(value)?.into_keys().collect())
+/// The keys of the version's JSON object; None when it is not one.
+pub(super) fn keys(v: &SecretVersion) -> Option<Vec<String>> {
+    Some(v.json()?.keys().map(str::to_string).collect())
 }
 
 /// The JSON text of `written` for a key now holding `old` (None: a new
 /// key). The key keeps its type, so that what is read can be written back:
 /// a string (or a new key) takes the bytes as a string; any other value
 /// takes them as JSON.
-fn encode(written: &[u8], old: Option<&RawValue>) -> Result<Zeroizing<Vec<u8>>> {
+fn encode(written: &[u8], old: Option<&str>) -> Result<Zeroizing<Vec<u8>>> {
     let text = std::str::from_utf8(written)
         .map_err(|_| Error::Invalid("a JSON value must be UTF-8".into()))?;
-    if old.is_none_or(|o| is_string(o.get())) {
+    if old.is_none_or(is_string) {
         // Escaping makes a byte at most six ("\u0000"): no regrowth leaves
         // an unzeroed copy behind.
         let mut out = Zeroizing::new(Vec::with_capacity(text.len() * 6 + 2));
@@ -118,73 +104,43 @@ fn encode(written: &[u8], old: Option<&RawValue>) -> Result<Zeroizing<Vec<u8>>> 
         return Ok(out);
     }
     let trimmed = text.trim_matches(|c: char| c.is_ascii_whitespace());
-    serde_json::from_str::<&RawValue>(trimmed).map_err(|_| {
+    serde_json::from_str::<&serde_json::value::RawValue>(trimmed).map_err(|_| {
         Error::Invalid("this key holds a JSON value that is not a string: write JSON".into())
     })?;
     Ok(compact(trimmed))
 }
 
-/// AWSCURRENT (`current`) with `key` changed: set in its place (a new key
-/// goes last) or removed. Every other key's text is kept as it was; the
-/// object is written compact. Setting a key to what it holds returns
-/// `current` itself, so that no version is made.
-pub(super) fn merged(current: &[u8], key: &str, edit: Edit<'_>) -> Result<SecretBytes> {
-    let f = fields(current).ok_or_else(not_an_object)?;
-    let old = f.get(key).copied();
-    let new = match edit {
-        Edit::Replace(_) if old.is_none() => {
-            return Err(Error::NotFound);
-        }
+/// AWSCURRENT (`current`) with `key` changed: its value replaced in place,
+/// a new key added last, or the key removed. Every other byte of the text
+/// stays as it was, and the value keeps its kind (a binary secret stays
+/// binary). Setting a key to what it holds returns `current`'s value
+/// itself, so that no version is made.
+pub(super) fn merged(current: &SecretVersion, key: &str, edit: Edit<'_>) -> Result<SecretBytes> {
+    let index = current.json().ok_or_else(not_an_object)?;
+    let text = current.value.as_bytes();
+    let old = index.raw(text, key);
+    let mut out = match edit {
+        Edit::Replace(_) if old.is_none() => return Err(Error::NotFound),
         Edit::Set(written) | Edit::Replace(written) => {
             let new = encode(written, old)?;
             let as_str = std::str::from_utf8(&new).expect("JSON text is UTF-8");
             // Unchanged: the same string (however escaped), or the same
             // JSON text; a string and a number of the same text differ.
             let same = old.is_some_and(|o| {
-                if is_string(o.get()) {
-                    is_string(as_str) && text_of(o.get()) == text_of(as_str)
+                if is_string(o) {
+                    is_string(as_str) && text_of(o) == text_of(as_str)
                 } else {
-                    compact(o.get())[..] == new[..]
+                    compact(o)[..] == new[..]
                 }
             });
             if same {
-                return Ok(SecretBytes::new(current.to_vec()));
+                return Ok(current.value.clone());
             }
-            Some(new)
+            index.set(text, key, &new)
         }
-        Edit::Remove if old.is_none() => return Err(Error::NotFound),
-        Edit::Remove => None,
+        Edit::Remove => index.remove(text, key).ok_or(Error::NotFound)?,
     };
-    // Key names are not secret; values are copied once into a buffer of
-    // the final size.
-    let mut parts: Vec<(String, &[u8])> = f
-        .iter()
-        .filter_map(|(k, v)| match (k == key, &new) {
-            (false, _) => Some((k.as_str(), v.get().as_bytes())),
-            (true, Some(n)) => Some((k.as_str(), n.as_slice())),
-            (true, None) => None,
-        })
-        .map(|(k, v)| (serde_json::to_string(k).expect("a string encodes"), v))
-        .collect();
-    if let (None, Some(n)) = (old, &new) {
-        parts.push((serde_json::to_string(key).expect("a string encodes"), n));
-    }
-    let len = 2 + parts
-        .iter()
-        .map(|(k, v)| k.len() + v.len() + 2)
-        .sum::<usize>();
-    let mut out = Zeroizing::new(Vec::with_capacity(len));
-    out.push(b'{');
-    for (i, (k, v)) in parts.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(k.as_bytes());
-        out.push(b':');
-        out.extend_from_slice(v);
-    }
-    out.push(b'}');
-    Ok(SecretBytes::new(std::mem::take(&mut *out)))
+    Ok(current.value.of_kind(std::mem::take(&mut *out)))
 }
 
 /// Names editors give their backup, swap, lock and temporary files (vim's
@@ -237,7 +193,7 @@ impl Fs {
     /// not a JSON object.
     pub(super) async fn json_keys(&self, s: &SecretName) -> Result<Vec<String>> {
         let (v, _) = self.json_source(s).await?;
-        let all = keys(v.value.as_bytes()).unwrap_or_default();
+        let all = keys(&v).unwrap_or_default();
         Ok(all
             .into_iter()
             .filter(|k| {
@@ -255,13 +211,8 @@ impl Fs {
     /// The key's text in AWSCURRENT, or NotFound.
     async fn json_text(&self, s: &SecretName, key: &str) -> Result<Arc<SecretVersion>> {
         let (v, _) = self.json_source(s).await?;
-        let text = key_text(v.value.as_bytes(), key).ok_or(Error::NotFound)?;
-        Ok(Arc::new(SecretVersion {
-            id: v.id.clone(),
-            value: text,
-            created: v.created,
-            fetched: v.fetched,
-        }))
+        let text = key_text(&v, key).ok_or(Error::NotFound)?;
+        Ok(Arc::new(SecretVersion::new(v.id.clone(), text, v.created)))
     }
 
     /// A key file's attributes: its text's size, AWSCURRENT's date; the
@@ -271,7 +222,7 @@ impl Fs {
             return Err(Error::NotFound);
         }
         let (v, ttl) = self.json_source(s).await?;
-        let Some(text) = key_text(v.value.as_bytes(), key) else {
+        let Some(text) = key_text(&v, key) else {
             // A key being created: it exists once its writer's close puts it.
             if self.kernel.writing(ino) {
                 return Ok(Entry::uncached(self.file_attr(
@@ -324,9 +275,9 @@ impl Fs {
         let mut buf = Zeroizing::new(Vec::new());
         if flags & libc::O_TRUNC == 0 {
             let cur = self.current_now(s).await?.ok_or(Error::NotFound)?;
-            let f = fields(cur.value.as_bytes()).ok_or_else(not_an_object)?;
-            let raw = f.get(&**key).ok_or(Error::NotFound)?;
-            buf = text_of(raw.get());
+            let index = cur.json().ok_or_else(not_an_object)?;
+            let raw = index.raw(cur.value.as_bytes(), key);
+            buf = text_of(raw.ok_or(Error::NotFound)?);
         }
         let state = WriteState::new(ino, s.clone(), buf, flags, process::tgid(pid))
             .json_key(key.clone(), true);
@@ -354,15 +305,15 @@ impl Fs {
         // install(1) unlinked the key to create it anew: the key is there.
         let replacing = self.writes.end_replacing(&key_path(&s, name), owner);
         let cur = self.current_now(&s).await?.ok_or(Error::NotFound)?;
-        let f = fields(cur.value.as_bytes()).ok_or_else(not_an_object)?;
-        let existing = f.get(name);
+        let index = cur.json().ok_or_else(not_an_object)?;
+        let existing = index.raw(cur.value.as_bytes(), name);
         if flags & libc::O_EXCL != 0 && existing.is_some() && !replacing {
             return Err(Error::Exists);
         }
         // The key may exist although the lookup (from the cache) did not
         // see it: without O_TRUNC, build on what it holds.
         let buf = match existing {
-            Some(raw) if flags & libc::O_TRUNC == 0 && !replacing => text_of(raw.get()),
+            Some(raw) if flags & libc::O_TRUNC == 0 && !replacing => text_of(raw),
             _ => Zeroizing::new(Vec::new()),
         };
         let key: Arc<str> = Arc::from(name);
@@ -407,7 +358,7 @@ impl Fs {
         }
         let made = self
             .put_with(s, false, |cur| {
-                merged(cur.ok_or(Error::NotFound)?.value.as_bytes(), key, edit)
+                merged(cur.ok_or(Error::NotFound)?, key, edit)
             })
             .await?;
         if made
@@ -427,13 +378,22 @@ mod tests {
 
     const DB: &str = r#"{"username":"u","password":"p","port":5432}"#;
 
+    fn ver(doc: &[u8]) -> SecretVersion {
+        SecretVersion::new(
+            crate::store::VersionId::new("v"),
+            SecretBytes::new(doc.to_vec()),
+            SystemTime::UNIX_EPOCH,
+        )
+    }
+
     fn set(doc: &str, key: &str, written: &str) -> Result<String> {
-        merged(doc.as_bytes(), key, Edit::Set(written.as_bytes()))
+        merged(&ver(doc.as_bytes()), key, Edit::Set(written.as_bytes()))
             .map(|b| String::from_utf8(b.as_bytes().to_vec()).unwrap())
     }
 
     fn text(doc: &str, key: &str) -> Option<String> {
-        key_text(doc.as_bytes(), key).map(|b| String::from_utf8(b.as_bytes().to_vec()).unwrap())
+        key_text(&ver(doc.as_bytes()), key)
+            .map(|b| String::from_utf8(b.as_bytes().to_vec()).unwrap())
     }
 
     #[test]
@@ -467,12 +427,12 @@ mod tests {
     #[test]
     fn a_change_of_type_is_a_change_and_a_removed_key_is_not_brought_back() {
         let doc = r#"{"port":5432,"flag":null}"#;
-        let made = merged(doc.as_bytes(), "port", Edit::Set(b"\"5432\"")).unwrap();
+        let made = merged(&ver(doc.as_bytes()), "port", Edit::Set(b"\"5432\"")).unwrap();
         assert_eq!(made.as_text(), Some(r#"{"port":"5432","flag":null}"#));
-        let same = merged(doc.as_bytes(), "port", Edit::Set(b"5432\n")).unwrap();
+        let same = merged(&ver(doc.as_bytes()), "port", Edit::Set(b"5432\n")).unwrap();
         assert_eq!(same.as_bytes(), doc.as_bytes(), "same number: unchanged");
         assert!(matches!(
-            merged(doc.as_bytes(), "gone", Edit::Replace(b"1")),
+            merged(&ver(doc.as_bytes()), "gone", Edit::Replace(b"1")),
             Err(Error::NotFound)
         ));
     }
@@ -499,13 +459,13 @@ mod tests {
             b"{\"a\":",
             b"\xff\xfe",
         ] {
-            assert!(keys(v).is_none(), "{v:?}");
+            assert!(keys(&ver(v)).is_none(), "{v:?}");
             assert!(matches!(
-                merged(v, "a", Edit::Set(b"x")),
+                merged(&ver(v), "a", Edit::Set(b"x")),
                 Err(Error::Invalid(_))
             ));
             assert!(matches!(
-                merged(v, "a", Edit::Remove),
+                merged(&ver(v), "a", Edit::Remove),
                 Err(Error::Invalid(_))
             ));
         }
@@ -521,12 +481,32 @@ mod tests {
 
     #[test]
     fn other_keys_keep_their_text_exactly() {
-        let doc =
-            r#"{ "big": 123456789012345678901234567890, "f": 1.0e2, "o": {"a": 1}, "k": "v" }"#;
+        let doc = r#"{ "big": 123456789012345678901234567890, "f": 1.0e2, "o": {"a": 1}, "\u00e9": "v", "k": "v" }"#;
         assert_eq!(
             set(doc, "k", "w").unwrap(),
-            r#"{"big":123456789012345678901234567890,"f":1.0e2,"o":{"a": 1},"k":"w"}"#
+            r#"{ "big": 123456789012345678901234567890, "f": 1.0e2, "o": {"a": 1}, "\u00e9": "v", "k": "w" }"#
         );
+        assert_eq!(
+            set(doc, "new", "x").unwrap(),
+            r#"{ "big": 123456789012345678901234567890, "f": 1.0e2, "o": {"a": 1}, "\u00e9": "v", "k": "v", "new": "x" }"#
+        );
+    }
+
+    #[test]
+    fn a_binary_value_stays_binary() {
+        let v = SecretVersion::new(
+            crate::store::VersionId::new("v"),
+            SecretBytes::binary(DB.as_bytes().to_vec()),
+            SystemTime::UNIX_EPOCH,
+        );
+        let made = merged(&v, "password", Edit::Set(b"q")).unwrap();
+        assert_eq!(
+            made.as_text(),
+            Some(r#"{"username":"u","password":"q","port":5432}"#)
+        );
+        assert_eq!(made.stored_as_text(), None, "sent as SecretBinary");
+        let text = merged(&ver(DB.as_bytes()), "password", Edit::Set(b"q")).unwrap();
+        assert!(text.stored_as_text().is_some());
     }
 
     #[test]
@@ -543,7 +523,7 @@ mod tests {
             r#"{"username":"u","password":"5\n\"x\"","port":5432}"#
         );
         assert!(matches!(
-            merged(DB.as_bytes(), "password", Edit::Set(b"\xff")),
+            merged(&ver(DB.as_bytes()), "password", Edit::Set(b"\xff")),
             Err(Error::Invalid(_))
         ));
         // Objects are written as JSON, and read back compact.
@@ -569,20 +549,20 @@ mod tests {
             set(DB, "host", "db.example").unwrap(),
             r#"{"username":"u","password":"p","port":5432,"host":"db.example"}"#
         );
-        let removed = merged(DB.as_bytes(), "username", Edit::Remove).unwrap();
+        let removed = merged(&ver(DB.as_bytes()), "username", Edit::Remove).unwrap();
         assert_eq!(removed.as_bytes(), br#"{"password":"p","port":5432}"#);
         assert!(matches!(
-            merged(DB.as_bytes(), "nope", Edit::Remove),
+            merged(&ver(DB.as_bytes()), "nope", Edit::Remove),
             Err(Error::NotFound)
         ));
-        let last = merged(br#"{"a":1}"#, "a", Edit::Remove).unwrap();
+        let last = merged(&ver(br#"{"a":1}"#), "a", Edit::Remove).unwrap();
         assert_eq!(last.as_bytes(), b"{}");
     }
 
     #[test]
     fn keys_keep_their_order_and_bad_file_names_are_told_apart() {
         let doc = r#"{"b":1,"a":2,"":3,".":4,"..":5,"x/y":6,"n\u0000ul":7}"#;
-        let all = keys(doc.as_bytes()).unwrap();
+        let all = keys(&ver(doc.as_bytes())).unwrap();
         assert_eq!(all, ["b", "a", "", ".", "..", "x/y", "n\0ul"]);
         let shown: Vec<_> = all.into_iter().filter(|k| is_file_name(k)).collect();
         assert_eq!(shown, ["b", "a"]);

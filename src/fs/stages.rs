@@ -272,12 +272,7 @@ impl Fs {
         tracing::info!(secret = %name, label = ?l, version = %id,
             "new version stored with this label");
         self.stats.staged_put();
-        let new = Arc::new(SecretVersion {
-            id: id.clone(),
-            value,
-            created: SystemTime::now(),
-            fetched: tokio::time::Instant::now(),
-        });
+        let new = Arc::new(SecretVersion::new(id.clone(), value, SystemTime::now()));
         self.values
             .insert((name.clone(), Selector::Id(id)), Some(new), None);
         self.version_ids.remove(name);

@@ -527,12 +527,7 @@ impl Fs {
             Err(e) => return Err(e.into()),
         };
         tracing::info!(secret = %name, version = %id, "new version stored");
-        let new = Arc::new(SecretVersion {
-            id,
-            value,
-            created: SystemTime::now(),
-            fetched: tokio::time::Instant::now(),
-        });
+        let new = Arc::new(SecretVersion::new(id, value, SystemTime::now()));
         self.after_put(name, new, old).await;
         if create {
             self.names.created(name.as_str());

@@ -766,15 +766,10 @@ impl SecretStore for AwsStore {
         let created = to_system_time(out.created_date());
         let value = match (out.secret_string, out.secret_binary) {
             (Some(s), _) => SecretBytes::new(s.into_bytes()),
-            (None, Some(b)) => SecretBytes::new(b.into_inner()),
+            (None, Some(b)) => SecretBytes::binary(b.into_inner()),
             (None, None) => SecretBytes::new(Vec::new()),
         };
-        Ok(Some(SecretVersion {
-            id,
-            value,
-            created,
-            fetched: tokio::time::Instant::now(),
-        }))
+        Ok(Some(SecretVersion::new(id, value, created)))
     }
 
     async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>> {
@@ -840,7 +835,7 @@ impl SecretStore for AwsStore {
             .create_secret()
             .name(name.as_str())
             .client_request_token(token);
-        let req = match value.as_text() {
+        let req = match value.stored_as_text() {
             Some(text) => req.secret_string(text),
             None => req.secret_binary(Blob::new(value.as_bytes())),
         };
@@ -896,7 +891,7 @@ impl AwsStore {
             .secret_id(name.as_str())
             .client_request_token(token)
             .set_version_stages(stages.map(|s| s.iter().map(Label::to_string).collect()));
-        let req = match value.as_text() {
+        let req = match value.stored_as_text() {
             Some(text) => req.secret_string(text),
             None => req.secret_binary(Blob::new(value.as_bytes())),
         };

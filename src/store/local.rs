@@ -157,7 +157,7 @@ impl LocalStore {
                 (Some(s), _) => SecretBytes::new(s.into_bytes()),
                 (None, Some(b)) => {
                     let b = zeroize::Zeroizing::new(b);
-                    SecretBytes::new(B64.decode(b.as_bytes()).map_err(|_| {
+                    SecretBytes::binary(B64.decode(b.as_bytes()).map_err(|_| {
                         StoreError::new(
                             StoreErrorKind::Other,
                             format!("{}: bad base64 in version {}", path.display(), v.id),
@@ -191,7 +191,7 @@ impl LocalStore {
                 .versions
                 .iter()
                 .map(|v| {
-                    let (string, binary_base64) = match v.value.as_text() {
+                    let (string, binary_base64) = match v.value.stored_as_text() {
                         Some(s) => (Some(s.to_string()), None),
                         None => (None, Some(B64.encode(v.value.as_bytes()))),
                     };
@@ -401,12 +401,7 @@ impl SecretStore for LocalStore {
                     .ok_or_else(|| StoreError::not_found(name))?,
             ),
         };
-        Ok(found.map(|v| SecretVersion {
-            id: v.id.clone(),
-            value: v.value.clone(),
-            created: v.created,
-            fetched: tokio::time::Instant::now(),
-        }))
+        Ok(found.map(|v| SecretVersion::new(v.id.clone(), v.value.clone(), v.created)))
     }
 
     async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>> {

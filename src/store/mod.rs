@@ -107,31 +107,66 @@ pub enum Selector {
 }
 
 /// A secret's bytes. Zeroed when dropped; its Debug never shows the content.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretBytes(Zeroizing<Vec<u8>>);
+/// It also knows how it was (or is to be) stored: SecretBinary, or
+/// SecretString when UTF-8 (see `stored_as_text`). Two values are equal
+/// when their bytes are.
+#[derive(Clone)]
+pub struct SecretBytes {
+    bytes: Zeroizing<Vec<u8>>,
+    binary: bool,
+}
+
+impl PartialEq for SecretBytes {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+impl Eq for SecretBytes {}
 
 impl SecretBytes {
+    /// Bytes stored as SecretString when they are UTF-8, else as SecretBinary.
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self(Zeroizing::new(bytes))
+        Self {
+            bytes: Zeroizing::new(bytes),
+            binary: false,
+        }
+    }
+    /// Bytes stored as SecretBinary, whatever they hold.
+    pub fn binary(bytes: Vec<u8>) -> Self {
+        Self {
+            bytes: Zeroizing::new(bytes),
+            binary: true,
+        }
+    }
+    /// The same kind of value as `self` (a binary secret stays binary).
+    pub fn of_kind(&self, bytes: Vec<u8>) -> Self {
+        Self {
+            bytes: Zeroizing::new(bytes),
+            binary: self.binary,
+        }
     }
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        &self.bytes
     }
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.bytes.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.bytes.is_empty()
     }
-    /// The value as SecretString when it is UTF-8, else None (SecretBinary).
+    /// The value as text when it is UTF-8 (whichever way it is stored).
     pub fn as_text(&self) -> Option<&str> {
-        std::str::from_utf8(&self.0).ok()
+        std::str::from_utf8(&self.bytes).ok()
+    }
+    /// The value as SecretString, or None: SecretBinary.
+    pub fn stored_as_text(&self) -> Option<&str> {
+        if self.binary { None } else { self.as_text() }
     }
 }
 
 impl fmt::Debug for SecretBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretBytes({} bytes)", self.0.len())
+        write!(f, "SecretBytes({} bytes)", self.bytes.len())
     }
 }
 
@@ -143,6 +178,29 @@ pub struct SecretVersion {
     pub created: SystemTime,
     /// When this copy was read from the store (or written to it).
     pub fetched: tokio::time::Instant,
+    /// Where the members of the value's JSON object are, built at first
+    /// use (json/) and gone with the version.
+    json: std::sync::OnceLock<Option<Arc<crate::jsonobj::Index>>>,
+}
+
+impl SecretVersion {
+    /// A version read (or written) now.
+    pub fn new(id: VersionId, value: SecretBytes, created: SystemTime) -> Self {
+        Self {
+            id,
+            value,
+            created,
+            fetched: tokio::time::Instant::now(),
+            json: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The value's JSON object members, when it is a JSON object.
+    pub fn json(&self) -> Option<&crate::jsonobj::Index> {
+        self.json
+            .get_or_init(|| crate::jsonobj::Index::build(self.value.as_bytes()).map(Arc::new))
+            .as_deref()
+    }
 }
 
 /// What DescribeSecret says of a secret's versions: ids and their staging

@@ -523,12 +523,11 @@ mod tests {
     use crate::store::VersionId;
 
     fn version(value: &str) -> Fetched {
-        Fetched::Value(Arc::new(SecretVersion {
-            id: VersionId::new("v1"),
-            value: SecretBytes::new(value.as_bytes().to_vec()),
-            created: std::time::SystemTime::UNIX_EPOCH,
-            fetched: tokio::time::Instant::now(),
-        }))
+        Fetched::Value(Arc::new(SecretVersion::new(
+            VersionId::new("v1"),
+            SecretBytes::new(value.as_bytes().to_vec()),
+            std::time::SystemTime::UNIX_EPOCH,
+        )))
     }
 
     fn key(name: &str, stage: Stage) -> Key {
@@ -573,12 +572,11 @@ mod tests {
             (key("prod/api", Stage::Current), version("tok")),
             (
                 key("bin", Stage::Current),
-                Fetched::Value(Arc::new(SecretVersion {
-                    id: VersionId::new("b"),
-                    value: SecretBytes::new(vec![0xff, 0xfe]),
-                    created: std::time::SystemTime::UNIX_EPOCH,
-                    fetched: tokio::time::Instant::now(),
-                })),
+                Fetched::Value(Arc::new(SecretVersion::new(
+                    VersionId::new("b"),
+                    SecretBytes::new(vec![0xff, 0xfe]),
+                    std::time::SystemTime::UNIX_EPOCH,
+                ))),
             ),
         ])
     }
