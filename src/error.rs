@@ -28,6 +28,8 @@ pub enum Error {
     Unavailable(String),
     #[error("already exists")]
     Exists,
+    #[error("file name too long")]
+    NameTooLong,
     #[error("no space for temporary files")]
     NoSpace,
     #[error("is a directory")]
@@ -59,6 +61,7 @@ impl Error {
             Error::Invalid(_) => libc::EINVAL,
             Error::Unavailable(_) | Error::Abandoned => libc::EIO,
             Error::Exists => libc::EEXIST,
+            Error::NameTooLong => libc::ENAMETOOLONG,
             Error::NoSpace => libc::ENOSPC,
             Error::IsDir => libc::EISDIR,
             Error::NotDir => libc::ENOTDIR,
@@ -84,6 +87,7 @@ impl Error {
             | Error::BadHandle
             | Error::TooLarge
             | Error::Invalid(_)
+            | Error::NameTooLong
             | Error::NoSpace
             | Error::Abandoned => Level::INFO,
             Error::AccessDenied(_) | Error::Quota(_) | Error::Unavailable(_) => Level::WARN,

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use super::handles::{Handle, TempHandle};
 use super::temp::{TempKey, TempRef};
-use super::write::{MAX_VALUE_LEN, Ownership, WriteState};
+use super::write::{MAX_VALUE_LEN, Ownership, Target, WriteState};
 use super::{Caller, Entry, Fs, Opened};
 use crate::error::{Error, Result};
 use crate::inode::{Ino, Node};
@@ -20,6 +20,21 @@ use crate::tree::{self, OWN_FILES};
 /// Programs whose unlink of `current` is the first step of a replacement
 /// (unlink, then create with O_EXCL), not a removal.
 pub(super) const REPLACERS: [&str; 2] = ["install", "ginstall"];
+
+/// Where editors' temporary files live, as the directory part of their
+/// keys: a secret's directory (or one being created), its `json/` and its
+/// `stages/`, the three places a value is edited. None elsewhere.
+pub(super) fn temp_dir(node: &Node) -> Option<Arc<str>> {
+    match node {
+        Node::Dir(p) => Some(p.clone()),
+        Node::JsonDir(s) => Some(Arc::from(format!("{s}/json"))),
+        Node::StagesDir(s) => Some(Arc::from(format!("{s}/stages"))),
+        _ => None,
+    }
+}
+
+/// Names longer than this are refused with ENAMETOOLONG, as everywhere.
+const NAME_MAX: usize = 255;
 
 const TEMP_OPENED: Opened = Opened {
     fh: 0,
@@ -129,6 +144,9 @@ impl Fs {
         let Node::Dir(p) = self.node(parent)? else {
             return Err(Error::Refused("cannot create a directory here"));
         };
+        if name.len() > NAME_MAX {
+            return Err(Error::NameTooLong);
+        }
         if !tree::valid_component(name) {
             return Err(Error::Invalid("not a valid secret name component".into()));
         }
@@ -184,12 +202,15 @@ impl Fs {
         if self.cfg.read_only {
             return Err(Error::ReadOnly);
         }
+        if name.len() > NAME_MAX {
+            return Err(Error::NameTooLong);
+        }
         let node = self.node(parent)?;
         if let Node::StagesDir(s) = &node {
-            return self.create_stage(s, name, flags, caller).await;
+            return self.create_stage(s, name, flags, mode, caller).await;
         }
         if let Node::JsonDir(s) = node {
-            return self.json_create(s, name, flags, caller).await;
+            return self.json_create(s, name, flags, mode, caller).await;
         }
         let Node::Dir(p) = node else {
             return Err(Error::Refused(ONLY_IN_SECRETS));
@@ -228,14 +249,24 @@ impl Fs {
         if self.names.known(&tree::join(&p, name), &listing).is_some() {
             return Err(Error::Exists);
         }
-        let key: TempKey = (p.clone(), Arc::from(name));
+        self.create_temp((p, Arc::from(name)), flags, mode, caller)
+    }
+
+    /// A new temporary file (or the one of that name), opened.
+    pub(super) fn create_temp(
+        &self,
+        key: TempKey,
+        flags: i32,
+        mode: u32,
+        caller: Caller,
+    ) -> Result<(Entry, Opened)> {
         let file = self.temps.create(&key, mode, caller.uid)?;
         let ino = self.inodes.assign(Node::Temp(key.0, key.1), true);
         let attr = self.temp_attr(ino, &file.lock());
         let fh = self.handles.add(Handle::Temp(TempHandle {
             file,
             append: flags & libc::O_APPEND != 0,
-            owner,
+            owner: process::tgid(caller.pid),
         }));
         Ok((Entry::uncached(attr), Opened { fh, ..TEMP_OPENED }))
     }
@@ -262,14 +293,13 @@ impl Fs {
             if f.abandoned {
                 return Err(Error::Abandoned);
             }
-            let Some(target) = f.target.clone().filter(|_| f.dirty) else {
+            let Some((name, target)) = f.target.clone().filter(|_| f.dirty) else {
                 return Ok(());
             };
             f.dirty = false;
-            (target, SecretBytes::new(f.bytes().to_vec()))
+            ((name, target), SecretBytes::new(f.bytes().to_vec()))
         };
-        let value = self.trimmed(&target, value);
-        self.put(&target, value, false).await.map(|_| ())
+        self.put_target(&target.0, &target.1, value, false).await
     }
 
     pub(super) async fn release_temp(&self, t: TempHandle) {
@@ -305,17 +335,19 @@ impl Fs {
     /// briefly, and deletes nothing.
     pub async fn unlink(&self, parent: Ino, name: &str, caller: Caller) -> Result<()> {
         let node = self.node(parent)?;
+        if let Some(dir) = temp_dir(&node) {
+            let key: TempKey = (dir, Arc::from(name));
+            if self.temps.unlink(&key, caller.uid) {
+                self.inodes.remove(&Node::Temp(key.0, key.1));
+                return Ok(());
+            }
+        }
         if let Node::JsonDir(s) = &node {
             return self.json_unlink(s, name, caller).await;
         }
         let Node::Dir(p) = node else {
             return Err(Error::NotPermitted("secret files cannot be removed"));
         };
-        let key: TempKey = (p.clone(), Arc::from(name));
-        if self.temps.unlink(&key, caller.uid) {
-            self.inodes.remove(&Node::Temp(key.0, key.1));
-            return Ok(());
-        }
         if name == "current" && !self.cfg.read_only && self.resolve_dir(&p).await?.secret {
             let owner = process::tgid(caller.pid);
             if REPLACERS.contains(&process::comm(owner).as_str()) {
@@ -337,6 +369,17 @@ impl Fs {
         newname: &str,
     ) -> Result<()> {
         let (from_dir, to_dir) = (self.node(parent)?, self.node(newparent)?);
+        if let Some(dir) = temp_dir(&from_dir) {
+            let from: TempKey = (dir, Arc::from(name));
+            if let Some(file) = self.temps.named(&from) {
+                if temp_dir(&to_dir).as_ref() != Some(&from.0) {
+                    return Err(Error::NotPermitted(
+                        "temporary files stay in their directory",
+                    ));
+                }
+                return self.rename_temp(&from_dir, from, file, newname).await;
+            }
+        }
         if let Node::StagesDir(s) = &from_dir {
             return self.rename_stage(s, name, newparent, newname).await;
         }
@@ -345,44 +388,72 @@ impl Fs {
                 "files in json/ cannot be renamed: write the key in place",
             ));
         }
-        let (Node::Dir(p), Node::Dir(q)) = (from_dir, to_dir) else {
-            return Err(Error::NotPermitted("only temporary files can be renamed"));
-        };
-        let from: TempKey = (p.clone(), Arc::from(name));
-        let Some(file) = self.temps.named(&from) else {
-            return Err(Error::NotPermitted("only temporary files can be renamed"));
-        };
-        if p != q {
-            return Err(Error::NotPermitted(
-                "temporary files stay in their directory",
-            ));
-        }
-        if newname == "current" {
-            let info = self.resolve_dir(&p).await?;
-            let secret = SecretName::new(&*p);
-            let value = self.trimmed(&secret, SecretBytes::new(file.lock().bytes().to_vec()));
-            self.put(&secret, value, info.pending && !info.secret)
-                .await?;
-            {
-                // Open descriptors of the file now write to `current`.
-                let mut f = file.lock();
-                f.target = Some(secret.clone());
-                f.dirty = false;
+        Err(Error::NotPermitted("only temporary files can be renamed"))
+    }
+
+    /// A temporary file renamed in its directory `dir`: onto `current`, a
+    /// JSON key or a label, it is the put of that file, and its open
+    /// descriptors write that file from then on; onto another temporary
+    /// name, a move.
+    async fn rename_temp(
+        &self,
+        dir: &Node,
+        from: TempKey,
+        file: TempRef,
+        newname: &str,
+    ) -> Result<()> {
+        let onto = match dir {
+            Node::Dir(p) if newname == "current" => {
+                let info = self.resolve_dir(p).await?;
+                let create = info.pending && !info.secret;
+                Some((
+                    SecretName::new(&**p),
+                    Target::Current,
+                    Target::Current,
+                    create,
+                ))
             }
-            self.temps.unlink(&from, 0);
-            // The kernel now shows the temporary file's inode as `current`.
-            self.inodes
-                .rebind(&Node::Temp(from.0, from.1), Node::Current(secret));
+            Node::Dir(_) if OWN_FILES.contains(&newname) => {
+                return Err(Error::NotPermitted("previous and versions are read-only"));
+            }
+            Node::JsonDir(s) if self.json_is_key(s, newname).await? => {
+                let key: Arc<str> = Arc::from(newname);
+                let (first, then) = (
+                    Target::JsonKey(key.clone(), false),
+                    Target::JsonKey(key, true),
+                );
+                Some((s.clone(), first, then, false))
+            }
+            Node::StagesDir(s) if self.stages_is_label(s, newname).await? => {
+                let l = super::stages::label_for_file(newname)?;
+                Some((s.clone(), Target::Stage(l.clone()), Target::Stage(l), false))
+            }
+            _ => None,
+        };
+        let Some((secret, first, then, create)) = onto else {
+            self.temps
+                .rename(&from, (from.0.clone(), Arc::from(newname)))?;
+            self.inodes.rebind(
+                &Node::Temp(from.0.clone(), from.1),
+                Node::Temp(from.0, Arc::from(newname)),
+            );
             return Ok(());
+        };
+        let value = SecretBytes::new(file.lock().bytes().to_vec());
+        self.put_target(&secret, &first, value, create).await?;
+        let node = match &then {
+            Target::Current => Node::Current(secret.clone()),
+            Target::JsonKey(k, _) => Node::JsonKey(secret.clone(), k.clone()),
+            Target::Stage(l) => Node::StageFile(secret.clone(), l.clone()),
+        };
+        {
+            let mut f = file.lock();
+            f.target = Some((secret, then));
+            f.dirty = false;
         }
-        if OWN_FILES.contains(&newname) {
-            return Err(Error::NotPermitted("previous and versions are read-only"));
-        }
-        self.temps.rename(&from, (q.clone(), Arc::from(newname)))?;
-        self.inodes.rebind(
-            &Node::Temp(from.0, from.1),
-            Node::Temp(q, Arc::from(newname)),
-        );
+        self.temps.unlink(&from, 0);
+        // The kernel now shows the temporary file's inode as that file.
+        self.inodes.rebind(&Node::Temp(from.0, from.1), node);
         Ok(())
     }
 }

@@ -143,18 +143,24 @@ pub(super) fn merged(current: &SecretVersion, key: &str, edit: Edit<'_>) -> Resu
     Ok(current.value.of_kind(std::mem::take(&mut *out)))
 }
 
-/// Names editors give their backup, swap, lock and temporary files (vim's
-/// `key~`, `.key.swp` and `4913`, emacs's `#key#` and `.#key`, sed -i's
-/// `sedXXXXXX`): in json/ each would become a key, and a version of the
-/// secret holding a copy of it. Refused, editors then write in place.
-fn is_editor_file(name: &str) -> bool {
+/// Names editors and tools give their backup, swap, lock and temporary
+/// files (vim's `key~`, `.key.swp` and `4913`, emacs's `#key#` and `.#key`,
+/// sed -i's `sedXXXXXX`, Python's mkstemp `tmpXXXXXXXX`, and any name that
+/// starts with a dot: Ansible's `.ansible_tmp...`). Made in `json/` or
+/// `stages/` where no key (label) of that name exists, such a file is an
+/// in-memory temporary file, never a key: a rename onto a key is its put.
+pub(super) fn is_temp_name(name: &str) -> bool {
     let swap = name.starts_with('.')
         && name.len() > 4
         && name.is_char_boundary(name.len() - 4)
         && name[name.len() - 4..].starts_with(".sw");
-    let sed = name.len() == 9
-        && name.starts_with("sed")
-        && name[3..].bytes().all(|b| b.is_ascii_alphanumeric());
+    let random = |prefix: &str, len: usize| {
+        name.len() == prefix.len() + len
+            && name.starts_with(prefix)
+            && name[prefix.len()..]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
     let vim_probe = name.len() >= 4 && name.bytes().all(|b| b.is_ascii_digit()) && {
         // vim probes with 4913, then adds 123 while the name is taken.
         name.parse::<u64>()
@@ -162,9 +168,10 @@ fn is_editor_file(name: &str) -> bool {
     };
     name.ends_with('~')
         || swap
-        || sed
+        || random("sed", 6)
+        || random("tmp", 8)
         || vim_probe
-        || name.starts_with(".#")
+        || name.starts_with('.')
         || (name.starts_with('#') && name.ends_with('#'))
 }
 
@@ -284,22 +291,33 @@ impl Fs {
         Ok(self.write_handle(state))
     }
 
-    /// create(2) in `json/`: a handle that starts empty; its commit adds the
-    /// key (last) or replaces it.
+    /// Whether `name` in `json/` is a key (a create or a rename onto it
+    /// puts that key): unless it is named like a temporary file and
+    /// AWSCURRENT has no such key now.
+    pub(super) async fn json_is_key(&self, s: &SecretName, name: &str) -> Result<bool> {
+        if !is_file_name(name) {
+            return Err(Error::Invalid("bad file name".into()));
+        }
+        if !is_temp_name(name) {
+            return Ok(true);
+        }
+        let cur = self.current_now(s).await?.ok_or(Error::NotFound)?;
+        Ok(cur.json().ok_or_else(not_an_object)?.contains(name))
+    }
+
+    /// create(2) in `json/`: a temporary file (see `is_temp_name`), or a
+    /// handle that starts empty whose commit adds the key (last) or
+    /// replaces it.
     pub(super) async fn json_create(
         &self,
         s: SecretName,
         name: &str,
         flags: i32,
+        mode: u32,
         caller: Caller,
     ) -> Result<(Entry, Opened)> {
         if !is_file_name(name) {
             return Err(Error::Invalid("bad file name".into()));
-        }
-        if is_editor_file(name) {
-            return Err(Error::Refused(
-                "json/ holds keys, not editors' backup, swap or temporary files",
-            ));
         }
         let owner = process::tgid(caller.pid);
         // install(1) unlinked the key to create it anew: the key is there.
@@ -307,6 +325,10 @@ impl Fs {
         let cur = self.current_now(&s).await?.ok_or(Error::NotFound)?;
         let index = cur.json().ok_or_else(not_an_object)?;
         let existing = index.raw(cur.value.as_bytes(), name);
+        if existing.is_none() && !replacing && is_temp_name(name) {
+            let dir = Arc::from(format!("{s}/json"));
+            return self.create_temp((dir, Arc::from(name)), flags, mode, caller);
+        }
         if flags & libc::O_EXCL != 0 && existing.is_some() && !replacing {
             return Err(Error::Exists);
         }
@@ -397,7 +419,7 @@ mod tests {
     }
 
     #[test]
-    fn editors_files_are_told_from_keys() {
+    fn editors_and_tools_temporary_files_are_told_from_keys() {
         for name in [
             "password~",
             ".password.swp",
@@ -407,8 +429,10 @@ mod tests {
             "sedAb12Cd",
             ".#password",
             "#password#",
+            "tmpa1b2_c3d",
+            ".ansible_tmpx1y2z3password",
         ] {
-            assert!(is_editor_file(name), "{name}");
+            assert!(is_temp_name(name), "{name}");
         }
         for name in [
             "password",
@@ -416,11 +440,13 @@ mod tests {
             "4914",
             "sed",
             "sedimentary",
-            ".hidden",
             "swp",
             "1234",
+            "tmp",
+            "tmpdir",
+            "tmpa1b2_c3d4",
         ] {
-            assert!(!is_editor_file(name), "{name}");
+            assert!(!is_temp_name(name), "{name}");
         }
     }
 

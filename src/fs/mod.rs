@@ -732,13 +732,17 @@ impl Fs {
     // ---- operations ---------------------------------------------------
 
     pub async fn lookup(&self, parent: Ino, name: &str, caller: Caller) -> Result<Entry> {
-        let node = match self.node(parent)? {
+        let parent_node = self.node(parent)?;
+        if let Some(dir) = edit::temp_dir(&parent_node) {
+            let key = (dir, Arc::<str>::from(name));
+            if self.temps.get(&key, caller.uid).is_some() {
+                return self.found(Node::Temp(key.0, key.1)).await;
+            }
+        }
+        let node = match parent_node {
             Node::Dir(p) => {
-                let key = (p.clone(), Arc::<str>::from(name));
                 if p.is_empty() && name == STATS_DIR {
                     Node::StatsDir
-                } else if self.temps.get(&key, caller.uid).is_some() {
-                    Node::Temp(key.0, key.1)
                 } else {
                     let info = self.resolve_dir(&p).await?;
                     let s = SecretName::new(&*p);
@@ -780,6 +784,12 @@ impl Fs {
             Node::RenderedDir => return Err(Error::NotFound),
             _ => return Err(Error::NotDir),
         };
+        self.found(node).await
+    }
+
+    /// A lookup's node, given an inode (counted for the kernel) and
+    /// attributes; or its error, with the count given back.
+    async fn found(&self, node: Node) -> Result<Entry> {
         // Counted at once, so that a FORGET of an earlier reference racing
         // with this lookup cannot drop the inode under it; given back if
         // the node turns out not to exist.
@@ -881,7 +891,9 @@ impl Fs {
                 name: name.to_string(),
             });
         };
-        match self.node(ino)? {
+        let node = self.node(ino)?;
+        let temp_dir = edit::temp_dir(&node);
+        match node {
             Node::Dir(p) => {
                 let info = self.resolve_dir(&p).await?;
                 let s = SecretName::new(&*p);
@@ -907,9 +919,6 @@ impl Fs {
                     }
                     let child = tree::join(&p, &c);
                     push(Node::Dir(Arc::from(child)), Kind::Dir, &c);
-                }
-                for name in self.temps.names_in(&p, caller.uid) {
-                    push(Node::Temp(p.clone(), name.clone()), Kind::File, &name);
                 }
             }
             Node::Versions(s) => {
@@ -954,6 +963,12 @@ impl Fs {
                 }
             }
             _ => return Err(Error::NotDir),
+        }
+        // Editors' temporary files, where they may live.
+        if let Some(dir) = temp_dir {
+            for name in self.temps.names_in(&dir, caller.uid) {
+                push(Node::Temp(dir.clone(), name.clone()), Kind::File, &name);
+            }
         }
         Ok(out)
     }

@@ -65,6 +65,25 @@ impl Stages {
     }
 }
 
+/// The label a file made in `stages/` names: one the API takes, a valid
+/// file name without control characters, not AWSCURRENT or AWSPREVIOUS.
+pub(super) fn label_for_file(name: &str) -> Result<Label> {
+    let l = Label::parse(name).map_err(|e| Error::Invalid(e.into()))?;
+    if !tree::valid_component(name) {
+        return Err(Error::Invalid("not a valid file name".into()));
+    }
+    // The API takes them, but a label must fit on one log line.
+    if name.chars().any(char::is_control) {
+        return Err(Error::Invalid(
+            "a staging label made here cannot hold control characters".into(),
+        ));
+    }
+    if !writable(&l) {
+        return Err(Error::Refused(RESERVED));
+    }
+    Ok(l)
+}
+
 /// Whether `stages/<label>` may be written (not AWSCURRENT or AWSPREVIOUS).
 pub(super) fn writable(label: &Label) -> bool {
     !label.is_reserved()
@@ -170,28 +189,34 @@ impl Fs {
         self.write_handle(state.staged(l.clone()))
     }
 
-    /// create(2) in `stages/`: a label no version carries yet; the file's
-    /// first stored write is the put.
+    /// Whether `name` in `stages/` is a label (a create or a rename onto it
+    /// puts a version with it): unless it is named like a temporary file
+    /// and no version carries it now.
+    pub(super) async fn stages_is_label(&self, s: &SecretName, name: &str) -> Result<bool> {
+        if !super::json::is_temp_name(name) {
+            return Ok(true);
+        }
+        match Label::parse(name) {
+            Ok(l) => Ok(self.stage_now(s, &l).await?.is_some()),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// create(2) in `stages/`: a temporary file (see `is_temp_name`), or a
+    /// label no version carries yet, whose first stored write is the put.
     pub(super) async fn create_stage(
         &self,
         s: &SecretName,
         name: &str,
         flags: i32,
+        mode: u32,
         caller: Caller,
     ) -> Result<(Entry, Opened)> {
-        let l = Label::parse(name).map_err(|e| Error::Invalid(e.into()))?;
-        if !tree::valid_component(name) {
-            return Err(Error::Invalid("not a valid file name".into()));
+        if !self.stages_is_label(s, name).await? {
+            let dir = Arc::from(format!("{s}/stages"));
+            return self.create_temp((dir, Arc::from(name)), flags, mode, caller);
         }
-        // The API takes them, but a label must fit on one log line.
-        if name.chars().any(char::is_control) {
-            return Err(Error::Invalid(
-                "a staging label made here cannot hold control characters".into(),
-            ));
-        }
-        if !writable(&l) {
-            return Err(Error::Refused(RESERVED));
-        }
+        let l = label_for_file(name)?;
         if self.stage_now(s, &l).await?.is_some() {
             return Err(Error::Exists);
         }

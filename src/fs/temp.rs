@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 use zeroize::Zeroizing;
 
+use super::write::Target;
 use crate::error::{Error, Result};
 use crate::store::SecretName;
 
@@ -30,9 +31,10 @@ pub struct TempFile {
     pub mtime: SystemTime,
     /// Only its owner (and root) sees it.
     uid: u32,
-    /// Renamed onto `current` of this secret: later writes through open
-    /// descriptors change that secret, put at the writer's close or fsync.
-    pub target: Option<SecretName>,
+    /// Renamed onto a file of this secret (`current`, a JSON key, a
+    /// label): later writes through open descriptors change it, put at the
+    /// writer's close or fsync.
+    pub target: Option<(SecretName, Target)>,
     /// Written since it became `current` (or since the last put of it).
     pub dirty: bool,
     /// A process holding it was killed by a signal while it had unput
@@ -59,7 +61,7 @@ impl TempFile {
     /// half a value, so they never reach the secret.
     pub fn abandon(&mut self) {
         if self.target.is_some() && self.dirty {
-            tracing::info!(secret = %self.target.as_ref().map_or("", |t| t.as_str()), "writer killed by a signal; nothing stored");
+            tracing::info!(secret = %self.target.as_ref().map_or("", |t| t.0.as_str()), "writer killed by a signal; nothing stored");
             self.abandoned = true;
             self.dirty = false;
         }

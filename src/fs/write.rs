@@ -67,9 +67,10 @@ enum Phase {
     Abandoned,
 }
 
-/// What a write handle's commit puts.
+/// What a commit puts (a write handle's, or a temporary file's once it was
+/// renamed onto a file).
 #[derive(Clone, Debug)]
-enum Target {
+pub enum Target {
     /// The bytes, as the secret's new value.
     Current,
     /// AWSCURRENT's JSON with this key set to the bytes.
@@ -431,26 +432,12 @@ impl Fs {
 
     async fn commit(&self, st: &mut WriteState) -> Result<()> {
         st.writers.clear();
-        let result = match (&st.target, st.too_large) {
-            (_, true) => Err(Error::TooLarge),
-            (Target::Current, false) => {
-                let value = self.trimmed(&st.name, SecretBytes::new(st.buf.to_vec()));
-                self.put(&st.name, value, st.create).await.map(|_| ())
-            }
-            (Target::JsonKey(key, existed), false) => {
-                let value = self.trimmed(&st.name, SecretBytes::new(st.buf.to_vec()));
-                let buf = value.as_bytes();
-                let edit = if *existed {
-                    super::json::Edit::Replace(buf)
-                } else {
-                    super::json::Edit::Set(buf)
-                };
-                self.put_json(&st.name, key, edit).await.map(|_| ())
-            }
-            (Target::Stage(l), false) => {
-                let value = self.trimmed(&st.name, SecretBytes::new(st.buf.to_vec()));
-                self.put_staged(&st.name, l, value).await.map(|_| ())
-            }
+        let result = if st.too_large {
+            Err(Error::TooLarge)
+        } else {
+            let value = SecretBytes::new(st.buf.to_vec());
+            self.put_target(&st.name, &st.target, value, st.create)
+                .await
         };
         st.phase = match &result {
             Ok(()) => {
@@ -460,6 +447,33 @@ impl Fs {
             Err(e) => Phase::Failed(e.clone()),
         };
         result
+    }
+
+    /// The one put every writable file goes through: `value` (trimmed by
+    /// the rules) as the secret's new value, as one JSON key of it, or as
+    /// a version carrying one label.
+    pub(super) async fn put_target(
+        &self,
+        name: &SecretName,
+        target: &Target,
+        value: SecretBytes,
+        create: bool,
+    ) -> Result<()> {
+        let value = self.trimmed(name, value);
+        match target {
+            Target::Current => self.put(name, value, create).await,
+            Target::JsonKey(key, existed) => {
+                let buf = value.as_bytes();
+                let edit = if *existed {
+                    super::json::Edit::Replace(buf)
+                } else {
+                    super::json::Edit::Set(buf)
+                };
+                self.put_json(name, key, edit).await
+            }
+            Target::Stage(l) => self.put_staged(name, l, value).await,
+        }
+        .map(|_| ())
     }
 
     /// AWSCURRENT as it is in Secrets Manager now: the cached copy when
