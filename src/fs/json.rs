@@ -175,6 +175,23 @@ pub(super) fn is_temp_name(name: &str) -> bool {
         || (name.starts_with('#') && name.ends_with('#'))
 }
 
+/// Editors whose unlink of a key is the middle of a save, not a removal:
+/// once its backup is made (a temporary file), vim unlinks the file and
+/// creates it anew (in a secret's directory the unlink of `current` is
+/// refused and vim writes in place; a key's unlink is a removal, so vim's
+/// is taken as install's: the key stays, hidden from vim until it creates
+/// it, and that write is one put).
+const KEY_REPLACERS: [&str; 8] = [
+    "vim",
+    "vi",
+    "vim.basic",
+    "vim.tiny",
+    "vim.nox",
+    "vim.gtk3",
+    "nvim",
+    "gvim",
+];
+
 /// The path install(1)'s replacement of a key is remembered under.
 pub(super) fn key_path(s: &SecretName, key: &str) -> String {
     format!("{s}/json/{key}")
@@ -360,9 +377,11 @@ impl Fs {
             return Err(Error::ReadOnly);
         }
         let owner = process::tgid(caller.pid);
-        if super::edit::REPLACERS.contains(&process::comm(owner).as_str()) {
+        let comm = process::comm(owner);
+        if super::edit::REPLACERS.contains(&comm.as_str()) || KEY_REPLACERS.contains(&comm.as_str())
+        {
             // install(1) unlinks, then creates: one put, the key in place.
-            tracing::info!(secret = %s, pid = caller.pid, "install replaces a JSON key: hidden from that process until it creates it");
+            tracing::info!(secret = %s, pid = caller.pid, program = %comm, "a program replaces a JSON key: hidden from that process until it creates it");
             self.writes.start_replacing(&key_path(s, name), owner);
             return Ok(());
         }
