@@ -1,6 +1,6 @@
 //! Before/after figures for the reliability rules, measured on real mounts
 //! against moto behind the fault-injecting proxy: the same scenarios as
-//! tests/reliability.rs, without assertions, printing what happened. Run it
+//! tests/mount/reliability.rs, without assertions, printing what happened. Run it
 //! once with this tree's binary and once with an older build to compare:
 //!
 //!   cargo bench --bench figures -- --figures

@@ -198,16 +198,45 @@ fn answers(path: &Path) -> bool {
     }
 }
 
-fn is_mounted(path: &Path) -> bool {
+/// Whether `path` is a mount point now (listed in /proc/mounts).
+pub fn mounted(path: &Path) -> bool {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     let want = path.to_str().unwrap();
     mounts.lines().any(|l| l.split(' ').nth(1) == Some(want))
+}
+
+/// Detaches the mount at `path`, if there is one (a daemon that was killed
+/// or refused to stop leaves it behind).
+pub fn unmount_if_mounted(path: &Path) {
+    if mounted(path) {
+        let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid NUL-terminated path.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// Held by every running `Mount` (shared) and by a test that needs the
+/// machine without other tests' daemons (exclusive). The real-mount tests
+/// share one binary, so its tests run side by side on libtest's threads;
+/// when they were separate binaries, cargo ran the binaries one after the
+/// other, and the heaviest ones (a container booting systemd, a release
+/// build for the package) ran with no daemon beside them.
+static DAEMONS: parking_lot::RwLock<()> = parking_lot::const_rwlock(());
+
+/// For a test that must not run beside other tests' mounts: waits until no
+/// `Mount` runs, and holds new ones back until the guard is dropped.
+pub fn alone() -> parking_lot::RwLockWriteGuard<'static, ()> {
+    DAEMONS.write()
 }
 
 /// A running daemon and its mount; dropping it unmounts and stops it, also
 /// when the test panics.
 pub struct Mount {
     child: Option<Child>,
+    // Recursive: a test that holds a mount may start another while an
+    // `alone()` test waits, without a deadlock. Dropped after `drop` has
+    // stopped the daemon (fields drop after it).
+    _beside_others: parking_lot::RwLockReadGuard<'static, ()>,
     dir: tempfile::TempDir,
     pub path: PathBuf,
     pub log: PathBuf,
@@ -288,9 +317,11 @@ impl MountBuilder {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         die_with_parent(&mut cmd, libc::SIGTERM);
+        let beside_others = DAEMONS.read_recursive();
         let child = cmd.spawn().expect("start secretsfs");
         let mut m = Mount {
             child: Some(child),
+            _beside_others: beside_others,
             dir,
             path,
             log,
@@ -352,7 +383,7 @@ impl Mount {
         let deadline = Instant::now() + Duration::from_secs(20);
         // A stale mount of a crashed daemon is listed too but answers
         // ENOTCONN: wait for one that answers.
-        while !(is_mounted(&self.path) && answers(&self.path)) {
+        while !(mounted(&self.path) && answers(&self.path)) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("secretsfs exited early ({status}): {}", self.log_text());
             }
@@ -410,7 +441,7 @@ impl Mount {
     }
 
     pub fn is_mounted(&self) -> bool {
-        is_mounted(&self.path)
+        mounted(&self.path)
     }
 
     /// SIGKILL: the daemon dies without unmounting, as in a crash.
@@ -421,11 +452,7 @@ impl Mount {
     }
 
     fn force_unmount(&self) {
-        if is_mounted(&self.path) {
-            let c = CString::new(self.path.as_os_str().as_bytes()).unwrap();
-            // SAFETY: valid NUL-terminated path.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
+        unmount_if_mounted(&self.path);
     }
 }
 
@@ -504,4 +531,87 @@ pub fn read_all(mut r: impl Read) -> Vec<u8> {
     let mut v = Vec::new();
     r.read_to_end(&mut v).unwrap();
     v
+}
+
+/// Polls `f` every 20 ms until it holds or `limit` passes; whether it held
+/// (checked once more at the end).
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// A file's lines; none when it does not exist (yet).
+pub fn lines(file: &Path) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Asserts that `cmd`, run with sh in `dir`, succeeds.
+pub fn sh_ok(cmd: &str, dir: &Path) {
+    let out = sh(cmd, dir);
+    assert!(out.status.success(), "{cmd}: {out:?}");
+}
+
+/// Runs `cmd` as uid/gid `uid`, no supplementary groups.
+pub fn as_user(uid: u32, cmd: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid",
+            &uid.to_string(),
+            "--regid",
+            &uid.to_string(),
+            "--clear-groups",
+        ])
+        .args(cmd)
+        .output()
+        .expect("run setpriv")
+}
+
+/// open(2) of `path` (mode 0600 if it creates), close-on-exec so that
+/// processes other tests spawn meanwhile do not hold it (children that
+/// should get it get a dup); panics if it fails.
+pub fn raw_open(path: &Path, flags: i32) -> i32 {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: plain open of a NUL-terminated path.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o600) };
+    assert!(fd >= 0, "open {}", path.display());
+    fd
+}
+
+/// Each version id with its staging labels (those with any), through the API.
+pub fn labels(name: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let out = rt()
+        .block_on(sdk().describe_secret().secret_id(name).send())
+        .expect("describe");
+    out.version_ids_to_stages()
+        .unwrap()
+        .iter()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(id, l)| (id.clone(), l.clone()))
+        .collect()
+}
+
+/// A put made elsewhere that carries only `label`: its version id.
+pub fn put_staged(name: &str, value: &str, label: &str) -> String {
+    rt().block_on(
+        sdk()
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value)
+            .version_stages(label)
+            .send(),
+    )
+    .expect("put with a stage")
+    .version_id()
+    .unwrap()
+    .to_string()
 }

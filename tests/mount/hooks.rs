@@ -1,83 +1,194 @@
-//! Findings of the adversarial review of the JSON view and the change hooks,
-//! kept as regression tests: editors and install(1) on a key, type changes,
-//! appends, lost answers, deleted secrets, denied revalidation, what a hook
-//! inherits (descriptors, credentials) and what outlives the daemon.
+//! Change hooks on real mounts against moto: `--on-change` with `--watch`
+//! runs once per change of a secret read through the mount (an external
+//! put or one made through the mount), with the name and version in its
+//! environment and never the value; nothing polls without it.
 
-mod common;
-
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
+/// A hook script that appends, per run, its whole environment and its
+/// arguments to a file of its own in `dir`, and one line to `runs`.
+fn recorder(dir: &Path) -> (String, PathBuf) {
+    let runs = dir.join("runs");
+    let script = dir.join("hook.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             n=$(date +%s%N)\n\
+             env > {d}/env.$n\n\
+             echo \"$0 $*\" > {d}/args.$n\n\
+             echo \"$SECRETSFS_SECRET $SECRETSFS_VERSION_ID\" >> {runs}\n",
+            d = dir.display(),
+            runs = runs.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (script.display().to_string(), runs)
+}
+
+/// Everything the hook runs were given: environments and arguments.
+fn everything_given(dir: &Path) -> String {
+    let mut all = String::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("env.") || name.starts_with("args.") {
+            all.push_str(&std::fs::read_to_string(&p).unwrap());
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
-    f()
+    all
 }
 
-fn lines(file: &Path) -> Vec<String> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-// ---- JSON view ------------------------------------------------------------
-
-/// A key holding a number (or null, or a boolean) may be given any JSON
-/// (README: "the bytes must be JSON"). Writing the JSON string "5432" to a
-/// key holding the number 5432 changes the value; the write must not be
-/// judged "unchanged" and dropped.
 #[test]
-fn writing_a_json_string_to_a_number_key_is_not_dropped_as_unchanged() {
-    let s = unique("rp-type");
-    create(&s, r#"{"port":5432,"flag":null}"#);
-    let m = Mount::aws().args(["--secret", &s]).start();
-    let before = version_ids(&s).len();
-    replace_file(&m.p(&format!("{s}/json/port")), br#""5432""#).unwrap();
-    replace_file(&m.p(&format!("{s}/json/flag")), br#""null""#).unwrap();
-    let now = current_string(&s);
-    assert_eq!(
-        now,
-        r#"{"port":"5432","flag":"null"}"#,
-        "versions before {before}, after {}",
-        version_ids(&s).len()
+fn an_external_change_runs_the_hook_once_with_name_and_version_and_never_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let (script, runs_file) = recorder(dir.path());
+    let name = unique("hook-ext");
+    create(&name, "first-value-A1");
+    // A long TTL: only the watcher can notice the change in time.
+    let (proxy, m) = mount_via_proxy(
+        &name,
+        &["--ttl", "300", "--on-change", &script, "--watch", "1s"],
     );
-}
+    assert_eq!(m.read_string(&format!("{name}/current")), "first-value-A1");
+    // Read, not changed: no run.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(lines(&runs_file).is_empty(), "no change, no run");
 
-/// A writer that opened `json/port` (a number) without O_TRUNC, while
-/// another process removes the key before its close: the commit re-adds
-/// the key, and must not silently turn the number into a string.
-#[test]
-fn a_key_removed_before_a_commit_is_not_brought_back() {
-    let s = unique("rp-retype");
-    create(&s, r#"{"port":5432,"u":"x"}"#);
-    let m = Mount::aws().args(["--secret", &s]).start();
-    let path = m.p(&format!("{s}/json/port"));
-    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-    // SAFETY: plain syscalls on a descriptor we own.
-    unsafe {
-        let fd = libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        assert!(fd >= 0);
-        // External removal of the key (another host).
-        put(&s, r#"{"u":"x"}"#);
-        assert_eq!(libc::write(fd, b"5433".as_ptr().cast(), 4), 4);
-        // Its type is not known any more, and the removal is not undone.
-        assert_eq!(libc::close(fd), -1);
-        assert_eq!(*libc::__errno_location(), libc::ENOENT);
+    let new_id = put(&name, "second-value-B2");
+    assert!(
+        wait_until(Duration::from_secs(10), || !lines(&runs_file).is_empty()),
+        "the hook ran after the external change"
+    );
+    assert_eq!(lines(&runs_file), vec![format!("{name} {new_id}")]);
+    // The cache was refreshed with it, long before the TTL.
+    assert_eq!(m.read_string(&format!("{name}/current")), "second-value-B2");
+    // Three more intervals: still one run for one change.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(lines(&runs_file).len(), 1, "one run per change");
+
+    let given = everything_given(dir.path());
+    assert!(given.contains(&format!("SECRETSFS_SECRET={name}")));
+    assert!(given.contains(&format!("SECRETSFS_VERSION_ID={new_id}")));
+    for value in ["first-value-A1", "second-value-B2"] {
+        assert!(!given.contains(value), "a hook was given a value");
+        assert!(!m.log_text().contains(value), "a value reached the log");
     }
-    assert_eq!(current_string(&s), r#"{"u":"x"}"#);
+    assert!(m.log_text().contains("change hook ran"));
+    // Revalidation is DescribeSecret: no value fetched per interval.
+    assert!(proxy.count("DescribeSecret") >= 3);
+    assert!(
+        proxy.count("GetSecretValue") <= 3,
+        "no decrypt per interval"
+    );
+    let stats = m.stats();
+    assert_eq!(stats["hook_runs"]["ok"], 1);
 }
 
-// ---- change hooks -----------------------------------------------------------
+#[test]
+fn a_change_made_through_the_mount_runs_the_hook_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (script, runs_file) = recorder(dir.path());
+    let name = unique("hook-own");
+    create(&name, "old");
+    let (_proxy, m) = mount_via_proxy(
+        &name,
+        &["--ttl", "300", "--on-change", &script, "--watch", "1s"],
+    );
+    write_file(
+        &m.p(&format!("{name}/current")),
+        b"new",
+        libc::O_WRONLY | libc::O_TRUNC,
+    )
+    .unwrap();
+    let (id, value, _) = stage(&name, "AWSCURRENT").unwrap();
+    assert_eq!(value.as_deref(), Some("new"));
+    assert!(wait_until(Duration::from_secs(10), || !lines(&runs_file).is_empty()));
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(lines(&runs_file), vec![format!("{name} {id}")]);
+}
+
+#[test]
+fn hooks_per_pattern_from_the_config_file_run_only_for_their_secrets_and_failures_are_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (script, runs_file) = recorder(dir.path());
+    let base = unique("hook-pat");
+    let (web, db) = (format!("{base}/web/cert"), format!("{base}/db/pw"));
+    create(&web, "cert-1");
+    create(&db, "pw-1");
+    let config = dir.path().join("secretsfs.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[hook]]\npattern = \"{base}/web/*\"\non_change = \"{script}\"\nwatch = \"1s\"\n\n\
+             [[hook]]\npattern = \"{base}/db/*\"\non_change = \"exit 7\"\nwatch = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    let m = Mount::aws()
+        .args(["--prefix", &base, "--ttl", "300", "--config"])
+        .arg(config.to_str().unwrap())
+        .start();
+    assert_eq!(m.read_string(&format!("{web}/current")), "cert-1");
+    assert_eq!(m.read_string(&format!("{db}/current")), "pw-1");
+    let web_id = put(&web, "cert-2");
+    put(&db, "pw-2");
+    assert!(wait_until(Duration::from_secs(10), || {
+        !lines(&runs_file).is_empty() && m.log_text().contains("change hook failed")
+    }));
+    assert_eq!(lines(&runs_file), vec![format!("{web} {web_id}")]);
+    let log = m.log_text();
+    let failed = log
+        .lines()
+        .find(|l| l.contains("change hook failed"))
+        .unwrap();
+    assert!(failed.contains(&db) && failed.contains("status=7") && failed.contains("duration_ms"));
+    assert_eq!(m.stats()["hook_runs"]["failed"], 1);
+}
+
+#[test]
+fn a_hook_that_hangs_is_killed_at_its_timeout() {
+    let name = unique("hook-hang");
+    create(&name, "v1");
+    let m = Mount::aws()
+        .args(["--secret", &name, "--ttl", "300", "--watch", "1s"])
+        .args(["--hook-timeout", "1s", "--on-change", "sleep 60"])
+        .start();
+    m.read_string(&format!("{name}/current"));
+    put(&name, "v2");
+    assert!(wait_until(Duration::from_secs(10), || m
+        .log_text()
+        .contains("change hook timed out")));
+    assert_eq!(m.stats()["hook_runs"]["timeout"], 1);
+}
+
+#[test]
+fn without_a_hook_nothing_is_polled() {
+    let name = unique("hook-off");
+    create(&name, "v1");
+    let (proxy, m) = mount_via_proxy(&name, &["--ttl", "300"]);
+    m.read_string(&format!("{name}/current"));
+    let before = proxy.total();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(proxy.total(), before, "no call without a reader or a hook");
+}
+
+#[test]
+fn watch_without_on_change_is_refused_at_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_secretsfs"))
+        .args(["--watch", "10s", "/nonexistent-mountpoint"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need --on-change"));
+}
+
+// ---- Probes from the review of the change hooks (were tests/adversarial.rs) ----
 
 fn force_delete(name: &str) {
     rt().block_on(async {
@@ -314,39 +425,6 @@ fn a_hook_of_a_root_mount_holds_no_fuse_descriptor() {
     assert!(!got.contains("/dev/fuse"), "{got}");
 }
 
-/// After a put through `current` that changes a key's length, stat of the
-/// key file gives the new content's size (the kernel's copy was dropped).
-#[test]
-fn key_sizes_follow_a_put_through_current() {
-    use std::os::unix::fs::MetadataExt;
-    let s = unique("rp-size");
-    create(&s, r#"{"a":"short","b":"x"}"#);
-    let m = Mount::aws().args(["--secret", &s, "--ttl", "300"]).start();
-    let a = m.p(&format!("{s}/json/a"));
-    assert_eq!(std::fs::metadata(&a).unwrap().size(), 5);
-    assert_eq!(std::fs::read(&a).unwrap(), b"short");
-    replace_file(
-        &m.p(&format!("{s}/current")),
-        br#"{"a":"a-much-longer-value","b":"x"}"#,
-    )
-    .unwrap();
-    assert_eq!(std::fs::metadata(&a).unwrap().size(), 19);
-    assert_eq!(std::fs::read(&a).unwrap(), b"a-much-longer-value");
-    // And after a put through another key.
-    replace_file(&m.p(&format!("{s}/json/b")), b"yy").unwrap();
-    assert_eq!(std::fs::metadata(&a).unwrap().size(), 19);
-    // Two handles on two keys of one secret, both committing.
-    let p1 = m.p(&format!("{s}/json/a"));
-    let p2 = m.p(&format!("{s}/json/b"));
-    let t1 = std::thread::spawn(move || replace_file(&p1, b"A1"));
-    let t2 = std::thread::spawn(move || replace_file(&p2, b"B2"));
-    t1.join().unwrap().unwrap();
-    t2.join().unwrap().unwrap();
-    assert_eq!(current_string(&s), r#"{"a":"A1","b":"B2"}"#);
-    assert_eq!(std::fs::read(&a).unwrap(), b"A1");
-    assert_eq!(std::fs::metadata(&a).unwrap().size(), 2);
-}
-
 /// A role allowed GetSecretValue but not DescribeSecret: reads work (the
 /// read path falls back to GetSecretValue), but the watcher's
 /// revalidation fails every interval. The hook must still fire, or at
@@ -413,68 +491,6 @@ fn a_hook_is_not_given_the_daemons_aws_credentials() {
     );
 }
 
-/// Secrets Manager has no conditional put: an external put of another key
-/// landing between the commit's read of AWSCURRENT and its PutSecretValue
-/// is overwritten. after_put sees it (AWSPREVIOUS is not the version the
-/// merge was made from); the lost change should at least be logged.
-#[test]
-fn an_external_put_inside_the_commit_window_is_not_lost_silently() {
-    let s = unique("rp-window");
-    create(&s, r#"{"a":"1","b":"1"}"#);
-    let (proxy, m) = mount_via_proxy(&s, &["--ttl", "300"]);
-    assert_eq!(m.read_string(&format!("{s}/json/a")), "1");
-    proxy.fault(
-        "PutSecretValue",
-        None,
-        Fault::Delay(Duration::from_millis(1500)),
-        1,
-    );
-    let path = m.p(&format!("{s}/json/a"));
-    let w = std::thread::spawn(move || replace_file(&path, b"2"));
-    std::thread::sleep(Duration::from_millis(700));
-    // Another host changes b meanwhile.
-    put(&s, r#"{"a":"1","b":"EXTERNAL"}"#);
-    w.join().unwrap().unwrap();
-    let now = current_string(&s);
-    let log = m.log_text();
-    assert!(
-        now.contains("EXTERNAL") || log.contains("WARN"),
-        "b's external change was overwritten with nothing logged: {now}\n{log}"
-    );
-}
-
-/// A key added elsewhere within the TTL is unknown to the mount's cached
-/// AWSCURRENT, so `>>` reaches create(2); create then sees the key in
-/// AWSCURRENT now, but starts the handle empty even without O_TRUNC: the
-/// append replaces the value.
-#[test]
-fn appending_to_a_key_added_elsewhere_within_the_ttl_appends() {
-    let s = unique("rp-append");
-    create(&s, r#"{"a":"1"}"#);
-    let m = Mount::aws().args(["--secret", &s, "--ttl", "300"]).start();
-    assert_eq!(m.read_string(&format!("{s}/json/a")), "1");
-    put(&s, r#"{"a":"1","k":"base"}"#);
-    write_file(
-        &m.p(&format!("{s}/json/k")),
-        b"-more",
-        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
-    )
-    .unwrap();
-    assert_eq!(current_string(&s), r#"{"a":"1","k":"base-more"}"#);
-}
-
-/// A valid JSON object with one deeply nested value (200 levels; Python,
-/// jq and Secrets Manager take it): the other keys are still files.
-#[test]
-fn a_deeply_nested_value_does_not_hide_the_other_keys() {
-    let s = unique("rp-deep");
-    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-    create(&s, &format!(r#"{{"deep":{deep},"password":"p"}}"#));
-    let m = Mount::aws().args(["--secret", &s]).start();
-    assert_eq!(ls(&m.p(&format!("{s}/json"))), ["deep", "password"]);
-    assert_eq!(m.read_string(&format!("{s}/json/password")), "p");
-}
-
 /// The same, with the secret read again through the mount after it was
 /// created again: the new AWSCURRENT is then taken as the first one seen.
 #[test]
@@ -539,99 +555,4 @@ fn a_mount_put_then_an_external_put_end_with_a_run_for_the_latest() {
         lines(&runs)
     );
     assert_eq!(m.read_string(&format!("{name}/current")), "v4");
-}
-
-/// A JSON key's put whose answer is lost: one version, the close succeeds
-/// (the token is found), the value reads back, and the hook runs once.
-#[test]
-fn a_lost_put_answer_of_a_key_makes_one_version_and_one_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let runs = dir.path().join("runs");
-    let s = unique("rp-lost");
-    create(&s, r#"{"a":"1","b":"2"}"#);
-    let (proxy, m) = mount_via_proxy(
-        &s,
-        &[
-            "--ttl",
-            "300",
-            "--watch",
-            "1s",
-            "--on-change",
-            &format!("echo \"$SECRETSFS_VERSION_ID\" >> {}", runs.display()),
-        ],
-    );
-    assert_eq!(m.read_string(&format!("{s}/json/a")), "1");
-    proxy.fault("PutSecretValue", None, Fault::DropResponse, 10);
-    let r = replace_file(&m.p(&format!("{s}/json/a")), b"9");
-    assert_eq!(current_string(&s), r#"{"a":"9","b":"2"}"#);
-    assert_eq!(version_ids(&s).len(), 2, "close: {r:?}");
-    assert!(r.is_ok(), "{r:?}");
-    assert_eq!(m.read_string(&format!("{s}/json/a")), "9");
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(lines(&runs).len(), 1, "{:?}", lines(&runs));
-}
-
-/// install(1) unlinks the destination before creating it (the reason
-/// `current` has its REPLACERS rule). In json/ the unlink is a put
-/// without the key and the create a second put with the key last: two
-/// versions, a window where readers get ENOENT, and the key order changed.
-#[test]
-fn install_onto_a_key_makes_one_version_in_place() {
-    let s = unique("rp-install");
-    create(&s, r#"{"password":"p","user":"u"}"#);
-    let m = Mount::aws().args(["--secret", &s]).start();
-    let src = m.p("..").join("newpw");
-    std::fs::write(&src, "q").unwrap();
-    let before = version_ids(&s).len();
-    let out = sh(
-        &format!("install -m 600 {} json/password", src.display()),
-        &m.p(&s),
-    );
-    eprintln!("{out:?}");
-    let after = version_ids(&s).len();
-    assert_eq!(
-        (current_string(&s).as_str(), after - before),
-        (r#"{"password":"q","user":"u"}"#, 1)
-    );
-}
-
-/// vim on a key file, with its defaults (writebackup, swap file in the
-/// file's directory): one version, the key in place, no stray keys.
-#[test]
-fn vim_on_a_key_makes_one_version_and_no_stray_keys() {
-    let s = unique("rp-vim");
-    create(&s, r#"{"password":"old","user":"u"}"#);
-    let m = Mount::aws().args(["--secret", &s]).start();
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("vim -Es -u DEFAULTS -i NONE -c 'set backupskip=' -c 'set swapfile' -c '%s/old/new/' -c wq json/password")
-        .current_dir(m.p(&s))
-        .env("HOME", m.path.parent().unwrap())
-        .output()
-        .unwrap();
-    let versions = version_ids(&s).len();
-    // The keys of each version (not the values: a swap file is 4 KiB).
-    for id in version_ids(&s) {
-        let v = rt().block_on(
-            sdk()
-                .get_secret_value()
-                .secret_id(&s)
-                .version_id(&id)
-                .send(),
-        );
-        let text = v.ok().and_then(|o| o.secret_string().map(str::to_string));
-        let keys: Vec<String> = text
-            .and_then(|t| {
-                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&t).ok()
-            })
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
-        eprintln!("version {id}: keys {keys:?}");
-    }
-    assert_eq!(
-        (current_string(&s), versions),
-        (r#"{"password":"new\n","user":"u"}"#.to_string(), 2),
-        "{out:?}\n{}",
-        m.log_text()
-    );
 }

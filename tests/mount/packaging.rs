@@ -357,6 +357,9 @@ fn has_debug_info(binary: &Path) -> bool {
 #[test]
 fn debian_package_holds_the_binary_units_settings_docs_and_needs_fuse3() {
     require_cargo_deb();
+    // A release build takes both cores for minutes: no other test's daemon
+    // (some bound their timings) beside it, as when it was a binary of its own.
+    let _alone = crate::common::alone();
     let dir = tempfile::tempdir().unwrap();
     let deb = dir.path().join("secretsfs.deb");
     let out = run(Command::new(format!("{ROOT}/packaging/build-deb"))

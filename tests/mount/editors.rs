@@ -3,9 +3,7 @@
 //! exactly one new version, leave no stray files, and keep its temporary
 //! files to its own directory.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const OWN: [&str; 5] = ["current", "json", "previous", "stages", "versions"];
 
@@ -218,4 +216,71 @@ fn rm_current_is_refused_and_deletes_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"));
     assert_eq!(m.read_string(&format!("{s}/current")), "stay");
     assert_eq!(current_string(&s), "stay");
+}
+
+// ---- Probes from the review of the JSON view: tools on a key (were tests/adversarial.rs) ----
+
+/// install(1) unlinks the destination before creating it (the reason
+/// `current` has its REPLACERS rule). In json/ the unlink is a put
+/// without the key and the create a second put with the key last: two
+/// versions, a window where readers get ENOENT, and the key order changed.
+#[test]
+fn install_onto_a_key_makes_one_version_in_place() {
+    let s = unique("rp-install");
+    create(&s, r#"{"password":"p","user":"u"}"#);
+    let m = Mount::aws().args(["--secret", &s]).start();
+    let src = m.p("..").join("newpw");
+    std::fs::write(&src, "q").unwrap();
+    let before = version_ids(&s).len();
+    let out = sh(
+        &format!("install -m 600 {} json/password", src.display()),
+        &m.p(&s),
+    );
+    eprintln!("{out:?}");
+    let after = version_ids(&s).len();
+    assert_eq!(
+        (current_string(&s).as_str(), after - before),
+        (r#"{"password":"q","user":"u"}"#, 1)
+    );
+}
+
+/// vim on a key file, with its defaults (writebackup, swap file in the
+/// file's directory): one version, the key in place, no stray keys.
+#[test]
+fn vim_on_a_key_makes_one_version_and_no_stray_keys() {
+    let s = unique("rp-vim");
+    create(&s, r#"{"password":"old","user":"u"}"#);
+    let m = Mount::aws().args(["--secret", &s]).start();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("vim -Es -u DEFAULTS -i NONE -c 'set backupskip=' -c 'set swapfile' -c '%s/old/new/' -c wq json/password")
+        .current_dir(m.p(&s))
+        .env("HOME", m.path.parent().unwrap())
+        .output()
+        .unwrap();
+    let versions = version_ids(&s).len();
+    // The keys of each version (not the values: a swap file is 4 KiB).
+    for id in version_ids(&s) {
+        let v = rt().block_on(
+            sdk()
+                .get_secret_value()
+                .secret_id(&s)
+                .version_id(&id)
+                .send(),
+        );
+        let text = v.ok().and_then(|o| o.secret_string().map(str::to_string));
+        let keys: Vec<String> = text
+            .and_then(|t| {
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&t).ok()
+            })
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        eprintln!("version {id}: keys {keys:?}");
+    }
+    assert_eq!(
+        (current_string(&s), versions),
+        (r#"{"password":"new\n","user":"u"}"#.to_string(), 2),
+        "{out:?}\n{}",
+        m.log_text()
+    );
 }

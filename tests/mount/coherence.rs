@@ -3,33 +3,15 @@
 //! value in Secrets Manager, killed writers, and range-checked options.
 //! Effects are checked through the API as well as through the mount.
 
-mod common;
-
-use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, IntoRawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::*;
-
-/// Polls `f` every 20 ms until it holds or `limit` passes; whether it held.
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use crate::common::*;
 
 fn read_string_of(f: &mut File) -> String {
     String::from_utf8(read_all(f)).unwrap()
@@ -58,12 +40,6 @@ fn close_checked(f: File) -> Result<(), i32> {
         0 => Ok(()),
         _ => Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
     }
-}
-
-/// Asserts that `cmd`, run in `dir`, succeeds.
-fn sh_ok(cmd: &str, dir: &Path) {
-    let out = sh(cmd, dir);
-    assert!(out.status.success(), "{cmd}: {out:?}");
 }
 
 const OLD: &str = "old-value-1";
@@ -388,13 +364,7 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        let mnt = self.mnt.to_str().unwrap();
-        if mounts.lines().any(|l| l.split(' ').nth(1) == Some(mnt)) {
-            let c = CString::new(self.mnt.as_os_str().as_bytes()).unwrap();
-            // SAFETY: a valid NUL-terminated path.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
+        unmount_if_mounted(&self.mnt);
     }
 }
 
@@ -424,4 +394,25 @@ fn numeric_options_are_range_checked() {
         .args(["-o", "uid=0,gid=0,threads=4,ttl=1"])
         .start();
     assert!(m.is_mounted());
+}
+
+// ---- Probes from the review of rendered files (were tests/adversarial_templates.rs) ----
+
+/// For comparison: the same fstat question on `current` (not templates).
+#[test]
+fn fstat_of_an_open_current_matches_what_it_reads_after_a_write() {
+    use std::io::Read;
+    let a = unique("rv-fstatcur");
+    create(&a, "short");
+    let m = Mount::aws().args(["--secret", &a]).start();
+    let mut f = std::fs::File::open(m.p(&format!("{a}/current"))).unwrap();
+    std::fs::write(m.p(&format!("{a}/current")), "a much longer text").unwrap();
+    let fd_size = f.metadata().unwrap().len();
+    let mut s = String::new();
+    f.read_to_string(&mut s).unwrap();
+    assert_eq!(
+        (fd_size, s.as_str()),
+        (5, "short"),
+        "fstat size vs bytes read"
+    );
 }

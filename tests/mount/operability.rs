@@ -2,12 +2,10 @@
 //! metrics file, scripts that learn a failed write, and a mount by a user
 //! who cannot use /dev/fuse itself.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 fn demo() -> (tempfile::TempDir, Mount) {
     let store = tempfile::tempdir().unwrap();

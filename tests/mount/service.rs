@@ -2,13 +2,11 @@
 //! mounting through mount(8) and fuse3's helper, strict configuration, and
 //! process hardening.
 
-mod common;
-
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn secretsfs() -> Command {
     Command::new(env!("CARGO_BIN_EXE_secretsfs"))

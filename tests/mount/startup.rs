@@ -5,34 +5,19 @@
 //! ca_bundle) and is refused with a certificate error without it. Every
 //! server here listens on 127.0.0.1, in front of the tests' moto.
 
-mod common;
-
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// What the issue asks of every bad setup: its behaviour within 5 s.
 const BOUND: Duration = Duration::from_secs(5);
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
-}
 
 /// The daemon started in a clean environment (no AWS variable, no AWS
 /// config or credentials file, no instance metadata) plus `env`; killed
@@ -110,18 +95,8 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if mounted(&self.mnt) {
-            let c = CString::new(self.mnt.as_os_str().as_bytes()).unwrap();
-            // SAFETY: a valid NUL-terminated path.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
+        unmount_if_mounted(&self.mnt);
     }
-}
-
-fn mounted(path: &Path) -> bool {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let want = path.to_str().unwrap();
-    mounts.lines().any(|l| l.split(' ').nth(1) == Some(want))
 }
 
 /// A refusal: non-zero, not mounted, within the bound, the cause on one

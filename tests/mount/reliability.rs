@@ -2,11 +2,9 @@
 //! never holds up reads of a cached value for long, and a value is served
 //! stale for at most --max-stale.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Reads `rel` until `until` passes; the longest single read.
 fn slowest_read(m: &Mount, rel: &str, want: &str, until: Instant) -> Duration {

@@ -1,9 +1,7 @@
 //! The embedded local store on real mounts: the demo, writes, creation by
 //! mkdir, and durability across remounts.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn demo_store_mounts_with_its_secrets() {

@@ -2,14 +2,12 @@
 //! exactly one version, with the limits and errors of PRODUCT.md, checked
 //! through the API.
 
-mod common;
-
 use std::fs::OpenOptions;
 use std::os::fd::IntoRawFd;
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn is_uuid_v4(s: &str) -> bool {
     uuid::Uuid::parse_str(s).is_ok_and(|u| u.get_version_num() == 4)
@@ -92,15 +90,6 @@ fn successive_writes_make_successive_versions() {
         m.log_text().contains("more than once in 10 minutes"),
         "churn warning"
     );
-}
-
-fn raw_open(path: &Path, flags: i32) -> i32 {
-    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-    // SAFETY: plain open. Close-on-exec, so that processes other tests
-    // spawn meanwhile do not hold it; children that should get it get a dup.
-    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
-    assert!(fd >= 0);
-    fd
 }
 
 /// A command that receives `fd` as its fd 3.

@@ -3,14 +3,12 @@
 //! allow-other mount, a refresh makes an external change visible before the
 //! TTL, and trim_newline's effect is checked through the API.
 
-mod common;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// A config file and a mountpoint that other users can reach (the test
 /// harness's own temporary directories are 0700).
@@ -41,21 +39,6 @@ impl Setup {
     }
 }
 
-/// Runs `cmd` as uid/gid `uid`, no supplementary groups.
-fn as_user(uid: u32, cmd: &[&str]) -> Output {
-    Command::new("setpriv")
-        .args([
-            "--reuid",
-            &uid.to_string(),
-            "--regid",
-            &uid.to_string(),
-            "--clear-groups",
-        ])
-        .args(cmd)
-        .output()
-        .expect("run setpriv")
-}
-
 fn p(path: PathBuf) -> String {
     path.display().to_string()
 }
@@ -68,12 +51,11 @@ fn two_services(u: &str) -> String {
 }
 
 /// Waits (bounded) until `done` holds.
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn eventually(what: &str, done: impl FnMut() -> bool) {
+    assert!(
+        wait_until(Duration::from_secs(10), done),
+        "timed out waiting for {what}"
+    );
 }
 
 #[test]
@@ -308,4 +290,131 @@ fn without_trim_newline_echo_stores_its_newline_and_a_rule_can_ask_for_it() {
     assert_eq!(sdk_string(&c), "v\n");
     assert!(sh("echo w > current", &m.p(&a)).status.success());
     assert_eq!(sdk_string(&a), "w");
+}
+
+// ---- Probes from the review of issue 12 (were tests/adversarial_services.rs) ----
+
+/// The rule's owner may read json/<key> and stages/<label> of its secret,
+/// as it reads current (the issue: rules cover "the JSON ... views").
+#[test]
+fn rules_cover_json_keys_and_stage_files() {
+    let u = unique("rv3own");
+    let db = format!("{u}/prod/db/pw");
+    create(&db, r#"{"password":"hunter2"}"#);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(dir.path().join("mnt")).unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[rule]]\npattern = \"{u}/prod/db/*\"\nowner = 1001\nmode = \"0400\"\n"),
+    )
+    .unwrap();
+    let m = Mount::aws()
+        .at(&dir.path().join("mnt"))
+        .args(["--config", &cfg.display().to_string()])
+        .args(["--prefix", &format!("{u}/"), "--allow-other"])
+        .start();
+    let cur = as_user(
+        1001,
+        &["cat", &m.p(&format!("{db}/current")).display().to_string()],
+    );
+    assert!(cur.status.success(), "{cur:?}");
+    let mut bad = vec![];
+    for f in ["json", "json/password", "stages", "stages/AWSCURRENT"] {
+        let path = m.p(&format!("{db}/{f}"));
+        let st = std::fs::metadata(&path).unwrap();
+        if st.uid() != 1001 {
+            bad.push(format!(
+                "{f}: uid {} mode {:o}",
+                st.uid(),
+                st.mode() & 0o7777
+            ));
+        }
+    }
+    let key = as_user(
+        1001,
+        &[
+            "cat",
+            &m.p(&format!("{db}/json/password")).display().to_string(),
+        ],
+    );
+    let stg = as_user(
+        1001,
+        &[
+            "cat",
+            &m.p(&format!("{db}/stages/AWSCURRENT"))
+                .display()
+                .to_string(),
+        ],
+    );
+    assert!(
+        bad.is_empty() && key.status.success() && stg.status.success(),
+        "not ruled: {bad:?}\njson/password as 1001: {key:?}\nstages/AWSCURRENT as 1001: {stg:?}"
+    );
+}
+
+/// A secret that is also a prefix of another: the inner secret's owner
+/// (by rule) must be able to reach it through the outer secret's directory.
+#[test]
+fn a_nested_secrets_owner_reaches_it_through_the_outer_secret() {
+    let u = unique("rv3nest");
+    let outer = format!("{u}/prod/db");
+    let inner = format!("{u}/prod/db/pw");
+    create(&outer, "outer");
+    create(&inner, "inner");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(dir.path().join("mnt")).unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[rule]]\npattern = \"{u}/prod/db/*\"\nowner = 1001\nmode = \"0400\"\n"),
+    )
+    .unwrap();
+    let m = Mount::aws()
+        .at(&dir.path().join("mnt"))
+        .args(["--config", &cfg.display().to_string()])
+        .args(["--prefix", &format!("{u}/"), "--allow-other"])
+        .start();
+    let st = std::fs::metadata(m.p(&outer)).unwrap();
+    eprintln!("outer dir: uid {} mode {:o}", st.uid(), st.mode() & 0o7777);
+    let out = as_user(
+        1001,
+        &[
+            "cat",
+            &m.p(&format!("{inner}/current")).display().to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    // And the outer secret stays closed to 1001.
+    let out = as_user(
+        1001,
+        &[
+            "cat",
+            &m.p(&format!("{outer}/current")).display().to_string(),
+        ],
+    );
+    assert!(!out.status.success(), "{out:?}");
+}
+
+/// A refresh larger than one page may reach the daemon in pieces cut
+/// mid-line, each taken as other names: refused whole instead.
+#[test]
+fn a_refresh_write_over_a_page_is_refused() {
+    let s = unique("rv-big-refresh");
+    create(&s, "v");
+    let m = Mount::aws().args(["--secret", &s]).start();
+    let mut lines = String::new();
+    while lines.len() <= 4096 {
+        lines.push_str(&s);
+        lines.push('\n');
+    }
+    let r = write_file(&m.p(".secretsfs/refresh"), lines.as_bytes(), libc::O_WRONLY);
+    assert_eq!(r, Err(libc::EINVAL));
+    let one = format!("{s}\n");
+    assert_eq!(
+        write_file(&m.p(".secretsfs/refresh"), one.as_bytes(), libc::O_WRONLY),
+        Ok(())
+    );
 }

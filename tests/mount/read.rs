@@ -2,12 +2,10 @@
 //! freshness, errors, permissions and process life, checked through the
 //! mount and through the API.
 
-mod common;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn current_previous_and_versions_hold_exact_values() {

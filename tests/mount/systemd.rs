@@ -16,14 +16,12 @@
 //! guard is dropped, also when the test panics, and by a watcher process when
 //! the test process dies; the rootfs is never written (--volatile=overlay).
 
-mod common;
-
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Where ./run-tests leaves the debootstrapped Debian (bookworm, with
 /// systemd and ca-certificates; it marks it complete last).
@@ -412,6 +410,9 @@ fn probe_script() -> String {
 
 #[test]
 fn the_units_under_systemd_as_pid_1_of_a_container() {
+    // Booting systemd is heavy and the test bounds its steps (stop < 3 s):
+    // no other test's daemon beside it, as when it was a binary of its own.
+    let _alone = alone();
     let started = Instant::now();
     let rootfs = rootfs();
     let main_unit = std::fs::read_to_string(repo_file("systemd/secretsfs.service")).unwrap();

@@ -1,0 +1,28 @@
+//! The real-mount tests: one test binary (linked once) with a module per
+//! behaviour, each mounting the secretsfs binary for real against moto (a
+//! Secrets Manager emulator on 127.0.0.1) or the local store, through an
+//! RAII guard that unmounts on drop. Shared helpers live in tests/common
+//! (also used by the benches). The fs-layer and model tests stay in their
+//! own binaries (tests/fs_layer.rs, tests/fs_model.rs).
+//!
+//! Run one behaviour with `cargo test --test mount MODULE::`, e.g.
+//! `cargo test --test mount views::json::`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod coherence;
+mod editors;
+mod hooks;
+mod local_store;
+mod operability;
+mod packaging;
+mod read;
+mod reliability;
+mod rules;
+mod service;
+mod stages;
+mod startup;
+mod systemd;
+mod views;
+mod write;
