@@ -13,6 +13,7 @@ mod common;
 
 mod coherence;
 mod editors;
+mod exact_reads;
 mod hooks;
 mod local_store;
 mod operability;

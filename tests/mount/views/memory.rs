@@ -4,11 +4,9 @@
 //! every other byte of the secret and its kind, stage files' attributes
 //! decrypt nothing, and long names get ENAMETOOLONG.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 /// A secret holding `doc` and a mount of it; the json/ directory's path.
 fn json_mount(s: &str, doc: &str) -> Mount {

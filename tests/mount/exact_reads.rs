@@ -3,8 +3,6 @@
 //! Secrets Manager, fresh opens beside them, JSON keys held while written,
 //! and mmap of every kind of value file while older handles live.
 
-mod common;
-
 use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -13,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const INITIAL: &str = "initial-value";
 
