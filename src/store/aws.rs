@@ -64,6 +64,9 @@ pub struct About {
     pub profile: Option<String>,
     /// The named profile is in neither AWS config file.
     pub profile_missing: bool,
+    /// With no region: what the instance metadata service said when asked
+    /// for one (the SDK's own warnings are below the default log level).
+    pub no_region_cause: Option<String>,
 }
 
 impl AwsStore {
@@ -125,12 +128,17 @@ impl AwsStore {
                     region.as_deref().unwrap_or("<region>")
                 )
             });
+        let no_region_cause = match region {
+            None => imds_region_failure().await,
+            Some(_) => None,
+        };
         let about = About {
             region,
             endpoint,
             ca_bundle: bundle,
             profile,
             profile_missing,
+            no_region_cause,
         };
         // The credentials the start-up check resolves are handed to the
         // client's first call instead of being fetched twice (an AssumeRole
@@ -287,6 +295,32 @@ impl AwsStore {
                 _ => Check::NoCredentials(one_line(&e)),
             }),
         }
+    }
+}
+
+/// Why the instance metadata service gave no region, on one line, when it
+/// was asked (the region chain's last source): the SDK logs that only as a
+/// multi-line warning, which the default log level leaves out. Asked again
+/// here, once and bounded, on the way to refusing to start.
+async fn imds_region_failure() -> Option<String> {
+    let disabled =
+        std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    if disabled {
+        return None;
+    }
+    let client = aws_config::imds::Client::builder()
+        .max_attempts(1)
+        .connect_timeout(Duration::from_secs(1))
+        .read_timeout(Duration::from_secs(1))
+        .build();
+    let asked = client.get("/latest/meta-data/placement/region");
+    match tokio::time::timeout(Duration::from_secs(2), asked).await {
+        Err(_) => Some("the instance metadata service did not answer".into()),
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(format!(
+            "the instance metadata service: {}",
+            one_line(&e).trim_end_matches('.')
+        )),
     }
 }
 

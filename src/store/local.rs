@@ -116,14 +116,19 @@ impl LocalStore {
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = std::io::Error::last_os_error();
-            return Err(other(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                format!(
-                    "{} is in use by another secretsfs (one daemon per local store)",
-                    dir.display()
+            // In use: transient, as it ends when the other daemon does
+            // (the daemon's exit status then lets systemd retry).
+            return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                StoreError::new(
+                    StoreErrorKind::Transient,
+                    format!(
+                        "{} is in use by another secretsfs (one daemon per local store)",
+                        dir.display()
+                    ),
                 )
             } else {
-                format!("locking {}: {e}", dir.display())
-            }));
+                other(format!("locking {}: {e}", dir.display()))
+            });
         }
         let mut secrets = BTreeMap::new();
         let entries = fs::read_dir(dir).map_err(|e| io_err("reading", dir, e))?;
