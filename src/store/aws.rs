@@ -22,8 +22,8 @@ use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 
 use super::{
-    Description, Label, SecretBytes, SecretName, SecretStore, SecretVersion, Selector, StoreError,
-    StoreErrorKind, StoreResult, VersionId,
+    Description, Label, ListedVersion, SecretBytes, SecretName, SecretStore, SecretVersion,
+    Selector, StoreError, StoreErrorKind, StoreResult, VersionId,
 };
 
 /// Where to find Secrets Manager; unset fields fall back to the standard AWS
@@ -812,6 +812,11 @@ impl SecretStore for AwsStore {
     }
 
     async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>> {
+        let listed = self.list_versions(name).await?;
+        Ok(listed.into_iter().map(|v| v.id).collect())
+    }
+
+    async fn list_versions(&self, name: &SecretName) -> StoreResult<Vec<ListedVersion>> {
         let mut pages = self
             .client
             .list_secret_version_ids()
@@ -819,17 +824,18 @@ impl SecretStore for AwsStore {
             .include_deprecated(false)
             .into_paginator()
             .send();
-        let mut ids = Vec::new();
+        let mut listed = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(classify_sdk)?;
-            ids.extend(
-                page.versions()
-                    .iter()
-                    .filter_map(|v| v.version_id())
-                    .map(VersionId::new),
-            );
+            listed.extend(page.versions().iter().filter_map(|v| {
+                Some(ListedVersion {
+                    id: VersionId::new(v.version_id()?),
+                    created: v.created_date().map(|d| to_system_time(Some(d))),
+                    stages: v.version_stages().to_vec(),
+                })
+            }));
         }
-        Ok(ids)
+        Ok(listed)
     }
 
     async fn describe(&self, name: &SecretName) -> StoreResult<Description> {

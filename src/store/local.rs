@@ -17,8 +17,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Description, Label, SecretBytes, SecretName, SecretStore, SecretVersion, Selector, Stage,
-    StoreError, StoreErrorKind, StoreResult, VersionId,
+    Description, Label, ListedVersion, SecretBytes, SecretName, SecretStore, SecretVersion,
+    Selector, Stage, StoreError, StoreErrorKind, StoreResult, VersionId,
 };
 
 /// Unlabelled versions kept per secret, as AWS does.
@@ -415,11 +415,24 @@ impl SecretStore for LocalStore {
     }
 
     async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>> {
+        let listed = self.list_versions(name).await?;
+        Ok(listed.into_iter().map(|v| v.id).collect())
+    }
+
+    async fn list_versions(&self, name: &SecretName) -> StoreResult<Vec<ListedVersion>> {
         let secrets = self.lock();
         let record = secrets
             .get(name.as_str())
             .ok_or_else(|| StoreError::not_found(name))?;
-        Ok(record.versions.iter().map(|v| v.id.clone()).collect())
+        Ok(record
+            .versions
+            .iter()
+            .map(|v| ListedVersion {
+                id: v.id.clone(),
+                created: Some(v.created),
+                stages: v.stages.clone(),
+            })
+            .collect())
     }
 
     async fn describe(&self, name: &SecretName) -> StoreResult<Description> {
