@@ -17,7 +17,7 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::Credentials;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::primitives::Blob;
-use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, SecretVersionsListEntry};
 use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 
@@ -296,6 +296,15 @@ impl AwsStore {
             }),
         }
     }
+}
+
+/// One entry of ListSecretVersionIds: its id, CreatedDate and labels.
+fn listed_version(v: &SecretVersionsListEntry) -> Option<ListedVersion> {
+    Some(ListedVersion {
+        id: VersionId::new(v.version_id()?),
+        created: v.created_date().map(|d| to_system_time(Some(d))),
+        stages: v.version_stages().to_vec(),
+    })
 }
 
 /// Why the instance metadata service gave no region, on one line, when it
@@ -827,13 +836,7 @@ impl SecretStore for AwsStore {
         let mut listed = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(classify_sdk)?;
-            listed.extend(page.versions().iter().filter_map(|v| {
-                Some(ListedVersion {
-                    id: VersionId::new(v.version_id()?),
-                    created: v.created_date().map(|d| to_system_time(Some(d))),
-                    stages: v.version_stages().to_vec(),
-                })
-            }));
+            listed.extend(page.versions().iter().filter_map(listed_version));
         }
         Ok(listed)
     }
@@ -1137,5 +1140,25 @@ mod tests {
         let c = Credentials::new("AKID", "very-secret", None, None, "EnvironmentVariable");
         assert_eq!(provider_name(&c), "EnvironmentVariable");
         assert!(!provider_name(&c).contains("very-secret"));
+    }
+
+    #[test]
+    fn a_listed_version_has_its_created_date_and_labels() {
+        use aws_sdk_secretsmanager::primitives::DateTime;
+        let entry = SecretVersionsListEntry::builder()
+            .version_id("v1")
+            .created_date(DateTime::from_secs(1_700_000_000))
+            .version_stages("AWSCURRENT")
+            .version_stages("blue")
+            .build();
+        let v = listed_version(&entry).unwrap();
+        assert_eq!(v.id, VersionId::new("v1"));
+        assert_eq!(
+            v.created,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
+        assert_eq!(v.stages, ["AWSCURRENT", "blue"]);
+        let bare = SecretVersionsListEntry::builder().version_id("v2").build();
+        assert_eq!(listed_version(&bare).unwrap().created, None);
     }
 }
