@@ -20,7 +20,7 @@ pub const VERSION: &str = env!("SECRETSFS_VERSION");
 pub const ENVIRONMENT: [(&str, &str); 9] = [
     (
         "RUST_LOG",
-        "Log filter (default info; RUST_LOG=secretsfs=debug shows each refresh). Logs go to standard error.",
+        "Log filter (default error,secretsfs=info: the AWS SDK's own lines only from error; RUST_LOG=secretsfs=debug shows each refresh, RUST_LOG=info,aws_config=debug the SDK's credential and region lookups). Logs go to standard error.",
     ),
     ("AWS_REGION", "Region, when --region is not given."),
     (
@@ -61,8 +61,12 @@ fn after_help() -> String {
     }
     s.push_str(
         "\nUnder systemd, set them in /etc/secretsfs/secretsfs.env. \
-         See secretsfs(1) and the README's \"Operating\" section.",
+         See secretsfs(1) and the README's \"Operating\" section.\n",
     );
+    s.push_str("\nExit status:");
+    for (code, what) in crate::refusal::EXIT_STATUSES {
+        s.push_str(&format!("\n  {code}  {what}"));
+    }
     s
 }
 

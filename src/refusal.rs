@@ -13,6 +13,25 @@ pub const EXIT_FAILURE: u8 = 1;
 /// for usage errors, kept.
 pub const EXIT_CONFIG: u8 = 2;
 
+/// Every exit status and what it means, for `--help` and the man page.
+pub const EXIT_STATUSES: [(u8, &str); 3] = [
+    (
+        0,
+        "unmounted cleanly (SIGTERM, SIGINT or an external umount)",
+    ),
+    (
+        EXIT_FAILURE,
+        "a failure a restart may cure: a store or mountpoint in use by another daemon, \
+         credentials not ready yet or expired, a mount that could not be made",
+    ),
+    (
+        EXIT_CONFIG,
+        "a usage or configuration error: an unknown option or key, a bad value, no region, \
+         no or invalid credentials, a mountpoint that is a file or not empty \
+         (the systemd units do not restart it)",
+    ),
+];
+
 /// Why the daemon did not start, and whether a restart can help.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {

@@ -317,7 +317,7 @@ fn the_local_store_never_gives_the_write_rate_warning() {
     }
     let log = m.log_text();
     assert_eq!(log.matches("new version stored").count(), 6, "{log}");
-    assert!(!log.contains("within 10 minutes"), "{log}");
+    assert!(!log.contains("more than once in 10 minutes"), "{log}");
     assert!(unexpected_lines(&log).is_empty(), "{log}");
 }
 
@@ -337,7 +337,7 @@ fn on_aws_a_second_write_within_10_minutes_warns_once_saying_what_to_do() {
     let log = m.log_text();
     let warned: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("within 10 minutes"))
+        .filter(|l| l.contains("more than once in 10 minutes"))
         .collect();
     assert_eq!(warned.len(), 1, "{log}");
     assert!(

@@ -305,7 +305,7 @@ impl Writes {
         }
         entry.warned = Some(now);
         tracing::warn!(secret = %name, since_last_secs = since.as_secs(),
-            "secret written again within 10 minutes: each write is a new version, and Secrets Manager \
+            "secret written more than once in 10 minutes: each write is a new version, and Secrets Manager \
              refuses new versions (EDQUOT) once too many were made in a day; write the final value once \
              (edit a copy, then copy it over current). Said at most once an hour per secret");
         true
