@@ -20,7 +20,7 @@ pub const VERSION: &str = env!("SECRETSFS_VERSION");
 pub const ENVIRONMENT: [(&str, &str); 9] = [
     (
         "RUST_LOG",
-        "Log filter (default info; RUST_LOG=secretsfs=debug shows each refresh). Logs go to standard error.",
+        "Log filter (default error,secretsfs=info: the AWS SDK's own lines only from error; RUST_LOG=secretsfs=debug shows each refresh, RUST_LOG=info,aws_config=debug the SDK's credential and region lookups). Logs go to standard error.",
     ),
     ("AWS_REGION", "Region, when --region is not given."),
     (
@@ -61,8 +61,12 @@ fn after_help() -> String {
     }
     s.push_str(
         "\nUnder systemd, set them in /etc/secretsfs/secretsfs.env. \
-         See secretsfs(1) and the README's \"Operating\" section.",
+         See secretsfs(1) and the README's \"Operating\" section.\n",
     );
+    s.push_str("\nExit status:");
+    for (code, what) in crate::refusal::EXIT_STATUSES {
+        s.push_str(&format!("\n  {code}  {what}"));
+    }
     s
 }
 
@@ -88,10 +92,10 @@ pub struct Cli {
     /// is the source (ignored) and this is the mountpoint.
     #[arg(hide = true, value_name = "MOUNTPOINT")]
     pub helper_mountpoint: Option<PathBuf>,
-    /// Cache TTL of values, staging labels and listings, in seconds
-    /// (1-604800) [default: 300]
-    #[arg(long, value_name = "SECONDS")]
-    pub ttl: Option<u64>,
+    /// Cache TTL of values, staging labels and listings: 90s, 5m, 1h, or
+    /// a number of seconds; 1s to 7d [default: 5m]
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
     /// Expose only secrets whose names start with PREFIX [default: every
     /// secret]
     #[arg(long)]
@@ -265,7 +269,7 @@ const MOUNT_ONLY: [&str; 22] = [
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    ttl: Option<u64>,
+    ttl: Option<FileDuration>,
     prefix: Option<String>,
     secrets: Option<Vec<String>>,
     region: Option<String>,
@@ -282,12 +286,12 @@ struct FileConfig {
     allow_create: Option<bool>,
     threads: Option<usize>,
     cache_size: Option<usize>,
-    max_stale: Option<String>,
+    max_stale: Option<FileDuration>,
     max_calls: Option<usize>,
-    start_jitter: Option<String>,
+    start_jitter: Option<FileDuration>,
     on_change: Option<String>,
-    watch: Option<String>,
-    hook_timeout: Option<String>,
+    watch: Option<FileDuration>,
+    hook_timeout: Option<FileDuration>,
     hook: Option<Vec<FileHook>>,
     /// `[[template]]`: rendered files.
     template: Option<Vec<TemplateSpec>>,
@@ -296,19 +300,60 @@ struct FileConfig {
     rule: Option<Vec<crate::rules::RuleSpec>>,
 }
 
-/// The config file, parsed strictly; errors name the file and the key.
+/// The config file, parsed strictly; errors name the file, the line and
+/// the key.
 fn read_file_config(path: &std::path::Path) -> Result<FileConfig, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("--config {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
-        // The full report quotes the offending line, so it names the key.
-        let report = e
-            .to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        format!("--config {}: {report}", path.display())
-    })
+    toml::from_str(&text)
+        .map_err(|e| format!("--config {}{}", path.display(), file_error(&text, &e)))
+}
+
+/// A TOML error on one line: where (line number and text), and what; an
+/// unknown key with the known one nearest to it.
+fn file_error(text: &str, e: &toml::de::Error) -> String {
+    let whole = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let place = e.span().map_or(String::new(), |span| {
+        let start = span.start.min(text.len());
+        let line = text[..start].matches('\n').count() + 1;
+        let shown = text.lines().nth(line - 1).unwrap_or_default().trim();
+        format!(", line {line} ({shown})")
+    });
+    let message = e.message();
+    // serde: "unknown field `tll`, expected one of `ttl`, `prefix`, ..."
+    let what = match message.strip_prefix("unknown field `") {
+        Some(rest) => {
+            let typed = rest.split('`').next().unwrap_or_default();
+            let known: Vec<&str> = rest.split('`').skip(2).step_by(2).collect();
+            match crate::refusal::suggest(typed, known.iter().copied()) {
+                Some(k) => format!("unknown key '{typed}'; did you mean '{k}'?"),
+                None => format!("unknown key '{typed}' (known here: {})", known.join(", ")),
+            }
+        }
+        None => whole(message),
+    };
+    format!("{place}: {what}")
+}
+
+/// An unknown `-o` option, with the known one nearest to it: the long
+/// options (with underscores), `ro`, and what mount(8) passes along.
+fn unknown_option(key: &str) -> String {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let longs: Vec<String> = cmd
+        .get_arguments()
+        .filter(|a| !a.is_hide_set())
+        .filter_map(|a| a.get_long())
+        .map(|l| l.replace('-', "_"))
+        .collect();
+    let known = longs
+        .iter()
+        .map(String::as_str)
+        .chain(["ro"])
+        .chain(MOUNT_ONLY);
+    format!(
+        "unknown mount option '{key}'{}",
+        crate::refusal::did_you_mean(key, known)
+    )
 }
 
 /// The templates of a config file, checked (sources read, relative to the
@@ -336,26 +381,52 @@ pub fn templates_from_file(path: &std::path::Path) -> Result<Vec<TemplateDef>, S
 struct FileHook {
     pattern: String,
     on_change: String,
-    watch: Option<String>,
-    timeout: Option<String>,
+    watch: Option<FileDuration>,
+    timeout: Option<FileDuration>,
 }
 
-/// `90`, `90s`, `30m`, `2h`, `1d`: a duration; the option's name in errors.
-fn duration(key: &str, v: &str) -> Result<std::time::Duration, String> {
-    let bad = || format!("{key}: '{v}' is not a duration such as 90s, 30m, 2h or 1d");
-    let (num, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
+/// A duration in the config file: `ttl = 60` (seconds) or `ttl = "5m"`,
+/// read as the same text the command line would take.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(
+    untagged,
+    expecting = "a duration: a number of seconds, or a string such as \"90s\", \"5m\", \"2h\" or \"1d\""
+)]
+enum FileDuration {
+    Secs(u64),
+    Text(String),
+}
+
+impl FileDuration {
+    fn text(self) -> String {
+        match self {
+            FileDuration::Secs(n) => n.to_string(),
+            FileDuration::Text(t) => t,
+        }
+    }
+}
+
+/// `--ttl` when none is given.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+
+/// The forms every duration option takes, for error messages.
+pub const DURATION_FORMS: &str = "a number of seconds, or 90s, 30m, 2h, 1d, 1h30m";
+
+/// A duration option's value, the same on the command line, in `-o` and in
+/// the config file: a bare number is seconds (as `--ttl` always took), else
+/// humantime's forms (`90s`, `30m`, `2h`, `1d`, `1h30m`); at most a year.
+/// `key` names the option in errors.
+pub fn duration(key: &str, v: &str) -> Result<Duration, String> {
+    let parsed = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        v.parse::<u64>().ok().map(Duration::from_secs)
+    } else {
+        humantime::parse_duration(v).ok()
     };
-    n.checked_mul(mult)
-        .filter(|s| *s <= 365 * 86_400)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("{key}: '{v}' is longer than a year"))
+    let d = parsed.ok_or_else(|| format!("{key}: '{v}' is not a duration ({DURATION_FORMS})"))?;
+    if d > Duration::from_secs(365 * 86_400) {
+        return Err(format!("{key}: '{v}' is longer than a year"));
+    }
+    Ok(d)
 }
 
 /// A user or group in the config file: `uid = 1000` or `uid = "www-data"`.
@@ -435,7 +506,7 @@ impl Cli {
             let need =
                 |v: Option<String>| v.ok_or_else(|| format!("mount option '{key}' needs a value"));
             match key.as_str() {
-                "ttl" => self.ttl = Some(number(&key, value)?),
+                "ttl" => self.ttl = Some(need(value)?),
                 "prefix" => self.prefix = Some(need(value)?),
                 "secret" => self.secrets.push(need(value)?),
                 "region" => self.region = Some(need(value)?),
@@ -473,7 +544,7 @@ impl Cli {
                 // What mount(8) and mount.fuse3 add on their own.
                 "fsname" | "subtype" => {}
                 k if MOUNT_ONLY.contains(&k) || k.starts_with("x-systemd.") => {}
-                _ => return Err(format!("unknown mount option '{key}'")),
+                _ => return Err(unknown_option(&key)),
             }
         }
         Ok(())
@@ -486,7 +557,7 @@ impl Cli {
         };
         let f = read_file_config(path)?;
         self.templates = file_templates(path, f.template)?;
-        self.ttl = self.ttl.or(f.ttl);
+        self.ttl = self.ttl.take().or(f.ttl.map(FileDuration::text));
         self.prefix = self.prefix.take().or(f.prefix);
         if self.secrets.is_empty() {
             self.secrets = f.secrets.unwrap_or_default();
@@ -514,12 +585,21 @@ impl Cli {
         self.gid = self.gid.or(gid);
         self.threads = self.threads.or(f.threads);
         self.cache_size = self.cache_size.or(f.cache_size);
-        self.max_stale = self.max_stale.take().or(f.max_stale);
+        self.max_stale = self
+            .max_stale
+            .take()
+            .or(f.max_stale.map(FileDuration::text));
         self.max_calls = self.max_calls.or(f.max_calls);
-        self.start_jitter = self.start_jitter.take().or(f.start_jitter);
+        self.start_jitter = self
+            .start_jitter
+            .take()
+            .or(f.start_jitter.map(FileDuration::text));
         self.on_change = self.on_change.take().or(f.on_change);
-        self.watch = self.watch.take().or(f.watch);
-        self.hook_timeout = self.hook_timeout.take().or(f.hook_timeout);
+        self.watch = self.watch.take().or(f.watch.map(FileDuration::text));
+        self.hook_timeout = self
+            .hook_timeout
+            .take()
+            .or(f.hook_timeout.map(FileDuration::text));
         self.file_hooks = f.hook.unwrap_or_default();
         self.demo |= f.demo.unwrap_or(false);
         self.allow_other |= f.allow_other.unwrap_or(false);
@@ -538,9 +618,13 @@ impl Cli {
     /// `--watch` and `--hook-timeout`.
     fn hooks(&self) -> Result<Vec<crate::hooks::HookSpec>, String> {
         use crate::hooks::{DEFAULT_INTERVAL, DEFAULT_TIMEOUT, HookSpec};
-        let or = |key: &str, v: Option<&String>, d: Duration| v.map_or(Ok(d), |v| duration(key, v));
-        let interval = or("watch", self.watch.as_ref(), DEFAULT_INTERVAL)?;
-        let timeout = or("hook_timeout", self.hook_timeout.as_ref(), DEFAULT_TIMEOUT)?;
+        let or = |key: &str, v: Option<&str>, d: Duration| v.map_or(Ok(d), |v| duration(key, v));
+        let interval = or("watch", self.watch.as_deref(), DEFAULT_INTERVAL)?;
+        let timeout = or(
+            "hook_timeout",
+            self.hook_timeout.as_deref(),
+            DEFAULT_TIMEOUT,
+        )?;
         // On the command line they can only be a mistake without a hook;
         // in the file they are the defaults of the hooks it may declare.
         if self.on_change.is_none() && self.file_hooks.is_empty() && self.hook_flags {
@@ -552,8 +636,9 @@ impl Cli {
         }
         for h in &self.file_hooks {
             let name = |e: String| format!("[[hook]] '{}': {e}", h.pattern);
-            let interval = or("watch", h.watch.as_ref(), interval).map_err(name)?;
-            let timeout = or("timeout", h.timeout.as_ref(), timeout).map_err(name)?;
+            let text = |d: &Option<FileDuration>| d.clone().map(FileDuration::text);
+            let interval = or("watch", text(&h.watch).as_deref(), interval).map_err(name)?;
+            let timeout = or("timeout", text(&h.timeout).as_deref(), timeout).map_err(name)?;
             hooks.push(HookSpec::new(&h.pattern, &h.on_change, interval, timeout).map_err(name)?);
         }
         Ok(hooks)
@@ -572,10 +657,16 @@ impl Cli {
         }
         // ttl=0 would make every read an API call and turn caching off for
         // the kernel too: refused, as a typo more often than a wish.
-        let ttl = match self.ttl.unwrap_or(300) {
-            t @ 1..=604_800 => Duration::from_secs(t),
-            _ => return Err("ttl must be between 1 and 604800 seconds (a week)".into()),
+        let ttl = match &self.ttl {
+            Some(v) => duration("ttl", v)?,
+            None => DEFAULT_TTL,
         };
+        if !(Duration::from_secs(1)..=Duration::from_secs(604_800)).contains(&ttl) {
+            return Err(format!(
+                "ttl must be from 1s to 7d (604800 seconds), not '{}'",
+                self.ttl.as_deref().unwrap_or_default()
+            ));
+        }
         let hooks = self.hooks()?;
         let secrets = if self.secrets.is_empty() {
             None
@@ -689,7 +780,7 @@ mod tests {
             help[start..help.len() - 1].to_string()
         };
         let c = parse(&["/mnt"]).unwrap();
-        assert_eq!(default("ttl"), c.fs.ttl.as_secs().to_string());
+        assert_eq!(duration("", &default("ttl")).unwrap(), c.fs.ttl);
         assert_eq!(default("threads"), c.threads.to_string());
         assert_eq!(
             default("cache-size"),
@@ -917,5 +1008,72 @@ mod tests {
         assert_eq!((c.max_calls, c.start_jitter), (16, Duration::ZERO));
         let e = parse(&["--secret", "a/../b", "/mnt"]).unwrap_err();
         assert!(e.contains("--secret"), "{e}");
+    }
+
+    #[test]
+    fn every_duration_option_takes_the_same_forms_on_the_command_line_in_o_and_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let p = path.to_str().unwrap();
+        // (flag, key, what it sets); on_change makes the hook ones legal.
+        type Get = fn(&Config) -> Duration;
+        let options: [(&str, Get); 5] = [
+            ("ttl", |c| c.fs.ttl),
+            ("max_stale", |c| c.fs.max_stale.unwrap()),
+            ("start_jitter", |c| c.start_jitter),
+            ("watch", |c| c.fs.hooks[0].interval),
+            ("hook_timeout", |c| c.fs.hooks[0].timeout),
+        ];
+        for (key, get) in options {
+            let flag = format!("--{}", key.replace('_', "-"));
+            for (v, toml_v, secs) in [
+                ("5m", "\"5m\"", 300),
+                ("90", "90", 90),
+                ("2m30s", "\"2m30s\"", 150),
+            ] {
+                let hook = ["--on-change", "true"];
+                let c = parse(&[&flag, v, hook[0], hook[1], "/mnt"]).unwrap();
+                assert_eq!(get(&c), Duration::from_secs(secs), "{flag} {v}");
+                let c = parse(&["/mnt", "-o", &format!("{key}={v},on_change=true")]).unwrap();
+                assert_eq!(get(&c), Duration::from_secs(secs), "-o {key}={v}");
+                std::fs::write(&path, format!("{key} = {toml_v}\non_change = \"true\"\n")).unwrap();
+                let c = parse(&["--config", p, "/mnt"]).unwrap();
+                assert_eq!(get(&c), Duration::from_secs(secs), "file {key} = {toml_v}");
+            }
+            let e = parse(&["/mnt", "-o", &format!("{key}=5x,on_change=true")]).unwrap_err();
+            assert!(e.contains(key) && e.contains("90s"), "{e}");
+        }
+        std::fs::write(&path, "on_change = \"true\"\n[[hook]]\npattern = \"a/*\"\non_change = \"true\"\nwatch = 30\ntimeout = \"1m\"\n").unwrap();
+        let c = parse(&["--config", p, "/mnt"]).unwrap();
+        assert_eq!(c.fs.hooks[1].interval, Duration::from_secs(30));
+        assert_eq!(c.fs.hooks[1].timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_mistyped_option_or_key_gets_a_suggestion() {
+        let e = parse(&["/mnt", "-o", "ttl=60,prefx=prod/"]).unwrap_err();
+        assert!(e.contains("'prefx'; did you mean 'prefix'?"), "{e}");
+        let e = parse(&["/mnt", "-o", "frobnicate"]).unwrap_err();
+        assert!(
+            e.contains("'frobnicate'") && !e.contains("did you mean"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let p = path.to_str().unwrap();
+        std::fs::write(&path, "ttl = 60\nprefx = \"prod/\"\n").unwrap();
+        let e = parse(&["--config", p, "/mnt"]).unwrap_err();
+        assert!(
+            e.contains("line 2") && e.contains("did you mean 'prefix'?"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+        std::fs::write(
+            &path,
+            "[[hook]]\npattern = \"a\"\non_change = \"x\"\ntimout = \"1m\"\n",
+        )
+        .unwrap();
+        let e = parse(&["--config", p, "/mnt"]).unwrap_err();
+        assert!(e.contains("did you mean 'timeout'?"), "{e}");
     }
 }

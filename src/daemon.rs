@@ -12,6 +12,7 @@ use crate::config::{Backend, Config};
 use crate::fs::Fs;
 use crate::fuse::{FuseAdapter, NotifyInvalidator};
 use crate::mount::{self, How, MountSpec};
+use crate::refusal::Refusal;
 use crate::stats::Stats;
 use crate::store::aws::AwsStore;
 use crate::store::local::LocalStore;
@@ -89,7 +90,7 @@ pub fn sd_notify(state: &str) {
 async fn open_store(
     backend: &Backend,
     first_secret: Option<&SecretName>,
-) -> Result<Arc<dyn SecretStore>, String> {
+) -> Result<Arc<dyn SecretStore>, Refusal> {
     Ok(match backend {
         // Checked before anything is mounted (preflight.rs): a configuration
         // error ends the start here, with its one line.
@@ -98,7 +99,15 @@ async fn open_store(
             store
         }
         Backend::Local { dir, demo } => {
-            let store = LocalStore::open(dir).map_err(|e| format!("--local: {}", e.message))?;
+            // In use by another daemon: that may pass (a restart); any
+            // other refusal is the directory's.
+            let store = LocalStore::open(dir).map_err(|e| {
+                let line = format!("--local: {}", e.message);
+                match e.is_transient() {
+                    true => Refusal::failure(line),
+                    false => Refusal::config(line),
+                }
+            })?;
             if *demo && store.is_empty() {
                 store
                     .seed_demo()
@@ -264,7 +273,7 @@ fn wait_for(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool 
     true
 }
 
-fn join(worker: std::thread::JoinHandle<std::io::Result<()>>) -> Result<(), String> {
+fn join(worker: std::thread::JoinHandle<std::io::Result<()>>) -> Result<(), Refusal> {
     match worker.join() {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
@@ -291,10 +300,10 @@ fn start_watching(fs: &Arc<Fs>, rt: &tokio::runtime::Handle) {
     }
 }
 
-pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), String> {
+pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), Refusal> {
     harden()?;
     if cfg.mlock {
-        lock_memory()?;
+        lock_memory().map_err(Refusal::config)?;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -335,10 +344,10 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), String> {
         Ok(s) => s,
         Err(e) => {
             let _ = mount::unmount(&cfg.mountpoint, how, true);
-            return Err(format!(
+            return Err(Refusal::failure(format!(
                 "starting the session on {}: {e}",
                 cfg.mountpoint.display()
-            ));
+            )));
         }
     };
     NotifyInvalidator::serve(inval_rx, session.notifier());

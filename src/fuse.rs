@@ -36,8 +36,26 @@ fn log_error(op: &'static str, path: &str, e: &Error) {
     }
 }
 
-fn errno(fs: &Fs, op: &'static str, ino: u64, e: Error) -> Errno {
-    log_error(op, &fs.path_of(Ino(ino)), &e);
+/// What a failed request's log line names: a file by its inode, or a name
+/// in a directory (unlink, rename, create: the file's path, not the
+/// directory's).
+enum At {
+    Ino(u64),
+    Name(u64, String),
+}
+
+impl From<u64> for At {
+    fn from(ino: u64) -> Self {
+        At::Ino(ino)
+    }
+}
+
+fn errno(fs: &Fs, op: &'static str, at: impl Into<At>, e: Error) -> Errno {
+    let path = match at.into() {
+        At::Ino(ino) => fs.path_of(Ino(ino)),
+        At::Name(dir, name) => fs.path_in(Ino(dir), &name),
+    };
+    log_error(op, &path, &e);
     if !matches!(e, Error::NotFound | Error::NotImplemented) {
         fs.stats().fs_error();
     }
@@ -92,6 +110,18 @@ fn name_str(name: &OsStr) -> Option<String> {
     name.to_str().map(str::to_string)
 }
 
+/// getxattr/listxattr's protocol: size 0 asks for the length; a buffer
+/// too small is ERANGE.
+fn reply_xattr(reply: fuser::ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if (size as usize) < value.len() {
+        reply.error(Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(value);
+    }
+}
+
 impl FuseAdapter {
     pub fn new(fs: Arc<Fs>, rt: tokio::runtime::Handle) -> Self {
         Self { fs, rt }
@@ -119,42 +149,42 @@ impl FuseAdapter {
     fn reply_entry(
         &self,
         op: &'static str,
-        ino: u64,
+        at: impl Into<At> + Send + 'static,
         fut: impl Future<Output = Result<Entry, Error>> + Send + 'static,
         reply: ReplyEntry,
     ) {
         let fs = self.fs.clone();
         self.run(fut, move |r| match r {
             Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
-            Err(e) => reply.error(errno(&fs, op, ino, e)),
+            Err(e) => reply.error(errno(&fs, op, at, e)),
         });
     }
 
     fn reply_attr(
         &self,
         op: &'static str,
-        ino: u64,
+        at: impl Into<At> + Send + 'static,
         fut: impl Future<Output = Result<Entry, Error>> + Send + 'static,
         reply: ReplyAttr,
     ) {
         let fs = self.fs.clone();
         self.run(fut, move |r| match r {
             Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
-            Err(e) => reply.error(errno(&fs, op, ino, e)),
+            Err(e) => reply.error(errno(&fs, op, at, e)),
         });
     }
 
     fn reply_empty(
         &self,
         op: &'static str,
-        ino: u64,
+        at: impl Into<At> + Send + 'static,
         fut: impl Future<Output = Result<(), Error>> + Send + 'static,
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
         self.run(fut, move |r| match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&fs, op, ino, e)),
+            Err(e) => reply.error(errno(&fs, op, at, e)),
         });
     }
 }
@@ -196,23 +226,36 @@ impl Filesystem for FuseAdapter {
         reply.error(fuser::Errno::from_i32(libc::ENOTTY));
     }
 
+    /// `user.secretsfs.stages` on `versions/` entries; every other name
+    /// has no value (ENODATA).
     fn getxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
+        ino: INodeNo,
+        name: &OsStr,
+        size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        reply.error(Errno::ENODATA);
+        let fs = self.fs.clone();
+        let fs2 = self.fs.clone();
+        let name = name.to_str().unwrap_or_default().to_string();
+        self.run(
+            async move { fs.xattr(Ino(ino.0), &name).await },
+            move |r| match r {
+                Ok(Some(v)) => reply_xattr(reply, size, &v),
+                Ok(None) => reply.error(Errno::ENODATA),
+                Err(e) => reply.error(errno(&fs2, "getxattr", ino.0, e)),
+            },
+        );
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        let mut names = Vec::new();
+        for n in self.fs.xattr_names(Ino(ino.0)) {
+            names.extend_from_slice(n.as_bytes());
+            names.push(0);
         }
+        reply_xattr(reply, size, &names);
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -222,7 +265,7 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         self.reply_entry(
             "lookup",
-            parent.0,
+            At::Name(parent.0, name.clone()),
             {
                 let who = caller(req);
                 async move { fs.lookup(Ino(parent.0), &name, who).await }
@@ -292,7 +335,7 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         self.reply_entry(
             "mkdir",
-            parent.0,
+            At::Name(parent.0, name.clone()),
             async move { fs.mkdir(Ino(parent.0), &name).await },
             reply,
         );
@@ -305,7 +348,7 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         self.reply_empty(
             "unlink",
-            parent.0,
+            At::Name(parent.0, name.clone()),
             {
                 let who = caller(req);
                 async move { fs.unlink(Ino(parent.0), &name, who).await }
@@ -321,7 +364,7 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         self.reply_empty(
             "rmdir",
-            parent.0,
+            At::Name(parent.0, name.clone()),
             async move { fs.rmdir(Ino(parent.0), &name).await },
             reply,
         );
@@ -381,7 +424,7 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         self.reply_empty(
             "rename",
-            parent.0,
+            At::Name(parent.0, name.clone()),
             async move {
                 fs.rename(Ino(parent.0), &name, Ino(newparent.0), &newname)
                     .await
@@ -575,6 +618,7 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         let fs2 = self.fs.clone();
         let who = caller(req);
+        let at_name = name.clone();
         self.run(
             async move { fs.create(Ino(parent.0), &name, flags, mode, who).await },
             move |r| match r {
@@ -585,9 +629,166 @@ impl Filesystem for FuseAdapter {
                     FileHandle(o.fh),
                     fopen_flags(&o),
                 ),
-                Err(e) => reply.error(errno(&fs2, "create", parent.0, e)),
+                Err(e) => reply.error(errno(&fs2, "create", At::Name(parent.0, at_name), e)),
             },
         );
+    }
+
+    // What fuser would otherwise answer ENOSYS with a "[Not Implemented]"
+    // warning naming the inode: each gets its correct answer, quietly.
+
+    /// Extended attributes cannot be set or removed: ENOTSUP, which cp -a,
+    /// sed -i and vim (copying an ACL or an SELinux label) take in stride.
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::from_i32(libc::ENOTSUP));
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::from_i32(libc::ENOTSUP));
+    }
+
+    /// Nothing here is a symbolic link.
+    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
+        reply.error(Errno::EINVAL);
+    }
+
+    /// Directories hold nothing to write back.
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    /// The kernel checks permissions itself (default_permissions), so it
+    /// does not ask; if it did, what it allows is allowed.
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    /// ENOSYS is the protocol's "use your own": the kernel then answers
+    /// these itself (generic lseek, a read/write copy, the default poll
+    /// mask, EOPNOTSUPP for fallocate) and does not ask again.
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: fuser::PollNotifier,
+        _events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    /// Not asked for (no FUSE_POSIX_LOCKS, no block device, no
+    /// READDIRPLUS): the kernel never sends these; quiet if it does.
+    fn getlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        reply: fuser::ReplyLock,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        _sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn bmap(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _blocksize: u32,
+        _idx: u64,
+        reply: fuser::ReplyBmap,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        reply: fuser::ReplyDirectoryPlus,
+    ) {
+        reply.error(Errno::ENOSYS);
     }
 }
 

@@ -1,70 +1,39 @@
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
+use clap::error::ErrorKind;
 use secretsfs::daemon::{self, Forked};
-use tracing_subscriber::prelude::*;
-use tracing_subscriber::{EnvFilter, fmt};
-
-/// Logs to standard error (coloured only on a terminal; one JSON object a
-/// line with `--log-format json`); a daemonised child logs to journald when
-/// there is one. Returns whether the log goes to standard error.
-fn init_logging(daemonised: bool, json: bool) -> bool {
-    // Without RUST_LOG: info (mounts, versions stored, warnings).
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    if daemonised
-        && std::path::Path::new("/run/systemd/journal/socket").exists()
-        && let Ok(journald) = tracing_journald::layer()
-    {
-        tracing_subscriber::registry()
-            .with(filter)
-            .with(journald)
-            .init();
-        return false;
-    }
-    let registry = tracing_subscriber::registry().with(filter);
-    if json {
-        registry
-            .with(fmt::layer().json().with_writer(std::io::stderr))
-            .init();
-    } else {
-        let ansi = std::io::stderr().is_terminal();
-        registry
-            .with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr))
-            .init();
-    }
-    true
-}
+use secretsfs::refusal::{self, Refusal};
 
 fn main() -> ExitCode {
-    let cfg = match secretsfs::config::Cli::parse().into_config() {
+    let cli = match secretsfs::config::Cli::try_parse() {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("secretsfs: {e}");
-            return ExitCode::FAILURE;
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
         }
+        Err(e) => return report(Err(Refusal::from_clap(&e)), false),
+    };
+    let cfg = match cli.into_config() {
+        Ok(c) => c,
+        Err(e) => return report(Err(Refusal::config(e)), false),
     };
     let json = cfg.log_json;
     if !daemon::started_by_mount_helper() {
-        let on_stderr = init_logging(false, json);
-        return report(daemon::run(cfg, || {}), on_stderr);
+        // A refusal is the plain line, unless the log is JSON.
+        let on_stderr = secretsfs::logging::init(false, json);
+        return report(daemon::run(cfg, || {}), on_stderr && json);
     }
     // Started by mount(8): return once mounted, serve in the background.
     match daemon::fork_daemon() {
-        Err(e) => report(Err(e), false),
+        Err(e) => report(Err(Refusal::failure(e)), false),
         Ok(Forked::Parent(mut pipe)) => {
             let mut msg = String::new();
             let _ = pipe.read_to_string(&mut msg);
-            match msg.strip_prefix("ready") {
-                Some(_) => ExitCode::SUCCESS,
-                None if msg.is_empty() => {
-                    report(Err("the daemon exited before mounting".into()), false)
-                }
-                None => report(Err(msg), false),
-            }
+            report(from_pipe(&msg), false)
         }
         Ok(Forked::Child(pipe)) => {
-            let on_stderr = init_logging(true, json);
+            let on_stderr = secretsfs::logging::init(true, json);
             // Whoever speaks first (ready, or the error) closes the pipe, so
             // that the parent's read ends.
             let pipe = std::sync::Arc::new(parking_lot::Mutex::new(Some(pipe)));
@@ -76,32 +45,47 @@ fn main() -> ExitCode {
             let ready = pipe.clone();
             let result = daemon::run(cfg, move || speak(&ready, b"ready"));
             if let Err(e) = &result {
-                speak(&pipe, e.as_bytes());
+                speak(&pipe, format!("{} {}", e.code(), e.message).as_bytes());
             }
-            // The parent prints the error; here it goes to the journal.
+            // The parent prints the error; it goes to the journal too.
             match result {
-                Err(e) if !on_stderr => {
-                    tracing::error!("{e}");
-                    ExitCode::FAILURE
-                }
-                r => report(r, on_stderr),
+                Err(e) if on_stderr => ExitCode::from(e.code()),
+                r => report(r, true),
             }
         }
     }
 }
 
-/// Says why the daemon could not run, once: as a log line when the log is
-/// standard error (so that `--log-format json` stays JSON), else plainly.
-fn report(result: Result<(), String>, logged: bool) -> ExitCode {
+/// The child's word through the pipe: "ready", or "<status> <cause>".
+fn from_pipe(msg: &str) -> Result<(), Refusal> {
+    if msg.starts_with("ready") {
+        return Ok(());
+    }
+    if msg.is_empty() {
+        return Err(Refusal::failure("the daemon exited before mounting"));
+    }
+    match msg.split_once(' ') {
+        Some((code, cause)) if code == refusal::EXIT_CONFIG.to_string() => {
+            Err(Refusal::config(cause))
+        }
+        Some((_, cause)) => Err(Refusal::failure(cause)),
+        None => Err(Refusal::failure(msg)),
+    }
+}
+
+/// Says why the daemon did not run, once, and exits with its status: as a
+/// log line when `logged` (JSON on standard error, or journald), else as
+/// the plain line `secretsfs: error: <cause>`.
+fn report(result: Result<(), Refusal>, logged: bool) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if logged => {
-            tracing::error!("{e}");
-            ExitCode::FAILURE
-        }
         Err(e) => {
-            eprintln!("secretsfs: {e}");
-            ExitCode::FAILURE
+            if logged {
+                tracing::error!(exit_status = e.code(), "{}", e.message);
+            } else {
+                eprintln!("{}", refusal::line(&e.message));
+            }
+            ExitCode::from(e.code())
         }
     }
 }

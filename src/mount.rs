@@ -14,6 +14,8 @@ use std::process::{Command, Stdio};
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 
+use crate::refusal::Refusal;
+
 /// What the mount is made with.
 #[derive(Clone, Debug)]
 pub struct MountSpec {
@@ -35,32 +37,35 @@ const FUSERMOUNT: &str = "fusermount3";
 /// What a mount needs from its mountpoint: a directory (created if
 /// missing), not already a mount point (a dead one left by a killed
 /// instance is detached before this), and empty unless `nonempty`.
-pub fn check_mountpoint(path: &Path, nonempty: bool) -> Result<(), String> {
+pub fn check_mountpoint(path: &Path, nonempty: bool) -> Result<(), Refusal> {
     let shown = path.display();
     match std::fs::metadata(path) {
         Ok(m) if !m.is_dir() => {
-            return Err(format!("mountpoint {shown}: not a directory"));
+            return Err(Refusal::config(format!(
+                "mountpoint {shown} is not a directory; give a directory (it is created if missing)"
+            )));
         }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(path)
-                .map_err(|e| format!("creating mountpoint {shown}: {e}"))?;
+                .map_err(|e| Refusal::config(format!("creating mountpoint {shown}: {e}")))?;
         }
-        Err(e) => return Err(format!("mountpoint {shown}: {e}")),
+        Err(e) => return Err(Refusal::config(format!("mountpoint {shown}: {e}"))),
     }
+    // Another daemon's mount: it may be on its way out (a restart).
     if let Some(fstype) = mounted_at(path) {
-        return Err(format!(
+        return Err(Refusal::failure(format!(
             "mountpoint {shown} is already a mount point ({fstype}); unmount it first (umount {shown})"
-        ));
+        )));
     }
     let has_entries = std::fs::read_dir(path)
-        .map_err(|e| format!("mountpoint {shown}: {e}"))?
+        .map_err(|e| Refusal::config(format!("mountpoint {shown}: {e}")))?
         .next()
         .is_some();
     if has_entries && !nonempty {
-        return Err(format!(
+        return Err(Refusal::config(format!(
             "mountpoint {shown} is not empty (its files would be hidden); use -o nonempty to mount over it anyway"
-        ));
+        )));
     }
     Ok(())
 }
@@ -324,14 +329,17 @@ mod tests {
         let file = dir.path().join("f");
         std::fs::write(&file, b"x").unwrap();
         let e = check_mountpoint(&file, false).unwrap_err();
-        assert!(e.contains("not a directory"), "{e}");
+        assert!(e.message.contains("not a directory") && e.config, "{e}");
         let e = check_mountpoint(dir.path(), false).unwrap_err();
-        assert!(e.contains("not empty"), "{e}");
+        assert!(e.message.contains("not empty") && e.config, "{e}");
         check_mountpoint(dir.path(), true).unwrap();
         let fresh = dir.path().join("new/mnt");
         check_mountpoint(&fresh, false).unwrap();
         assert!(fresh.is_dir());
         let e = check_mountpoint(Path::new("/proc"), true).unwrap_err();
-        assert!(e.contains("already a mount point (proc)"), "{e}");
+        assert!(
+            e.message.contains("already a mount point (proc)") && !e.config,
+            "{e}"
+        );
     }
 }

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::refusal::Refusal;
 use crate::store::SecretName;
 use crate::store::aws::{About, AwsOptions, AwsStore, Check, TLS_HINT};
 
@@ -35,8 +36,8 @@ pub enum Verdict {
 pub async fn open_aws(
     opts: &AwsOptions,
     first_secret: Option<&SecretName>,
-) -> Result<Arc<AwsStore>, String> {
-    let store = Arc::new(AwsStore::connect(opts).await?);
+) -> Result<Arc<AwsStore>, Refusal> {
+    let store = Arc::new(AwsStore::connect(opts).await.map_err(Refusal::config)?);
     let check = store.check(first_secret).await;
     match verdict(&check, store.about(), first_secret) {
         Verdict::Mount(line) => tracing::info!("{line}"),
@@ -46,9 +47,22 @@ pub async fn open_aws(
             let (store, first) = (store.clone(), first_secret.cloned());
             tokio::spawn(async move { check_until_answered(&store, first.as_ref()).await });
         }
-        Verdict::Refuse(line) => return Err(line),
+        Verdict::Refuse(line) if restart_may_help(&check) => return Err(Refusal::failure(line)),
+        Verdict::Refuse(line) => return Err(Refusal::config(line)),
     }
     Ok(store)
+}
+
+/// A refusal a restart may cure: a credentials chain that was still trying
+/// (an instance role at boot), or credentials that expired (a renewed
+/// session may be there next time). Every other refusal is a configuration
+/// error, which systemd does not restart.
+pub fn restart_may_help(check: &Check) -> bool {
+    match check {
+        Check::CredentialsTimedOut(_) => true,
+        Check::Rejected { code, .. } => code.starts_with("ExpiredToken"),
+        _ => false,
+    }
 }
 
 /// While the endpoint does not answer: the check again, 2 s after the
@@ -92,22 +106,27 @@ pub fn verdict(check: &Check, about: &About, secret: Option<&SecretName>) -> Ver
             about.region.as_deref().unwrap_or("?"),
             about.endpoint,
         )),
-        Check::NoRegion => Verdict::Refuse(
-            "no AWS region configured: set AWS_REGION (under systemd in /etc/secretsfs/secretsfs.env) \
-             or region in the AWS profile, or pass --region"
-                .into(),
-        ),
-        Check::NoCredentials(cause) => Verdict::Refuse(match (&about.profile, about.profile_missing) {
-            (Some(p), true) => format!(
-                "no AWS credentials: profile '{p}' is in neither ~/.aws/config nor ~/.aws/credentials \
+        Check::NoRegion => Verdict::Refuse(format!(
+            "no AWS region configured{}: set AWS_REGION (under systemd in /etc/secretsfs/secretsfs.env) \
+             or region in the AWS profile, or pass --region",
+            about
+                .no_region_cause
+                .as_ref()
+                .map_or(String::new(), |c| format!(" ({c})"))
+        )),
+        Check::NoCredentials(cause) => {
+            Verdict::Refuse(match (&about.profile, about.profile_missing) {
+                (Some(p), true) => format!(
+                    "no AWS credentials: profile '{p}' is in neither ~/.aws/config nor ~/.aws/credentials \
                  (AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE move them): correct AWS_PROFILE or --profile"
-            ),
-            _ => format!(
-                "no AWS credentials{} ({cause}): set AWS_PROFILE or --profile to a profile that has them, \
+                ),
+                _ => format!(
+                    "no AWS credentials{} ({cause}): set AWS_PROFILE or --profile to a profile that has them, \
                  or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with an instance or container role",
-                profile_note(about)
-            ),
-        }),
+                    profile_note(about)
+                ),
+            })
+        }
         Check::CredentialsTimedOut(bound) => Verdict::Refuse(format!(
             "no AWS credentials within {} s{}: the credentials chain was still trying its sources \
              (outside EC2 the instance metadata service never answers: set AWS_EC2_METADATA_DISABLED=true); \
@@ -209,6 +228,7 @@ mod tests {
             ca_bundle: None,
             profile: None,
             profile_missing: false,
+            no_region_cause: None,
         }
     }
 

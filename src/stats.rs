@@ -47,6 +47,9 @@ pub struct Stats {
     /// Unix time of the last successful call, per operation (0: none yet).
     api_ok: [AtomicU64; 7],
     api_errors: AtomicU64,
+    /// Calls answered "no such secret or version" (ResourceNotFound): an
+    /// answer (a lookup of a name that does not exist yet), not a failure.
+    not_found: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     stale_served: AtomicU64,
@@ -89,6 +92,9 @@ impl Stats {
     }
     pub fn api_error(&self) {
         self.api_errors.fetch_add(1, Relaxed);
+    }
+    pub fn not_found(&self) {
+        self.not_found.fetch_add(1, Relaxed);
     }
     pub fn hit(&self) {
         self.cache_hits.fetch_add(1, Relaxed);
@@ -223,8 +229,14 @@ impl Stats {
         metric(
             "api_errors_total",
             "counter",
-            "Calls that failed.",
+            "Calls that failed (not counting not-found answers).",
             &one(self.api_errors.load(Relaxed)),
+        );
+        metric(
+            "api_not_found_total",
+            "counter",
+            "Calls answered that the secret or version does not exist (lookups of new names).",
+            &one(self.not_found.load(Relaxed)),
         );
         metric(
             "cache_hits_total",
@@ -381,6 +393,7 @@ impl Stats {
         let doc = serde_json::json!({
             "api_calls": api,
             "api_errors": self.api_errors.load(Relaxed),
+            "not_found": self.not_found.load(Relaxed),
             "cache_hits": self.hits(),
             "cache_misses": self.misses(),
             "stale_served": self.stale_count(),

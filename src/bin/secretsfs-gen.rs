@@ -112,11 +112,13 @@ fn man_page(w: &mut dyn Write) -> std::io::Result<()> {
     }
     roff.control("SH", ["EXIT STATUS"]);
     roff.text([roman(
-        "0 once unmounted after SIGTERM, SIGINT or an external umount; \
-         1 on an error, such as a refused setting or a failed mount (the \
-         reason is printed on standard error); 2 for a command line that \
-         cannot be parsed.",
+        "A refusal to start is one line on standard error, secretsfs: error: followed by the cause.",
     )]);
+    for (code, what) in secretsfs::refusal::EXIT_STATUSES {
+        roff.control("TP", [])
+            .text([bold(code.to_string())])
+            .text([roman(what)]);
+    }
     roff.control("SH", ["EXAMPLES"]);
     for (what, example) in EXAMPLES {
         roff.text([roman(what)]);

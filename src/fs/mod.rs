@@ -26,7 +26,8 @@ use crate::error::{Error, Result};
 use crate::inode::{Ino, InodeTable, Node, Report};
 use crate::stats::Stats;
 use crate::store::{
-    Label, SecretName, SecretStore, SecretVersion, Selector, Stage, StoreResult, VersionId,
+    Label, ListedVersion, SecretName, SecretStore, SecretVersion, Selector, Stage, StoreResult,
+    VersionId,
 };
 use crate::tree::{self, METRICS_FILE, OWN_FILES, REFRESH_FILE, STATS_DIR, STATS_FILE};
 use futures::future::BoxFuture;
@@ -41,6 +42,10 @@ use write::Writes;
 
 pub use templates::{RENDERED_DIR, TemplateDef, TemplateSpec, resolve_all};
 pub use write::{MAX_VALUE_LEN, Ownership};
+
+/// The extended attribute of a `versions/` entry that holds its staging
+/// labels (`getfattr -n user.secretsfs.stages versions/*`).
+pub const STAGES_XATTR: &str = "user.secretsfs.stages";
 
 /// How long the kernel may keep entries for immutable things (versions by id).
 const FOREVER: Duration = Duration::from_secs(24 * 3600);
@@ -262,8 +267,10 @@ fn weigh_value(v: &Value) -> usize {
         .map_or(0, |v| v.value.len() + v.id.as_str().len() + 64)
 }
 
-fn weigh_ids(v: &Arc<Vec<VersionId>>) -> usize {
-    v.iter().map(|id| id.as_str().len() + 24).sum()
+fn weigh_ids(v: &Arc<Vec<ListedVersion>>) -> usize {
+    v.iter()
+        .map(|l| l.id.as_str().len() + 48 + l.stages.iter().map(|s| s.len() + 24).sum::<usize>())
+        .sum()
 }
 
 pub struct Fs {
@@ -272,7 +279,7 @@ pub struct Fs {
     stats: Arc<Stats>,
     inodes: InodeTable,
     values: Arc<Cache<ValueKey, Value>>,
-    version_ids: Arc<Cache<SecretName, Arc<Vec<VersionId>>>>,
+    version_ids: Arc<Cache<SecretName, Arc<Vec<ListedVersion>>>>,
     descs: Arc<Descriptions>,
     names: Namespace,
     handles: Handles,
@@ -315,7 +322,7 @@ impl Fs {
             inodes: InodeTable::default(),
             handles: Handles::default(),
             kernel: KernelView::new(invalidator),
-            writes: Writes::default(),
+            writes: Writes::new(cfg.store_kind == "aws"),
             temps: Temps::new(cfg.temp_max_files, cfg.temp_max_bytes),
             mounted_at: SystemTime::now(),
             stages: Stages::default(),
@@ -393,6 +400,15 @@ impl Fs {
         }
     }
 
+    /// The path of `name` in directory `dir`, for log lines of requests
+    /// that name a file in a directory (unlink, rename, create).
+    pub fn path_in(&self, dir: Ino, name: &str) -> String {
+        match self.path_of(dir) {
+            d if d == "/" => name.to_string(),
+            d => format!("{d}/{name}"),
+        }
+    }
+
     /// The path of an inode inside the mount, for log lines
     /// (`prod/db/current`); never a value.
     pub fn path_of(&self, ino: Ino) -> String {
@@ -421,7 +437,8 @@ impl Fs {
             Some(Node::RefreshFile) => format!("{STATS_DIR}/{REFRESH_FILE}"),
             Some(Node::StagesDir(s)) => join(s.as_str(), "stages"),
             Some(Node::StageFile(s, l)) => format!("{s}/stages/{l}"),
-            None => format!("(inode {} no longer known)", ino.0),
+            // No inode number: log lines name files, not inodes.
+            None => "(a file the kernel has forgotten)".into(),
         }
     }
 
@@ -637,10 +654,7 @@ impl Fs {
                 let (v, ttl) = self.version(s, Selector::Stage(stage)).await?;
                 self.version_entry(ino, &v, ttl, stage == Stage::Current)
             }
-            Node::Version(s, id) => {
-                let listed = async { self.version_list(s).await.is_ok_and(|ids| ids.contains(id)) };
-                self.by_id_entry(ino, s, id, listed, false).await?
-            }
+            Node::Version(s, id) => self.by_id_entry(ino, s, id, false).await?,
             Node::Versions(_) => Entry {
                 attr: self.dir_attr(ino, false),
                 ttl: dir_ttl,
@@ -688,33 +702,31 @@ impl Fs {
     }
 
     /// The attributes of a file showing version `id` (`versions/<id>`,
-    /// `stages/<label>`). When the version is known to exist (`exists`, asked only then)
-    /// and its value is not cached, no decrypt only to report a size: size
-    /// 0 for now, and the kernel asks again next time. Reads are not bound
-    /// by it (direct I/O). Not on a read-only mount: the kernel then reads
-    /// through the page cache (no open), which stops at the size.
+    /// `stages/<label>`). When its value is not cached and the version is
+    /// listed (ListSecretVersionIds, cached for the TTL), no decrypt only to
+    /// report a size: size 0 for now, the version's CreatedDate as mtime
+    /// (`ls -lt`), and the kernel asks again next time. Reads are not bound
+    /// by the size (direct I/O). Not on a read-only mount: the kernel then
+    /// reads through the page cache (no open), which stops at the size.
     async fn by_id_entry(
         &self,
         ino: Ino,
         s: &SecretName,
         id: &VersionId,
-        exists: impl Future<Output = bool>,
         writable: bool,
     ) -> Result<Entry> {
         let key = (s.clone(), Selector::Id(id.clone()));
-        let cached = self.values.peek_any(&key).flatten().is_some();
-        match cached {
-            false if !self.cfg.read_only && exists.await => Ok(Entry::uncached(self.file_attr(
-                ino,
-                0,
-                self.mounted_at,
-                writable,
-            ))),
-            _ => {
-                let (v, ttl) = self.version(s, Selector::Id(id.clone())).await?;
-                Ok(self.version_entry(ino, &v, ttl, writable))
+        if !self.cfg.read_only && self.values.peek_any(&key).flatten().is_none() {
+            let listed = self.version_list(s).await.ok().and_then(|list| {
+                let v = list.iter().find(|v| &v.id == id)?;
+                Some(v.created.unwrap_or(self.mounted_at))
+            });
+            if let Some(created) = listed {
+                return Ok(Entry::uncached(self.file_attr(ino, 0, created, writable)));
             }
         }
+        let (v, ttl) = self.version(s, Selector::Id(id.clone())).await?;
+        Ok(self.version_entry(ino, &v, ttl, writable))
     }
 
     fn temp_attr(&self, ino: Ino, t: &temp::TempFile) -> Attr {
@@ -922,11 +934,11 @@ impl Fs {
                 }
             }
             Node::Versions(s) => {
-                for id in self.version_list(&s).await?.iter() {
+                for v in self.version_list(&s).await?.iter() {
                     push(
-                        Node::Version(s.clone(), id.clone()),
+                        Node::Version(s.clone(), v.id.clone()),
                         Kind::File,
-                        id.as_str(),
+                        v.id.as_str(),
                     );
                 }
             }
@@ -973,16 +985,40 @@ impl Fs {
         Ok(out)
     }
 
-    async fn version_list(&self, s: &SecretName) -> Result<Arc<Vec<VersionId>>> {
+    async fn version_list(&self, s: &SecretName) -> Result<Arc<Vec<ListedVersion>>> {
         let store = self.store.clone();
         let n = s.clone();
         Ok(self
             .version_ids
             .get(s, Some(self.cfg.ttl), move || async move {
-                Ok(Arc::new(store.list_version_ids(&n).await?))
+                Ok(Arc::new(store.list_versions(&n).await?))
             })
             .await?
             .value)
+    }
+
+    /// The extended attributes a file has: `versions/` entries carry their
+    /// staging labels (from the version listing, as fresh as the TTL).
+    pub fn xattr_names(&self, ino: Ino) -> &'static [&'static str] {
+        match self.inodes.node(ino) {
+            Some(Node::Version(..)) => &[STAGES_XATTR],
+            _ => &[],
+        }
+    }
+
+    /// An extended attribute's value: `user.secretsfs.stages` of a
+    /// `versions/` entry is its staging labels, comma-separated (empty
+    /// when it has none). `Ok(None)`: no such attribute.
+    pub async fn xattr(&self, ino: Ino, name: &str) -> Result<Option<Vec<u8>>> {
+        let Some(Node::Version(s, id)) = self.inodes.node(ino) else {
+            return Ok(None);
+        };
+        if name != STAGES_XATTR {
+            return Ok(None);
+        }
+        let list = self.version_list(&s).await?;
+        let v = list.iter().find(|v| v.id == id).ok_or(Error::NotFound)?;
+        Ok(Some(v.stages.join(",").into_bytes()))
     }
 
     pub fn releasedir(&self, fh: u64) {

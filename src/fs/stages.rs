@@ -136,8 +136,7 @@ impl Fs {
             }
             id => id?,
         };
-        self.by_id_entry(ino, s, &id, std::future::ready(true), writable(l))
-            .await
+        self.by_id_entry(ino, s, &id, writable(l)).await
     }
 
     /// The labels `stages/` lists: every label of every version that can

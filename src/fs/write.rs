@@ -29,6 +29,15 @@ const REPLACE_WINDOW: Duration = Duration::from_secs(5);
 const CHURN_WARNING: Duration = Duration::from_secs(600);
 /// Secrets whose last put time is remembered for the churn warning.
 const MAX_CHURN_ENTRIES: usize = 1_000;
+/// The churn warning is given at most this often per secret.
+const CHURN_REPEAT: Duration = Duration::from_secs(3600);
+
+/// A secret's puts as the churn warning sees them.
+#[derive(Clone, Copy)]
+struct Churn {
+    last_put: Instant,
+    warned: Option<Instant>,
+}
 
 /// Resizes a secret buffer to `len` (either way) without leaving an
 /// unzeroed copy behind when it grows.
@@ -203,7 +212,10 @@ impl WriteState {
 #[derive(Default)]
 pub struct Writes {
     put_locks: Mutex<HashMap<SecretName, Arc<tokio::sync::Mutex<()>>>>,
-    last_put: Mutex<HashMap<SecretName, Instant>>,
+    /// Secrets Manager's version quota is what the churn warning is about:
+    /// given on AWS only (the local store has no quota).
+    warn_churn: bool,
+    last_put: Mutex<HashMap<SecretName, Churn>>,
     /// (directory, process) for which `current` is being replaced.
     replacing: Mutex<HashMap<(String, u32), Instant>>,
 }
@@ -250,19 +262,54 @@ impl Writes {
         self.put_locks.lock().len()
     }
 
-    /// Logs when a secret is put more often than the API advises.
-    pub(super) fn note_put(&self, name: &SecretName) {
+    /// Writes that warn about churn (on AWS) or not (the local store).
+    pub(super) fn new(warn_churn: bool) -> Self {
+        Self {
+            warn_churn,
+            ..Self::default()
+        }
+    }
+
+    /// Logs when a secret is put more often than the API advises (on AWS
+    /// only, at most once an hour per secret); whether it did.
+    pub(super) fn note_put(&self, name: &SecretName) -> bool {
+        if !self.warn_churn {
+            return false;
+        }
         let now = Instant::now();
         let mut last = self.last_put.lock();
         if last.len() >= MAX_CHURN_ENTRIES {
-            last.retain(|_, t| now.duration_since(*t) < CHURN_WARNING);
+            last.retain(|_, c| {
+                now.duration_since(c.last_put) < CHURN_WARNING
+                    || c.warned
+                        .is_some_and(|w| now.duration_since(w) < CHURN_REPEAT)
+            });
         }
-        if let Some(prev) = last.insert(name.clone(), now)
-            && now.duration_since(prev) < CHURN_WARNING
-        {
-            tracing::warn!(secret = %name, since_last_secs = now.duration_since(prev).as_secs(),
-                "secret written more than once in 10 minutes; each write is a new version and versions are limited");
+        let before = last.insert(
+            name.clone(),
+            Churn {
+                last_put: now,
+                warned: None,
+            },
+        );
+        let Some(before) = before else {
+            return false;
+        };
+        let entry = last.get_mut(name).expect("just inserted");
+        entry.warned = before.warned;
+        let since = now.duration_since(before.last_put);
+        let quiet = before
+            .warned
+            .is_some_and(|w| now.duration_since(w) < CHURN_REPEAT);
+        if since >= CHURN_WARNING || quiet {
+            return false;
         }
+        entry.warned = Some(now);
+        tracing::warn!(secret = %name, since_last_secs = since.as_secs(),
+            "secret written more than once in 10 minutes: each write is a new version, and Secrets Manager \
+             refuses new versions (EDQUOT) once too many were made in a day; write the final value once \
+             (edit a copy, then copy it over current). Said at most once an hour per secret");
+        true
     }
 
     /// Whether `current` in `dir` is hidden from this process because it
@@ -646,4 +693,21 @@ pub struct Ownership {
     pub mode: Option<u32>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_churn_warning_is_for_aws_only_and_once_an_hour_per_secret() {
+        let (a, b) = (SecretName::new("a"), SecretName::new("b"));
+        let local = Writes::new(false);
+        assert!((0..6).all(|_| !local.note_put(&a)));
+        let aws = Writes::new(true);
+        assert!(!aws.note_put(&a), "a first write");
+        assert!(aws.note_put(&a), "a second one within 10 minutes");
+        assert!((0..4).all(|_| !aws.note_put(&a)), "said once an hour");
+        assert!(!aws.note_put(&b) && aws.note_put(&b), "per secret");
+    }
 }

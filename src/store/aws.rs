@@ -17,13 +17,13 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::Credentials;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::primitives::Blob;
-use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, SecretVersionsListEntry};
 use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 
 use super::{
-    Description, Label, SecretBytes, SecretName, SecretStore, SecretVersion, Selector, StoreError,
-    StoreErrorKind, StoreResult, VersionId,
+    Description, Label, ListedVersion, SecretBytes, SecretName, SecretStore, SecretVersion,
+    Selector, StoreError, StoreErrorKind, StoreResult, VersionId,
 };
 
 /// Where to find Secrets Manager; unset fields fall back to the standard AWS
@@ -64,6 +64,9 @@ pub struct About {
     pub profile: Option<String>,
     /// The named profile is in neither AWS config file.
     pub profile_missing: bool,
+    /// With no region: what the instance metadata service said when asked
+    /// for one (the SDK's own warnings are below the default log level).
+    pub no_region_cause: Option<String>,
 }
 
 impl AwsStore {
@@ -125,12 +128,17 @@ impl AwsStore {
                     region.as_deref().unwrap_or("<region>")
                 )
             });
+        let no_region_cause = match region {
+            None => imds_region_failure().await,
+            Some(_) => None,
+        };
         let about = About {
             region,
             endpoint,
             ca_bundle: bundle,
             profile,
             profile_missing,
+            no_region_cause,
         };
         // The credentials the start-up check resolves are handed to the
         // client's first call instead of being fetched twice (an AssumeRole
@@ -287,6 +295,41 @@ impl AwsStore {
                 _ => Check::NoCredentials(one_line(&e)),
             }),
         }
+    }
+}
+
+/// One entry of ListSecretVersionIds: its id, CreatedDate and labels.
+fn listed_version(v: &SecretVersionsListEntry) -> Option<ListedVersion> {
+    Some(ListedVersion {
+        id: VersionId::new(v.version_id()?),
+        created: v.created_date().map(|d| to_system_time(Some(d))),
+        stages: v.version_stages().to_vec(),
+    })
+}
+
+/// Why the instance metadata service gave no region, on one line, when it
+/// was asked (the region chain's last source): the SDK logs that only as a
+/// multi-line warning, which the default log level leaves out. Asked again
+/// here, once and bounded, on the way to refusing to start.
+async fn imds_region_failure() -> Option<String> {
+    let disabled =
+        std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    if disabled {
+        return None;
+    }
+    let client = aws_config::imds::Client::builder()
+        .max_attempts(1)
+        .connect_timeout(Duration::from_secs(1))
+        .read_timeout(Duration::from_secs(1))
+        .build();
+    let asked = client.get("/latest/meta-data/placement/region");
+    match tokio::time::timeout(Duration::from_secs(2), asked).await {
+        Err(_) => Some("the instance metadata service did not answer".into()),
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(format!(
+            "the instance metadata service: {}",
+            one_line(&e).trim_end_matches('.')
+        )),
     }
 }
 
@@ -773,6 +816,11 @@ impl SecretStore for AwsStore {
     }
 
     async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>> {
+        let listed = self.list_versions(name).await?;
+        Ok(listed.into_iter().map(|v| v.id).collect())
+    }
+
+    async fn list_versions(&self, name: &SecretName) -> StoreResult<Vec<ListedVersion>> {
         let mut pages = self
             .client
             .list_secret_version_ids()
@@ -780,17 +828,12 @@ impl SecretStore for AwsStore {
             .include_deprecated(false)
             .into_paginator()
             .send();
-        let mut ids = Vec::new();
+        let mut listed = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(classify_sdk)?;
-            ids.extend(
-                page.versions()
-                    .iter()
-                    .filter_map(|v| v.version_id())
-                    .map(VersionId::new),
-            );
+            listed.extend(page.versions().iter().filter_map(listed_version));
         }
-        Ok(ids)
+        Ok(listed)
     }
 
     async fn describe(&self, name: &SecretName) -> StoreResult<Description> {
@@ -1092,5 +1135,25 @@ mod tests {
         let c = Credentials::new("AKID", "very-secret", None, None, "EnvironmentVariable");
         assert_eq!(provider_name(&c), "EnvironmentVariable");
         assert!(!provider_name(&c).contains("very-secret"));
+    }
+
+    #[test]
+    fn a_listed_version_has_its_created_date_and_labels() {
+        use aws_sdk_secretsmanager::primitives::DateTime;
+        let entry = SecretVersionsListEntry::builder()
+            .version_id("v1")
+            .created_date(DateTime::from_secs(1_700_000_000))
+            .version_stages("AWSCURRENT")
+            .version_stages("blue")
+            .build();
+        let v = listed_version(&entry).unwrap();
+        assert_eq!(v.id, VersionId::new("v1"));
+        assert_eq!(
+            v.created,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
+        assert_eq!(v.stages, ["AWSCURRENT", "blue"]);
+        let bare = SecretVersionsListEntry::builder().version_id("v2").build();
+        assert_eq!(listed_version(&bare).unwrap().created, None);
     }
 }

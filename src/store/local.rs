@@ -17,8 +17,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Description, Label, SecretBytes, SecretName, SecretStore, SecretVersion, Selector, Stage,
-    StoreError, StoreErrorKind, StoreResult, VersionId,
+    Description, Label, ListedVersion, SecretBytes, SecretName, SecretStore, SecretVersion,
+    Selector, Stage, StoreError, StoreErrorKind, StoreResult, VersionId,
 };
 
 /// Unlabelled versions kept per secret, as AWS does.
@@ -116,14 +116,19 @@ impl LocalStore {
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = std::io::Error::last_os_error();
-            return Err(other(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                format!(
-                    "{} is in use by another secretsfs (one daemon per local store)",
-                    dir.display()
+            // In use: transient, as it ends when the other daemon does
+            // (the daemon's exit status then lets systemd retry).
+            return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                StoreError::new(
+                    StoreErrorKind::Transient,
+                    format!(
+                        "{} is in use by another secretsfs (one daemon per local store)",
+                        dir.display()
+                    ),
                 )
             } else {
-                format!("locking {}: {e}", dir.display())
-            }));
+                other(format!("locking {}: {e}", dir.display()))
+            });
         }
         let mut secrets = BTreeMap::new();
         let entries = fs::read_dir(dir).map_err(|e| io_err("reading", dir, e))?;
@@ -405,11 +410,24 @@ impl SecretStore for LocalStore {
     }
 
     async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>> {
+        let listed = self.list_versions(name).await?;
+        Ok(listed.into_iter().map(|v| v.id).collect())
+    }
+
+    async fn list_versions(&self, name: &SecretName) -> StoreResult<Vec<ListedVersion>> {
         let secrets = self.lock();
         let record = secrets
             .get(name.as_str())
             .ok_or_else(|| StoreError::not_found(name))?;
-        Ok(record.versions.iter().map(|v| v.id.clone()).collect())
+        Ok(record
+            .versions
+            .iter()
+            .map(|v| ListedVersion {
+                id: v.id.clone(),
+                created: Some(v.created),
+                stages: v.stages.clone(),
+            })
+            .collect())
     }
 
     async fn describe(&self, name: &SecretName) -> StoreResult<Description> {

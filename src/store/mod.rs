@@ -203,6 +203,27 @@ impl SecretVersion {
     }
 }
 
+/// One version as ListSecretVersionIds lists it: no value, no decrypt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedVersion {
+    pub id: VersionId,
+    /// CreatedDate; None from a store that does not say (test doubles).
+    pub created: Option<SystemTime>,
+    /// Its staging labels.
+    pub stages: Vec<String>,
+}
+
+impl ListedVersion {
+    /// A version known by its id alone.
+    pub fn id_only(id: VersionId) -> Self {
+        Self {
+            id,
+            created: None,
+            stages: Vec::new(),
+        }
+    }
+}
+
 /// What DescribeSecret says of a secret's versions: ids and their staging
 /// labels, no values (no decrypt).
 #[derive(Clone, Debug, Default)]
@@ -287,6 +308,13 @@ pub trait SecretStore: Send + Sync + 'static {
         selector: &Selector,
     ) -> StoreResult<Option<SecretVersion>>;
     async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>>;
+    /// The same listing with each version's CreatedDate and staging labels
+    /// (`versions/` entries' mtime and `user.secretsfs.stages`). A store
+    /// that lists ids only gives no dates and no labels.
+    async fn list_versions(&self, name: &SecretName) -> StoreResult<Vec<ListedVersion>> {
+        let ids = self.list_version_ids(name).await?;
+        Ok(ids.into_iter().map(ListedVersion::id_only).collect())
+    }
     /// Which version carries which label (DescribeSecret): no value, no decrypt.
     async fn describe(&self, name: &SecretName) -> StoreResult<Description>;
     /// A new version labelled AWSCURRENT; `token` makes retries idempotent.
@@ -418,8 +446,15 @@ impl<S> Instrumented<S> {
         let result = call.await;
         self.adapt(matches!(&result, Err(e) if e.kind == StoreErrorKind::Throttled));
         self.stats.api_call(op);
+        // NotFound answers a question (a lookup of a name that does not
+        // exist yet: every editor's temporary file): an answer, counted
+        // apart, so that an alert on api_errors means something.
         match &result {
             Ok(_) => self.stats.api_ok(op),
+            Err(e) if e.kind == StoreErrorKind::NotFound => {
+                self.stats.api_ok(op);
+                self.stats.not_found();
+            }
             Err(_) => self.stats.api_error(),
         }
         result
@@ -446,6 +481,10 @@ impl<S: SecretStore> SecretStore for Instrumented<S> {
             self.inner.list_version_ids(name),
         )
         .await
+    }
+    async fn list_versions(&self, name: &SecretName) -> StoreResult<Vec<ListedVersion>> {
+        self.call(ApiOp::ListSecretVersionIds, self.inner.list_versions(name))
+            .await
     }
     async fn describe(&self, name: &SecretName) -> StoreResult<Description> {
         self.call(ApiOp::DescribeSecret, self.inner.describe(name))
@@ -517,6 +556,9 @@ impl SecretStore for Arc<dyn SecretStore> {
     }
     async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>> {
         (**self).list_version_ids(name).await
+    }
+    async fn list_versions(&self, name: &SecretName) -> StoreResult<Vec<ListedVersion>> {
+        (**self).list_versions(name).await
     }
     async fn describe(&self, name: &SecretName) -> StoreResult<Description> {
         (**self).describe(name).await

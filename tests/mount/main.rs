@@ -17,6 +17,7 @@ mod exact_reads;
 mod hooks;
 mod local_store;
 mod operability;
+mod operator;
 mod packaging;
 mod read;
 mod reliability;
