@@ -19,6 +19,7 @@ mod local_store;
 mod operability;
 mod packaging;
 mod read;
+mod review18;
 mod reliability;
 mod rules;
 mod service;
