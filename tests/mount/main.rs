@@ -20,6 +20,7 @@ mod operability;
 mod operator;
 mod packaging;
 mod read;
+mod review18;
 mod reliability;
 mod rules;
 mod service;
