@@ -454,13 +454,16 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         size: u32,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
         let fs = self.fs.clone();
         let fs2 = self.fs.clone();
+        // read(2) on a handle carries a lock owner; a page-cache fill (a
+        // map's fault, no-open mode) does not.
+        let direct = lock_owner.is_some();
         self.run(
-            async move { fs.read(Ino(ino.0), fh.0, offset, size).await },
+            async move { fs.read(Ino(ino.0), fh.0, offset, size, direct).await },
             move |r| match r {
                 Ok(mut data) => {
                     reply.data(&data);

@@ -238,7 +238,7 @@ async fn path_ino(fs: &Fs, path: &str) -> Result<Ino, Error> {
 async fn read_all(fs: &Fs, path: &str) -> Result<Vec<u8>, Error> {
     let ino = path_ino(fs, path).await?;
     let o = fs.open(ino, libc::O_RDONLY, std::process::id()).await?;
-    let data = fs.read(ino, o.fh, 0, 1 << 20).await;
+    let data = fs.read(ino, o.fh, 0, 1 << 20, true).await;
     fs.release(o.fh).await;
     data
 }
@@ -295,7 +295,10 @@ async fn one_handle_sees_one_version_while_the_secret_changes() {
         s.fs.open(ino, libc::O_RDONLY, std::process::id())
             .await
             .unwrap();
-    assert_eq!(s.fs.read(ino, reader.fh, 0, 7).await.unwrap(), b"version");
+    assert_eq!(
+        s.fs.read(ino, reader.fh, 0, 7, true).await.unwrap(),
+        b"version"
+    );
     let w =
         s.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC, std::process::id())
             .await
@@ -306,7 +309,10 @@ async fn one_handle_sees_one_version_while_the_secret_changes() {
         .unwrap();
     s.fs.release(w.fh).await;
     // The old handle still reads the version it opened.
-    assert_eq!(s.fs.read(ino, reader.fh, 7, 100).await.unwrap(), b"-one");
+    assert_eq!(
+        s.fs.read(ino, reader.fh, 7, 100, true).await.unwrap(),
+        b"-one"
+    );
     s.fs.release(reader.fh).await;
     assert_eq!(
         read_all(&s.fs, "app/current").await.unwrap(),
@@ -350,7 +356,7 @@ async fn a_changed_version_invalidates_the_kernel_cache_after_the_ttl() {
     assert_eq!(s.inval.0.load(Ordering::SeqCst), before + 1);
     let o = s.fs.open(ino, libc::O_RDONLY, 1).await.unwrap();
     assert!(o.direct_io && !o.keep_cache);
-    assert_eq!(s.fs.read(ino, o.fh, 0, 10).await.unwrap(), b"b");
+    assert_eq!(s.fs.read(ino, o.fh, 0, 10, true).await.unwrap(), b"b");
 }
 
 #[tokio::test(start_paused = true)]
@@ -495,8 +501,11 @@ async fn every_read_handle_bypasses_the_page_cache_and_reads_its_own_version() {
         .unwrap();
     let b = s.fs.open(ino, libc::O_RDONLY, PID()).await.unwrap();
     assert!(b.direct_io && !b.keep_cache);
-    assert_eq!(s.fs.read(ino, a.fh, 0, 4096).await.unwrap(), b"one");
-    assert_eq!(s.fs.read(ino, b.fh, 0, 4096).await.unwrap(), b"two-longer");
+    assert_eq!(s.fs.read(ino, a.fh, 0, 4096, true).await.unwrap(), b"one");
+    assert_eq!(
+        s.fs.read(ino, b.fh, 0, 4096, true).await.unwrap(),
+        b"two-longer"
+    );
     // fstat of each handle: the size of the version it reads.
     assert_eq!(s.fs.getattr(ino, Some(a.fh)).await.unwrap().attr.size, 3);
     assert_eq!(s.fs.getattr(ino, Some(b.fh)).await.unwrap().attr.size, 10);
@@ -545,7 +554,10 @@ async fn a_temporary_file_handle_outlives_its_name_and_writes_through_to_current
     assert_eq!(read_all(&s.fs, "app/b").await.unwrap(), b"abcdef");
     s.fs.unlink(dir, "b", ME).await.unwrap();
     s.fs.write(o.fh, 6, b"ghi", PID()).await.unwrap();
-    assert_eq!(s.fs.read(ROOT, o.fh, 0, 100).await.unwrap(), b"abcdefghi");
+    assert_eq!(
+        s.fs.read(ROOT, o.fh, 0, 100, true).await.unwrap(),
+        b"abcdefghi"
+    );
     s.fs.flush(o.fh, Closer::by(PID())).await.unwrap();
     s.fs.release(o.fh).await;
     assert_eq!(
@@ -711,7 +723,7 @@ async fn state_stays_bounded_through_lookups_forgets_and_deletions() {
             looked_up.push(ino);
             let o = s.fs.open(ino, libc::O_RDONLY, PID()).await.unwrap();
             assert_eq!(
-                s.fs.read(ino, o.fh, 0, 1 << 20).await.unwrap().len(),
+                s.fs.read(ino, o.fh, 0, 1 << 20, true).await.unwrap().len(),
                 60_000
             );
             s.fs.release(o.fh).await;

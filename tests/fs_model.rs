@@ -214,7 +214,11 @@ struct World {
 impl World {
     async fn fresh_read(&self) -> Vec<u8> {
         let o = self.fs.open(self.ino, libc::O_RDONLY, 1).await.unwrap();
-        let data = self.fs.read(self.ino, o.fh, 0, 1 << 20).await.unwrap();
+        let data = self
+            .fs
+            .read(self.ino, o.fh, 0, 1 << 20, true)
+            .await
+            .unwrap();
         self.fs.release(o.fh).await;
         data
     }
@@ -230,7 +234,11 @@ impl World {
             Op::OpenRead(s) => {
                 self.release(s).await;
                 let o = self.fs.open(self.ino, libc::O_RDONLY, 1).await.unwrap();
-                let saw = self.fs.read(self.ino, o.fh, 0, 1 << 20).await.unwrap();
+                let saw = self
+                    .fs
+                    .read(self.ino, o.fh, 0, 1 << 20, true)
+                    .await
+                    .unwrap();
                 self.slots[s] = Some(Slot::Read { fh: o.fh, saw });
             }
             Op::OpenWrite {
@@ -275,11 +283,11 @@ impl World {
             }
             Op::Read(s) => match &self.slots[s] {
                 Some(Slot::Read { fh, saw }) => {
-                    let again = self.fs.read(self.ino, *fh, 0, 1 << 20).await.unwrap();
+                    let again = self.fs.read(self.ino, *fh, 0, 1 << 20, true).await.unwrap();
                     assert_eq!(&again, saw, "a handle keeps its version");
                 }
                 Some(Slot::Write { fh, buf, .. }) => {
-                    let got = self.fs.read(self.ino, *fh, 0, 1 << 20).await.unwrap();
+                    let got = self.fs.read(self.ino, *fh, 0, 1 << 20, true).await.unwrap();
                     assert_eq!(&got, buf, "a write handle reads its own buffer");
                 }
                 None => {}

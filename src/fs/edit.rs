@@ -34,7 +34,7 @@ pub(super) fn temp_dir(node: &Node) -> Option<Arc<str>> {
 }
 
 /// Names longer than this are refused with ENAMETOOLONG, as everywhere.
-const NAME_MAX: usize = 255;
+pub(super) const NAME_MAX: usize = 255;
 
 const TEMP_OPENED: Opened = Opened {
     fh: 0,

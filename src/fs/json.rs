@@ -144,11 +144,12 @@ pub(super) fn merged(current: &SecretVersion, key: &str, edit: Edit<'_>) -> Resu
 }
 
 /// Names editors and tools give their backup, swap, lock and temporary
-/// files (vim's `key~`, `.key.swp` and `4913`, emacs's `#key#` and `.#key`,
-/// sed -i's `sedXXXXXX`, Python's mkstemp `tmpXXXXXXXX`, and any name that
-/// starts with a dot: Ansible's `.ansible_tmp...`). Made in `json/` or
-/// `stages/` where no key (label) of that name exists, such a file is an
-/// in-memory temporary file, never a key: a rename onto a key is its put.
+/// files: vim's `key~`, `.key.swp` (`.swo`, `.swx`...) and `4913`, emacs's
+/// `#key#` and `.#key`, sed -i's `sedXXXXXX`, Python's mkstemp
+/// `tmpXXXXXXXX`, Ansible's `.ansible_tmp...`, rsync's `.key.XXXXXX`. Made
+/// in `json/` or `stages/` where no key (label) of that name exists, such a
+/// file is an in-memory temporary file, never a key: a rename onto a key is
+/// its put. Any other name, dotfiles included, is a key.
 pub(super) fn is_temp_name(name: &str) -> bool {
     let swap = name.starts_with('.')
         && name.len() > 4
@@ -161,6 +162,14 @@ pub(super) fn is_temp_name(name: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_')
     };
+    // rsync: `.` + the name + `.` + six random characters.
+    let rsync = name.starts_with('.')
+        && name.len() > 8
+        && name.is_char_boundary(name.len() - 7)
+        && name.as_bytes()[name.len() - 7] == b'.'
+        && name[name.len() - 6..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric());
     let vim_probe = name.len() >= 4 && name.bytes().all(|b| b.is_ascii_digit()) && {
         // vim probes with 4913, then adds 123 while the name is taken.
         name.parse::<u64>()
@@ -168,19 +177,22 @@ pub(super) fn is_temp_name(name: &str) -> bool {
     };
     name.ends_with('~')
         || swap
+        || rsync
         || random("sed", 6)
         || random("tmp", 8)
         || vim_probe
-        || name.starts_with('.')
+        || name.starts_with(".ansible_tmp")
+        || name.starts_with(".#")
         || (name.starts_with('#') && name.ends_with('#'))
 }
 
-/// Editors whose unlink of a key is the middle of a save, not a removal:
-/// once its backup is made (a temporary file), vim unlinks the file and
-/// creates it anew (in a secret's directory the unlink of `current` is
-/// refused and vim writes in place; a key's unlink is a removal, so vim's
-/// is taken as install's: the key stays, hidden from vim until it creates
-/// it, and that write is one put).
+/// Editors whose unlink of a key is the middle of a save, not a removal,
+/// when the key's backup (`key~`, a temporary file) is there: once it made
+/// the backup, vim unlinks the file and creates it anew (in a secret's
+/// directory the unlink of `current` is refused and vim writes in place; a
+/// key's unlink is a removal, so vim's is then taken as install's: the key
+/// stays, hidden from vim until it creates it, and that write is one put).
+/// Without the backup (vim's `delete()`), the unlink is a removal.
 const KEY_REPLACERS: [&str; 8] = [
     "vim",
     "vi",
@@ -258,9 +270,11 @@ impl Fs {
             }
             return Err(Error::NotFound);
         };
-        self.kernel.tell(ino, &v.id);
+        let size = text.len() as u64;
+        let shown = Arc::new(SecretVersion::new(v.id.clone(), text, v.created));
+        self.kernel.tell(ino, &shown);
         Ok(Entry {
-            attr: self.file_attr(ino, text.len() as u64, v.created, true),
+            attr: self.file_attr(ino, size, v.created, true),
             ttl,
         })
     }
@@ -378,8 +392,12 @@ impl Fs {
         }
         let owner = process::tgid(caller.pid);
         let comm = process::comm(owner);
-        if super::edit::REPLACERS.contains(&comm.as_str()) || KEY_REPLACERS.contains(&comm.as_str())
-        {
+        let backup: super::temp::TempKey = (
+            Arc::from(format!("{s}/json")),
+            Arc::from(format!("{name}~")),
+        );
+        let saving = KEY_REPLACERS.contains(&comm.as_str()) && self.temps.named(&backup).is_some();
+        if super::edit::REPLACERS.contains(&comm.as_str()) || saving {
             // install(1) unlinks, then creates: one put, the key in place.
             tracing::info!(secret = %s, pid = caller.pid, program = %comm, "a program replaces a JSON key: hidden from that process until it creates it");
             self.writes.start_replacing(&key_path(s, name), owner);
@@ -450,6 +468,7 @@ mod tests {
             "#password#",
             "tmpa1b2_c3d",
             ".ansible_tmpx1y2z3password",
+            ".password.Ab12Cd",
         ] {
             assert!(is_temp_name(name), "{name}");
         }
@@ -464,6 +483,9 @@ mod tests {
             "tmp",
             "tmpdir",
             "tmpa1b2_c3d4",
+            ".newkey",
+            ".hidden",
+            ".a.b",
         ] {
             assert!(!is_temp_name(name), "{name}");
         }

@@ -1,14 +1,17 @@
-//! The kernel's view of each file inode: which version its attributes and
-//! pages describe, so that one invalidation goes out per change, and which
-//! inodes have write handles open. Cleared when the inode is forgotten.
+//! The kernel's view of each file inode: which version its attributes (and
+//! so its one size) describe, so that one invalidation goes out per change,
+//! the page cache is filled with that same version, and which inodes have
+//! write handles open. Cleared when the inode is forgotten.
 //!
-//! Why reads cannot go wrong here: on a read-write mount every read handle
-//! is opened with direct I/O (see `Fs::read_handle`), so each read(2) is
+//! Why reads cannot go wrong: on a read-write mount every read handle is
+//! opened with direct I/O (see `Fs::read_handle`), so each read(2) is
 //! answered by the daemon from the handle's own version and is never bounded
 //! by the inode's size, which the kernel keeps once per inode and which a
-//! writer's direct writes grow. The page cache is used only by mmap (the
+//! writer's direct writes grow. The page cache is filled only by maps (the
 //! mount asks for FUSE_DIRECT_IO_ALLOW_MMAP) and, on read-only mounts, by
-//! no-open mode; both are dropped here when the version changes.
+//! no-open mode: those READs carry no lock owner, and are answered from the
+//! version told here (`told`), whose size the kernel holds, whichever handle
+//! the fault came through; the pages go when that version changes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,12 +20,13 @@ use parking_lot::Mutex;
 
 use super::Invalidate;
 use crate::inode::Ino;
-use crate::store::VersionId;
+use crate::store::SecretVersion;
 
 #[derive(Default)]
 struct View {
-    /// The version whose attributes the kernel was last given.
-    told: Option<VersionId>,
+    /// The version whose attributes the kernel was last given (for a JSON
+    /// key, that key's text in it).
+    told: Option<Arc<SecretVersion>>,
     /// Write handles open on the inode: the kernel changes its size as
     /// they truncate and write.
     writers: usize,
@@ -41,28 +45,37 @@ impl KernelView {
         }
     }
 
-    /// The kernel is to be given attributes of `id` for `ino` (lookup,
+    /// The kernel is to be given attributes of `version` for `ino` (lookup,
     /// getattr): if it last had another version's, its attributes and pages
     /// go, once.
-    pub fn tell(&self, ino: Ino, id: &VersionId) {
+    pub fn tell(&self, ino: Ino, version: &Arc<SecretVersion>) {
         let mut views = self.views.lock();
         let v = views.entry(ino).or_default();
-        if v.told.as_ref() == Some(id) {
+        if let Some(told) = &v.told
+            && told.id == version.id
+            && told.value.len() == version.value.len()
+        {
             return;
         }
-        let changed = v.told.replace(id.clone()).is_some();
+        let changed = v.told.replace(version.clone()).is_some();
         drop(views);
         if changed {
-            tracing::debug!(ino = ino.0, version = %id, "version changed; invalidating kernel cache");
+            tracing::debug!(ino = ino.0, version = %version.id, "version changed; invalidating kernel cache");
             self.invalidator.inval_inode(ino);
         }
     }
 
+    /// The version the kernel holds the size of: what a page-cache fill of
+    /// `ino` is answered with.
+    pub fn told(&self, ino: Ino) -> Option<Arc<SecretVersion>> {
+        self.views.lock().get(&ino).and_then(|v| v.told.clone())
+    }
+
     /// This mount changed the file (a put): what the kernel holds is old.
+    /// Its pages and attributes go; until it asks for attributes again, its
+    /// size is still the told version's, so page-cache fills keep serving
+    /// that version.
     pub fn changed(&self, ino: Ino) {
-        if let Some(v) = self.views.lock().get_mut(&ino) {
-            v.told = None;
-        }
         self.invalidator.inval_inode(ino);
     }
 
@@ -82,7 +95,6 @@ impl KernelView {
     pub fn close_write(&self, ino: Ino) {
         if let Some(v) = self.views.lock().get_mut(&ino) {
             v.writers = v.writers.saturating_sub(1);
-            v.told = None;
         }
         self.invalidator.inval_inode(ino);
     }
@@ -103,6 +115,7 @@ impl KernelView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::VersionId;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[derive(Default)]
@@ -120,10 +133,18 @@ mod tests {
 
     const I: Ino = Ino(7);
 
+    fn ver(id: &str) -> Arc<SecretVersion> {
+        Arc::new(SecretVersion::new(
+            VersionId::new(id),
+            crate::store::SecretBytes::new(id.as_bytes().to_vec()),
+            std::time::SystemTime::UNIX_EPOCH,
+        ))
+    }
+
     #[test]
     fn a_change_invalidates_once_however_many_getattrs() {
         let (k, c) = view();
-        let (a, b) = (VersionId::new("a"), VersionId::new("b"));
+        let (a, b) = (ver("a"), ver("b"));
         k.tell(I, &a);
         k.tell(I, &a);
         assert_eq!(c.0.load(Ordering::SeqCst), 0);
@@ -136,23 +157,31 @@ mod tests {
     #[test]
     fn a_put_and_a_writers_close_invalidate() {
         let (k, c) = view();
-        let a = VersionId::new("a");
+        let a = ver("a");
         k.tell(I, &a);
+        assert_eq!(k.told(I).unwrap().id, a.id, "page-cache fills read a");
         k.open_write(I);
         assert!(k.writing(I));
         k.close_write(I);
         assert!(!k.writing(I));
         assert_eq!(c.0.load(Ordering::SeqCst), 1);
-        // Its size was dropped: telling the same version again is quiet.
+        // Until the kernel asks again, its size is still a's.
+        assert_eq!(k.told(I).unwrap().id, a.id);
         k.tell(I, &a);
         k.changed(I);
         assert_eq!(c.0.load(Ordering::SeqCst), 2);
+        k.tell(I, &ver("b"));
+        assert_eq!(
+            c.0.load(Ordering::SeqCst),
+            3,
+            "b's attributes: a's pages go"
+        );
     }
 
     #[test]
     fn forget_clears_a_view_without_writers_only() {
         let (k, _) = view();
-        let a = VersionId::new("a");
+        let a = ver("a");
         k.tell(I, &a);
         k.open_write(I);
         k.forget(I);

@@ -693,8 +693,14 @@ impl Fs {
 
     /// The attributes of a file showing version `v`, telling the kernel
     /// which version they describe (its caches go when that changes).
-    fn version_entry(&self, ino: Ino, v: &SecretVersion, ttl: Duration, writable: bool) -> Entry {
-        self.kernel.tell(ino, &v.id);
+    fn version_entry(
+        &self,
+        ino: Ino,
+        v: &Arc<SecretVersion>,
+        ttl: Duration,
+        writable: bool,
+    ) -> Entry {
+        self.kernel.tell(ino, v);
         Entry {
             attr: self.file_attr(ino, v.value.len() as u64, v.created, writable),
             ttl,
@@ -744,6 +750,9 @@ impl Fs {
     // ---- operations ---------------------------------------------------
 
     pub async fn lookup(&self, parent: Ino, name: &str, caller: Caller) -> Result<Entry> {
+        if name.len() > edit::NAME_MAX {
+            return Err(Error::NameTooLong);
+        }
         let parent_node = self.node(parent)?;
         if let Some(dir) = edit::temp_dir(&parent_node) {
             let key = (dir, Arc::<str>::from(name));
@@ -1085,10 +1094,29 @@ impl Fs {
         }
     }
 
-    pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        match self.handles.get(fh) {
-            Some(Handle::Read(version)) => {
+    /// A READ. `direct`: from read(2)/pread(2) on a handle (the kernel
+    /// sends a lock owner with those); otherwise a fill of the page cache
+    /// (a map's fault, or any read on a read-only mount, which has no
+    /// handles), answered from the version whose size the kernel holds,
+    /// whichever handle it came through, so that the pages and the size
+    /// agree and every map shows one value.
+    pub async fn read(
+        &self,
+        ino: Ino,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        direct: bool,
+    ) -> Result<Vec<u8>> {
+        let handle = self.handles.get(fh);
+        match handle {
+            Some(Handle::Read(version)) if direct => {
                 return Ok(slice(version.value.as_bytes(), offset, size));
+            }
+            Some(Handle::Read(_)) | None => {
+                if let Some(v) = self.kernel.told(ino) {
+                    return Ok(slice(v.value.as_bytes(), offset, size));
+                }
             }
             Some(Handle::Plain(b)) => return Ok(slice(&b, offset, size)),
             Some(Handle::Rendered { bytes, .. }) => {
@@ -1098,9 +1126,8 @@ impl Fs {
             Some(Handle::Temp(t)) => return Ok(t.file.lock().read(offset, size)),
             Some(Handle::Dir(_)) => return Err(Error::IsDir),
             Some(Handle::Refresh) => return Err(Error::BadHandle),
-            None => {}
         }
-        // No handle: no-open mode reads the inode's current version.
+        // Nothing told yet: the inode's current version.
         let (name, sel) = match self.node(ino)? {
             Node::Current(s) => (s, Selector::Stage(Stage::Current)),
             Node::Previous(s) => (s, Selector::Stage(Stage::Previous)),

@@ -145,7 +145,11 @@ fn a_held_handles_map_shows_no_zero_padding() {
     std::fs::write(&cur, "old-short-value").unwrap();
     let old = File::open(&cur).unwrap();
     std::fs::write(&cur, format!("new-longer-value-{}", "x".repeat(40))).unwrap();
-    assert_eq!(pread_all(&old), b"old-short-value", "read(2) of the held handle");
+    assert_eq!(
+        pread_all(&old),
+        b"old-short-value",
+        "read(2) of the held handle"
+    );
     let size = old.metadata().unwrap().len() as usize;
     let map = Map::new(&old, size, false);
     let seen = map.bytes();
@@ -197,7 +201,9 @@ fn vims_delete_of_a_json_key_removes_it_or_fails() {
         out_file.path().display()
     );
     let st = std::process::Command::new("vim")
-        .args(["-N", "-u", "NONE", "-i", "NONE", "-n", "-es", "-c", &cmd, "-c", "qa!"])
+        .args([
+            "-N", "-u", "NONE", "-i", "NONE", "-n", "-es", "-c", &cmd, "-c", "qa!",
+        ])
         .stdin(std::process::Stdio::null())
         .status()
         .unwrap();
@@ -279,7 +285,11 @@ fn read_only_mount_reads_only_stored_values_while_the_secret_changes_elsewhere()
                     example.lock().get_or_insert_with(|| {
                         format!(
                             "{} {} bytes, NUL at {:?}: {:?}",
-                            if t % 2 == 0 { "held pread(70000, 0):" } else { "fresh open, pread(70000, 0):" },
+                            if t % 2 == 0 {
+                                "held pread(70000, 0):"
+                            } else {
+                                "fresh open, pread(70000, 0):"
+                            },
                             got.len(),
                             got.iter().position(|&c| c == 0),
                             String::from_utf8_lossy(&got[..got.len().min(60)])

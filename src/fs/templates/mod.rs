@@ -496,7 +496,7 @@ mod tests {
         let size = fs.getattr(ino, None).await?.attr.size;
         let o = fs.open(ino, libc::O_RDONLY, 1).await?;
         assert!(o.direct_io && !o.keep_cache);
-        let bytes = fs.read(ino, o.fh, 0, 1 << 20).await?;
+        let bytes = fs.read(ino, o.fh, 0, 1 << 20, true).await?;
         fs.release(o.fh).await;
         assert_eq!(
             bytes.len() as u64,
