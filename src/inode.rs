@@ -183,6 +183,12 @@ impl InodeTable {
     }
 
     /// Drops a node whatever its count (a temporary file that was renamed).
+    /// The node is to get a new inode at its next `assign`; the old one
+    /// keeps standing for it until the kernel forgets it.
+    pub fn detach(&self, node: &Node) {
+        self.inner.write().by_node.remove(node);
+    }
+
     pub fn remove(&self, node: &Node) {
         let mut inner = self.inner.write();
         if let Some(ino) = inner.by_node.remove(node) {

@@ -270,11 +270,10 @@ impl Fs {
             }
             return Err(Error::NotFound);
         };
-        let size = text.len() as u64;
         let shown = Arc::new(SecretVersion::new(v.id.clone(), text, v.created));
-        self.kernel.tell(ino, &shown);
+        let shown = self.kernel.tell(ino, &shown);
         Ok(Entry {
-            attr: self.file_attr(ino, size, v.created, true),
+            attr: self.file_attr(ino, shown.value.len() as u64, shown.created, true),
             ttl,
         })
     }

@@ -30,32 +30,47 @@ struct View {
     /// Write handles open on the inode: the kernel changes its size as
     /// they truncate and write.
     writers: usize,
+    /// Pinned (read-only mounts): a newer version than `told` was seen; the
+    /// name is to get a new inode, this one keeps `told`.
+    superseded: bool,
 }
 
 pub struct KernelView {
     views: Mutex<HashMap<Ino, View>>,
     invalidator: Arc<dyn Invalidate>,
+    /// Read-only mounts (no-open mode, every read through the page cache):
+    /// an inode keeps the version first told for good, so that its one size
+    /// and its pages never change under a reader (the kernel sets a new
+    /// size before it drops the old pages, and a reader in between reads
+    /// old bytes to the new size); a newer version gets a new inode at the
+    /// next lookup of the name.
+    pinned: bool,
 }
 
 impl KernelView {
-    pub fn new(invalidator: Arc<dyn Invalidate>) -> Self {
+    pub fn new(invalidator: Arc<dyn Invalidate>, pinned: bool) -> Self {
         Self {
             views: Mutex::new(HashMap::new()),
             invalidator,
+            pinned,
         }
     }
 
     /// The kernel is to be given attributes of `version` for `ino` (lookup,
     /// getattr): if it last had another version's, its attributes and pages
-    /// go, once.
-    pub fn tell(&self, ino: Ino, version: &Arc<SecretVersion>) {
+    /// go, once. Returns the version whose attributes to give: `version`,
+    /// or on a pinned mount the one the inode keeps (see `superseded`).
+    pub fn tell(&self, ino: Ino, version: &Arc<SecretVersion>) -> Arc<SecretVersion> {
         let mut views = self.views.lock();
         let v = views.entry(ino).or_default();
-        if let Some(told) = &v.told
-            && told.id == version.id
-            && told.value.len() == version.value.len()
-        {
-            return;
+        if let Some(told) = &v.told {
+            if told.id == version.id && told.value == version.value {
+                return told.clone();
+            }
+            if self.pinned {
+                v.superseded = true;
+                return told.clone();
+            }
         }
         let changed = v.told.replace(version.clone()).is_some();
         drop(views);
@@ -63,6 +78,13 @@ impl KernelView {
             tracing::debug!(ino = ino.0, version = %version.id, "version changed; invalidating kernel cache");
             self.invalidator.inval_inode(ino);
         }
+        version.clone()
+    }
+
+    /// Whether a pinned inode was told of a newer version than its own: its
+    /// name is to get a new inode.
+    pub fn superseded(&self, ino: Ino) -> bool {
+        self.views.lock().get(&ino).is_some_and(|v| v.superseded)
     }
 
     /// The version the kernel holds the size of: what a page-cache fill of
@@ -128,7 +150,21 @@ mod tests {
 
     fn view() -> (KernelView, Arc<Count>) {
         let c = Arc::new(Count::default());
-        (KernelView::new(c.clone()), c)
+        (KernelView::new(c.clone(), false), c)
+    }
+
+    #[test]
+    fn a_pinned_inode_keeps_its_version_and_says_it_was_superseded() {
+        let c = Arc::new(Count::default());
+        let k = KernelView::new(c.clone(), true);
+        let (a, b) = (ver("a"), ver("b"));
+        assert_eq!(k.tell(I, &a).id, a.id);
+        assert!(!k.superseded(I));
+        assert_eq!(k.tell(I, &b).id, a.id, "the inode keeps a");
+        assert!(k.superseded(I));
+        assert_eq!(k.told(I).unwrap().id, a.id);
+        assert_eq!(c.0.load(Ordering::SeqCst), 0, "nothing to invalidate");
+        assert_eq!(k.tell(Ino(8), &b).id, b.id, "a new inode gets b");
     }
 
     const I: Ino = Ino(7);

@@ -321,7 +321,7 @@ impl Fs {
             stats,
             inodes: InodeTable::default(),
             handles: Handles::default(),
-            kernel: KernelView::new(invalidator),
+            kernel: KernelView::new(invalidator, cfg.read_only),
             writes: Writes::new(cfg.store_kind == "aws"),
             temps: Temps::new(cfg.temp_max_files, cfg.temp_max_bytes),
             mounted_at: SystemTime::now(),
@@ -700,7 +700,7 @@ impl Fs {
         ttl: Duration,
         writable: bool,
     ) -> Entry {
-        self.kernel.tell(ino, v);
+        let v = self.kernel.tell(ino, v);
         Entry {
             attr: self.file_attr(ino, v.value.len() as u64, v.created, writable),
             ttl,
@@ -816,6 +816,16 @@ impl Fs {
         // the node turns out not to exist.
         let ino = self.inodes.assign(node.clone(), true);
         match self.attr_of(ino, &node).await {
+            Ok(_) if self.kernel.superseded(ino) => {
+                // A read-only mount's inode keeps its version for whoever
+                // holds it; the name gets a new inode for the new one.
+                self.forget(ino, 1);
+                self.inodes.detach(&node);
+                let fresh = self.inodes.assign(node.clone(), true);
+                self.attr_of(fresh, &node).await.inspect_err(|_| {
+                    self.forget(fresh, 1);
+                })
+            }
             Ok(entry) => Ok(entry),
             Err(e) => {
                 self.forget(ino, 1);

