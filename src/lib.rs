@@ -12,6 +12,7 @@ pub mod mount;
 pub mod preflight;
 pub mod process;
 pub mod rules;
+pub mod selinux;
 pub mod stats;
 pub mod store;
 pub mod tree;
