@@ -477,9 +477,7 @@ impl Cli {
                 "allow_create" => self.allow_create = true,
                 "config" => self.config = Some(need(value)?.into()),
                 "trim_newline" => self.trim_newline = true,
-                k if crate::selinux::KEYS.contains(&k) => {
-                    *self.selinux.slot(k).expect("an SELinux key") = Some(need(value)?)
-                }
+                k if crate::selinux::KEYS.contains(&k) => self.selinux.set(k, &need(value)?),
                 // What mount(8) and mount.fuse3 add on their own.
                 "fsname" | "subtype" => {}
                 k if MOUNT_ONLY.contains(&k) || k.starts_with("x-systemd.") => {}

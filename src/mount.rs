@@ -344,7 +344,7 @@ mod tests {
     fn spec(allow_other: bool, selinux: &[(&str, &str)]) -> MountSpec {
         let mut args = crate::selinux::ContextArgs::default();
         for (k, v) in selinux {
-            *args.slot(k).unwrap() = Some(v.to_string());
+            args.set(k, v);
         }
         MountSpec {
             read_only: false,

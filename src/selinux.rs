@@ -32,15 +32,21 @@ pub struct ContextArgs {
 }
 
 impl ContextArgs {
-    /// The slot of option `key` (one of `KEYS`).
-    pub fn slot(&mut self, key: &str) -> Option<&mut Option<String>> {
-        match key {
-            "context" => Some(&mut self.context),
-            "fscontext" => Some(&mut self.fscontext),
-            "defcontext" => Some(&mut self.defcontext),
-            "rootcontext" => Some(&mut self.rootcontext),
-            _ => None,
-        }
+    /// Sets option `key` (one of `KEYS`) from `-o`, without the quotes
+    /// mount(8) wants around a value with commas.
+    pub fn set(&mut self, key: &str, value: &str) {
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        let slot = match key {
+            "context" => &mut self.context,
+            "fscontext" => &mut self.fscontext,
+            "defcontext" => &mut self.defcontext,
+            "rootcontext" => &mut self.rootcontext,
+            _ => panic!("{key} is not an SELinux mount option"),
+        };
+        *slot = Some(value.to_string());
     }
 
     /// What the flags left unset, from `other` (the config file).
@@ -148,17 +154,19 @@ pub fn enabled() -> bool {
 }
 
 /// Splits `-o` options at commas outside double quotes, as mount(8) does:
-/// `context="system_u:object_r:t:s0:c1,c2",ttl=60` is two options; the
-/// quotes go.
+/// `context="system_u:object_r:t:s0:c1,c2",ttl=60` is two options. The
+/// quotes stay: each option decides what they mean.
 pub fn split_options(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
     for c in s.chars() {
         match c {
-            '"' => quoted = !quoted,
             ',' if !quoted => out.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
+            c => {
+                quoted ^= c == '"';
+                cur.push(c);
+            }
         }
     }
     out.push(cur);
@@ -175,7 +183,7 @@ mod tests {
     fn contexts(pairs: &[(&str, &str)]) -> Result<Contexts, String> {
         let mut a = ContextArgs::default();
         for (k, v) in pairs {
-            *a.slot(k).unwrap() = Some(v.to_string());
+            a.set(k, v);
         }
         a.into_contexts()
     }
@@ -280,7 +288,12 @@ mod tests {
     fn options_split_at_commas_outside_quotes() {
         assert_eq!(
             split_options("ttl=60,context=\"u:r:t:s0:c1,c2\",,ro"),
-            ["ttl=60", "context=u:r:t:s0:c1,c2", "ro"]
+            ["ttl=60", "context=\"u:r:t:s0:c1,c2\"", "ro"]
+        );
+        // Other options keep their quotes, as before.
+        assert_eq!(
+            split_options("on_change=echo \"a b\""),
+            ["on_change=echo \"a b\""]
         );
         assert_eq!(split_options("a"), ["a"]);
         assert!(split_options("").is_empty());
