@@ -83,10 +83,8 @@ fn context_is_carried_where_selinux_is_enabled_and_left_out_where_it_is_not() {
     let options = mount_options(&m.path);
     let log = m.log_text();
     if secretsfs::selinux::enabled() {
-        assert!(
-            options.contains(&format!("context=\"{HTTPD}\"")),
-            "{options}"
-        );
+        // The kernel shows it quoted only when it holds a comma.
+        assert!(options.contains(&format!("context={HTTPD}")), "{options}");
         assert!(!log.contains("SELinux is not enabled"), "{log}");
     } else {
         // What this machine showed (no SELinux): mount(2) refuses the option
