@@ -197,6 +197,9 @@ pub struct Cli {
     /// (ttl=60,prefix=prod/,uid=www-data,read_only)
     #[arg(short = 'o', value_name = "OPT,...")]
     pub options: Vec<String>,
+    /// --context, --fscontext, --defcontext, --rootcontext.
+    #[command(flatten)]
+    pub selinux: crate::selinux::ContextArgs,
     /// `[[hook]]` tables of the config file.
     #[arg(skip)]
     file_hooks: Vec<FileHook>,
@@ -235,6 +238,8 @@ pub struct Config {
     pub log_json: bool,
     /// `--config FILE`, re-read on SIGHUP (templates and rules).
     pub config_file: Option<PathBuf>,
+    /// SELinux mount options (context=...), checked.
+    pub selinux: crate::selinux::Contexts,
 }
 
 /// Options mount(8) and fstab pass along that are the kernel's business or
@@ -298,6 +303,10 @@ struct FileConfig {
     trim_newline: Option<bool>,
     /// Ownership rules, in order (src/rules.rs).
     rule: Option<Vec<crate::rules::RuleSpec>>,
+    context: Option<String>,
+    fscontext: Option<String>,
+    defcontext: Option<String>,
+    rootcontext: Option<String>,
 }
 
 /// The config file, parsed strictly; errors name the file, the line and
@@ -493,9 +502,7 @@ impl Cli {
         let opts: Vec<String> = self
             .options
             .iter()
-            .flat_map(|o| o.split(','))
-            .filter(|o| !o.is_empty())
-            .map(str::to_string)
+            .flat_map(|o| crate::selinux::split_options(o))
             .collect();
         for opt in opts {
             let (key, value) = match opt.split_once('=') {
@@ -541,6 +548,7 @@ impl Cli {
                 "allow_create" => self.allow_create = true,
                 "config" => self.config = Some(need(value)?.into()),
                 "trim_newline" => self.trim_newline = true,
+                k if crate::selinux::KEYS.contains(&k) => self.selinux.set(k, &need(value)?),
                 // What mount(8) and mount.fuse3 add on their own.
                 "fsname" | "subtype" => {}
                 k if MOUNT_ONLY.contains(&k) || k.starts_with("x-systemd.") => {}
@@ -607,6 +615,12 @@ impl Cli {
         self.mlock |= f.mlock.unwrap_or(false);
         self.allow_create |= f.allow_create.unwrap_or(false);
         self.trim_newline |= f.trim_newline.unwrap_or(false);
+        self.selinux.or(crate::selinux::ContextArgs {
+            context: f.context,
+            fscontext: f.fscontext,
+            defcontext: f.defcontext,
+            rootcontext: f.rootcontext,
+        });
         let rules = crate::rules::Rules::build(&f.rule.unwrap_or_default())
             .map_err(|e| format!("--config {}: {e}", path.display()))?;
         self.rules = Some(rules);
@@ -743,7 +757,9 @@ impl Cli {
         if start_jitter > Duration::from_secs(600) {
             return Err("start_jitter must be at most 10m".into());
         }
+        let selinux = std::mem::take(&mut self.selinux).into_contexts()?;
         Ok(Config {
+            selinux,
             threads,
             max_calls,
             start_jitter,

@@ -336,6 +336,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), Refusal> {
     let spec = MountSpec {
         read_only: cfg.fs.read_only,
         allow_other: cfg.allow_other,
+        selinux: cfg.selinux.clone().for_this_host(),
     };
     let (dev, how) = mount::mount(&cfg.mountpoint, &spec)?;
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());

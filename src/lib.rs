@@ -15,6 +15,7 @@ pub mod preflight;
 pub mod process;
 pub mod refusal;
 pub mod rules;
+pub mod selinux;
 pub mod stats;
 pub mod store;
 pub mod tree;

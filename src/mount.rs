@@ -15,12 +15,16 @@ use std::process::{Command, Stdio};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 
 use crate::refusal::Refusal;
+use crate::selinux::Contexts;
 
 /// What the mount is made with.
 #[derive(Clone, Debug)]
 pub struct MountSpec {
     pub read_only: bool,
     pub allow_other: bool,
+    /// SELinux options for mount(2)'s data, as this host can take them
+    /// (`Contexts::for_this_host`).
+    pub selinux: Contexts,
 }
 
 /// How the mount was made, which decides how it is unmounted.
@@ -109,6 +113,12 @@ fn unescape(s: &str) -> String {
 pub fn mount(path: &Path, spec: &MountSpec) -> Result<(OwnedFd, How), String> {
     match kernel_mount(path, spec) {
         Ok(fd) => Ok((fd, How::Kernel)),
+        Err(KernelMount::NotAllowed(why)) if !spec.selinux.is_empty() => Err(format!(
+            "mounting {} with {}: {why}; only mount(2) carries SELinux options \
+             (fusermount3 refuses them): mount as root, as the packaged units do",
+            path.display(),
+            spec.selinux.shown()
+        )),
         Err(KernelMount::NotAllowed(why)) => {
             tracing::debug!(reason = %why, "mounting with fusermount3");
             fusermount(path, spec).map(|fd| (fd, How::Fusermount))
@@ -145,13 +155,7 @@ fn kernel_mount(path: &Path, spec: &MountSpec) -> Result<OwnedFd, KernelMount> {
         .unwrap_or(libc::S_IFDIR);
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let mut data = format!(
-        "fd={},rootmode={mode:o},user_id={uid},group_id={gid},default_permissions",
-        dev.as_raw_fd()
-    );
-    if spec.allow_other {
-        data.push_str(",allow_other");
-    }
+    let data = mount_data(dev.as_raw_fd(), mode, (uid, gid), spec);
     let mut flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_NOATIME;
     if spec.read_only {
         flags |= libc::MS_RDONLY;
@@ -174,11 +178,35 @@ fn kernel_mount(path: &Path, spec: &MountSpec) -> Result<OwnedFd, KernelMount> {
     let e = std::io::Error::last_os_error();
     match e.raw_os_error() {
         Some(libc::EPERM) => Err(KernelMount::NotAllowed(format!("mount(2): {e}"))),
-        _ => Err(KernelMount::Failed(format!(
-            "mounting {}: {e}",
-            path.display()
-        ))),
+        _ => Err(KernelMount::Failed(mount_failed(path, &e, &spec.selinux))),
     }
+}
+
+/// mount(2)'s data: the FUSE options, then the SELinux ones.
+fn mount_data(fd: i32, mode: u32, (uid, gid): (u32, u32), spec: &MountSpec) -> String {
+    let mut data =
+        format!("fd={fd},rootmode={mode:o},user_id={uid},group_id={gid},default_permissions");
+    if spec.allow_other {
+        data.push_str(",allow_other");
+    }
+    data.push_str(&spec.selinux.mount_data());
+    data
+}
+
+/// Why mount(2) failed, in one line. EINVAL with SELinux options is
+/// almost always one of them (a context the loaded policy does not know,
+/// or defcontext, which FUSE cannot take), so the line names them.
+fn mount_failed(path: &Path, e: &std::io::Error, selinux: &Contexts) -> String {
+    let shown = path.display();
+    if e.raw_os_error() == Some(libc::EINVAL) && !selinux.is_empty() {
+        return format!(
+            "mounting {shown}: {e}: the kernel refused the SELinux options {}: check that each \
+             context exists in the loaded policy (the kernel log says which: dmesg | grep SELinux); \
+             defcontext does not apply to FUSE",
+            selinux.shown()
+        );
+    }
+    format!("mounting {shown}: {e}")
 }
 
 fn cstring(s: &OsStr) -> CString {
@@ -316,6 +344,54 @@ pub fn unmount(path: &Path, how: How, lazy: bool) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(allow_other: bool, selinux: &[(&str, &str)]) -> MountSpec {
+        let mut args = crate::selinux::ContextArgs::default();
+        for (k, v) in selinux {
+            args.set(k, v);
+        }
+        MountSpec {
+            read_only: false,
+            allow_other,
+            selinux: args.into_contexts().unwrap(),
+        }
+    }
+
+    #[test]
+    fn mount_data_carries_the_fuse_options_then_the_selinux_ones() {
+        let plain = spec(false, &[]);
+        assert_eq!(
+            mount_data(7, 0o40000, (0, 0), &plain),
+            "fd=7,rootmode=40000,user_id=0,group_id=0,default_permissions"
+        );
+        let httpd = "system_u:object_r:httpd_sys_content_t:s0";
+        let labelled = spec(true, &[("context", httpd), ("fscontext", httpd)]);
+        assert_eq!(
+            mount_data(3, 0o40000, (1000, 1001), &labelled),
+            format!(
+                "fd=3,rootmode=40000,user_id=1000,group_id=1001,default_permissions,allow_other,\
+                 context=\"{httpd}\",fscontext=\"{httpd}\""
+            )
+        );
+    }
+
+    #[test]
+    fn a_refused_mount_names_the_selinux_options_in_one_line() {
+        let einval = std::io::Error::from_raw_os_error(libc::EINVAL);
+        let labelled = spec(false, &[("context", "u:r:t_t:s0")]);
+        let e = mount_failed(Path::new("/run/x"), &einval, &labelled.selinux);
+        assert!(
+            e.starts_with("mounting /run/x: Invalid argument")
+                && e.contains("SELinux options context=u:r:t_t:s0")
+                && !e.contains('\n'),
+            "{e}"
+        );
+        let e = mount_failed(Path::new("/run/x"), &einval, &Contexts::default());
+        assert_eq!(e, "mounting /run/x: Invalid argument (os error 22)");
+        let busy = std::io::Error::from_raw_os_error(libc::EBUSY);
+        let e = mount_failed(Path::new("/run/x"), &busy, &labelled.selinux);
+        assert!(!e.contains("SELinux"), "{e}");
+    }
 
     #[test]
     fn mountinfo_escapes_are_undone() {

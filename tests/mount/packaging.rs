@@ -380,7 +380,19 @@ fn debian_package_holds_the_binary_units_settings_docs_and_needs_fuse3() {
         .lines()
         .find_map(|l| l.strip_prefix("Depends: ").map(str::to_string));
     let depends = depends.expect("a Depends field");
-    assert!(depends.split(", ").any(|d| d == "fuse3"), "{depends}");
+    // fusermount3 and mount.fuse3; the system's roots for the HTTPS client.
+    for need in ["fuse3", "ca-certificates"] {
+        assert!(depends.split(", ").any(|d| d == need), "{depends}");
+    }
+    // Debian policy: the maintainer's name and e-mail address.
+    let maintainer = dpkg_deb(&["-f"], &deb)
+        .lines()
+        .find_map(|l| l.strip_prefix("Maintainer: ").map(str::to_string))
+        .expect("a Maintainer field");
+    let address = maintainer
+        .split_once(" <")
+        .and_then(|(_, a)| a.strip_suffix('>'));
+    assert!(address.is_some_and(|a| a.contains('@')), "{maintainer}");
     let fields = run(Command::new("dpkg-deb")
         .arg("-f")
         .arg(&deb)
