@@ -370,13 +370,7 @@ impl Stats {
         let mut out = String::new();
         let mut rows = ROWS.iter().zip(self.figures());
         for (row, values) in rows.by_ref().take(MOUNT_GAUGES_AT) {
-            metric(
-                &mut out,
-                row.metric,
-                row.kind,
-                row.help,
-                &samples(row, values),
-            );
+            show(&mut out, row, values);
         }
         let one = |v: u64| vec![(String::new(), v as f64)];
         let gauges = [
@@ -392,13 +386,7 @@ impl Stats {
             metric(&mut out, name, "gauge", help, &one(v));
         }
         for (row, values) in rows {
-            metric(
-                &mut out,
-                row.metric,
-                row.kind,
-                row.help,
-                &samples(row, values),
-            );
+            show(&mut out, row, values);
         }
         let build = format!(
             "{{version=\"{}\",store=\"{}\",mountpoint=\"{}\"}}",
@@ -454,9 +442,9 @@ impl Stats {
     }
 }
 
-/// One row's samples in the text format: `{label="value"}` and the number.
-fn samples(row: &Row, values: Vec<u64>) -> Vec<(String, f64)> {
-    match row.labels {
+/// One row in the text format; a sample per label value.
+fn show(out: &mut String, row: &Row, values: Vec<u64>) {
+    let samples: Vec<(String, f64)> = match row.labels {
         None => vec![(String::new(), values[0] as f64 / row.per)],
         Some(l) => l
             .values
@@ -464,7 +452,8 @@ fn samples(row: &Row, values: Vec<u64>) -> Vec<(String, f64)> {
             .zip(values)
             .map(|(n, v)| (format!("{{{}=\"{n}\"}}", l.key), v as f64 / row.per))
             .collect(),
-    }
+    };
+    metric(out, row.metric, row.kind, row.help, &samples);
 }
 
 /// One metric in the text format: its HELP, its TYPE and its samples.
