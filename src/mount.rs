@@ -153,9 +153,8 @@ fn kernel_mount(path: &Path, spec: &MountSpec) -> Result<OwnedFd, KernelMount> {
     let mode = std::fs::metadata(path)
         .map(|m| m.permissions().mode() & libc::S_IFMT)
         .unwrap_or(libc::S_IFDIR);
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let data = mount_data(dev.as_raw_fd(), mode, (uid, gid), spec);
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    let data = mount_data(dev.as_raw_fd(), mode, (uid.as_raw(), gid.as_raw()), spec);
     let mut flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_NOATIME;
     if spec.read_only {
         flags |= libc::MS_RDONLY;
