@@ -92,7 +92,7 @@ async fn open_store(
     first_secret: Option<&SecretName>,
 ) -> Result<Arc<dyn SecretStore>, Refusal> {
     Ok(match backend {
-        // Checked before anything is mounted (preflight.rs): a configuration
+        // Checked before anything is mounted (preflight/): a configuration
         // error ends the start here, with its one line.
         Backend::Aws(opts) => {
             let store: Arc<AwsStore> = crate::preflight::open_aws(opts, first_secret).await?;
