@@ -435,7 +435,8 @@ impl Stats {
         }
         doc.insert("pid".into(), std::process::id().into());
         // The kernel's word on the hardening, for operators and tests.
-        // SAFETY: PR_GET_DUMPABLE only reads a flag of this process.
+        // SAFETY: PR_GET_DUMPABLE takes no pointer and only reads a flag of
+        // this process.
         let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE) } == 1;
         doc.insert("dumpable".into(), dumpable.into());
         Value::Object(doc)
