@@ -725,9 +725,8 @@ impl Cli {
         fs.templates = std::mem::take(&mut self.templates);
         fs.prefix = self.prefix.filter(|p| !p.is_empty());
         fs.secrets = secrets;
-        // SAFETY: geteuid/getegid cannot fail.
-        fs.uid = self.uid.unwrap_or_else(|| unsafe { libc::geteuid() });
-        fs.gid = self.gid.unwrap_or_else(|| unsafe { libc::getegid() });
+        fs.uid = self.uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+        fs.gid = self.gid.unwrap_or_else(|| nix::unistd::getegid().as_raw());
         fs.read_only = self.read_only;
         fs.trim_newline = self.trim_newline;
         fs.rules = std::sync::Arc::new(self.rules.take().unwrap_or_default());

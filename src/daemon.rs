@@ -1,7 +1,6 @@
 //! Process life: harden the process, open the store, mount, tell systemd,
 //! serve until SIGTERM/SIGINT or an external unmount, then unmount and exit.
 
-use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,40 +19,28 @@ use crate::store::{Instrumented, SecretName, SecretStore};
 
 /// No core dumps, no ptrace by same-uid processes.
 fn harden() -> Result<(), String> {
-    // SAFETY: plain prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
-        return Err(format!(
-            "prctl(PR_SET_DUMPABLE): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|e| format!("prctl(PR_SET_DUMPABLE): {}", std::io::Error::from(e)))
 }
 
 fn lock_memory() -> Result<(), String> {
-    // SAFETY: mlockall takes flags only.
-    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(format!(
+    use nix::sys::mman::{MlockAllFlags, mlockall};
+    mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE).map_err(|e| {
+        let e = std::io::Error::from(e);
+        format!(
             "--mlock: mlockall failed ({e}); raise RLIMIT_MEMLOCK (LimitMEMLOCK=infinity in the unit, or ulimit -l)"
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 /// A mountpoint left by a crashed instance answers ENOTCONN: detach it.
 /// statfs always reaches the filesystem (stat may be answered from the
 /// kernel's attribute cache), so it is the probe.
 fn clean_stale_mount(mountpoint: &Path) {
-    let Ok(c) = CString::new(mountpoint.as_os_str().as_bytes()) else {
-        return;
-    };
-    // SAFETY: statfs into a zeroed struct we own, on a NUL-terminated path.
-    let dead = unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut st) != 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
-    };
+    let dead = matches!(
+        nix::sys::statfs::statfs(mountpoint),
+        Err(nix::errno::Errno::ENOTCONN)
+    );
     if dead {
         tracing::warn!(mountpoint = %mountpoint.display(), "stale FUSE mount left by a previous instance; detaching it");
         // Made by mount(2) or by fusermount3: whichever detaches it.
@@ -92,7 +79,7 @@ async fn open_store(
     first_secret: Option<&SecretName>,
 ) -> Result<Arc<dyn SecretStore>, Refusal> {
     Ok(match backend {
-        // Checked before anything is mounted (preflight.rs): a configuration
+        // Checked before anything is mounted (preflight/): a configuration
         // error ends the start here, with its one line.
         Backend::Aws(opts) => {
             let store: Arc<AwsStore> = crate::preflight::open_aws(opts, first_secret).await?;
@@ -205,33 +192,24 @@ pub enum Forked {
 /// Forks before any thread exists. The child starts a new session and
 /// tells the parent through the pipe when it is mounted (or why not).
 pub fn fork_daemon() -> Result<Forked, String> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two descriptors we then own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: the descriptors are fresh and ours.
-    let (r, w) = unsafe {
-        (
-            std::fs::File::from_raw_fd(fds[0]),
-            std::fs::File::from_raw_fd(fds[1]),
-        )
-    };
-    // SAFETY: single-threaded here (called before logging or the runtime).
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("pipe: {}", std::io::Error::from(e)))?;
+    let (r, w) = (std::fs::File::from(r), std::fs::File::from(w));
+    // SAFETY: fork is sound while this process has one thread (the child
+    // then holds no lock another thread took): main calls this before
+    // logging, the runtime or any other thread starts.
     match unsafe { libc::fork() } {
         -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
         0 => {
             drop(r);
-            // SAFETY: setsid and dup2 onto /dev/null in the fresh child.
-            unsafe {
-                libc::setsid();
-                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-                if null >= 0 {
-                    libc::dup2(null, 0);
-                    libc::dup2(null, 1);
-                    libc::close(null);
-                }
+            let _ = nix::unistd::setsid();
+            let null = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null");
+            if let Ok(null) = null {
+                let _ = nix::unistd::dup2_stdin(&null);
+                let _ = nix::unistd::dup2_stdout(&null);
             }
             Ok(Forked::Child(w))
         }

@@ -1,5 +1,7 @@
 //! secretsfs: AWS Secrets Manager as a FUSE filesystem.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod cache;
 pub mod config;
 pub mod daemon;

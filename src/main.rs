@@ -1,3 +1,5 @@
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::io::{Read, Write};
 use std::process::ExitCode;
 

@@ -153,16 +153,16 @@ fn kernel_mount(path: &Path, spec: &MountSpec) -> Result<OwnedFd, KernelMount> {
     let mode = std::fs::metadata(path)
         .map(|m| m.permissions().mode() & libc::S_IFMT)
         .unwrap_or(libc::S_IFDIR);
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let data = mount_data(dev.as_raw_fd(), mode, (uid, gid), spec);
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    let data = mount_data(dev.as_raw_fd(), mode, (uid.as_raw(), gid.as_raw()), spec);
     let mut flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_NOATIME;
     if spec.read_only {
         flags |= libc::MS_RDONLY;
     }
     let cpath = cstring(path.as_os_str());
     let data = CString::new(data).expect("no NUL");
-    // SAFETY: NUL-terminated strings that outlive the call.
+    // SAFETY: every pointer is to a NUL-terminated string (literals, or
+    // CStrings alive until after the call) that mount(2) only reads.
     let r = unsafe {
         libc::mount(
             c"secretsfs".as_ptr(),
@@ -295,7 +295,9 @@ fn receive_fd(sock: &UnixStream) -> Option<OwnedFd> {
         if let ControlMessageOwned::ScmRights(fds) = cmsg
             && let Some(fd) = fds.first()
         {
-            // SAFETY: the kernel just gave us this descriptor; we own it.
+            // SAFETY: the descriptor came in this message's SCM_RIGHTS: the
+            // kernel installed it in this process for this call alone, so
+            // nothing else owns it or will close it.
             return Some(unsafe { OwnedFd::from_raw_fd(*fd) });
         }
     }
@@ -306,18 +308,13 @@ fn receive_fd(sock: &UnixStream) -> Option<OwnedFd> {
 pub fn unmount(path: &Path, how: How, lazy: bool) -> Result<(), String> {
     match how {
         How::Kernel => {
-            let c = cstring(path.as_os_str());
-            let flags = if lazy { libc::MNT_DETACH } else { 0 };
-            // SAFETY: a NUL-terminated path.
-            if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
-                Ok(())
-            } else {
-                Err(format!(
-                    "umount {}: {}",
-                    path.display(),
-                    std::io::Error::last_os_error()
-                ))
-            }
+            use nix::mount::{MntFlags, umount2};
+            let flags = match lazy {
+                true => MntFlags::MNT_DETACH,
+                false => MntFlags::empty(),
+            };
+            umount2(path, flags)
+                .map_err(|e| format!("umount {}: {}", path.display(), std::io::Error::from(e)))
         }
         How::Fusermount => {
             let mut cmd = Command::new(FUSERMOUNT);

@@ -9,6 +9,8 @@
 //! A unit test below fails when docs/configuration.md's reference is not what
 //! the definition generates, so the reference cannot drift from `--help`.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;

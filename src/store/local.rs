@@ -113,7 +113,8 @@ impl LocalStore {
             Err(e) => return Err(io_err("opening", dir, e)),
         }
         let lock = fs::File::open(dir).map_err(|e| io_err("opening", dir, e))?;
-        // SAFETY: flock on a descriptor we own.
+        // SAFETY: flock takes no pointer; the descriptor is `lock`'s, open
+        // for as long as the store keeps the lock.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = std::io::Error::last_os_error();
             // In use: transient, as it ends when the other daemon does

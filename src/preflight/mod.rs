@@ -9,13 +9,20 @@
 //! - no answer (DNS, connection refused, timeout): the network, maybe for a
 //!   moment at boot; logged, the daemon mounts and checks again in the
 //!   background (README, "Start-up checks").
+//!
+//! `check.rs` runs the check and says what it found (`Check`); this file
+//! turns a finding into a verdict and its one line (`verdict`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::refusal::Refusal;
 use crate::store::SecretName;
-use crate::store::aws::{About, AwsOptions, AwsStore, Check, TLS_HINT};
+use crate::store::aws::{About, AwsOptions, AwsStore, TLS_HINT};
+
+mod check;
+
+pub use check::{CHECK_CALL_BOUND, CHECK_CREDENTIALS_BOUND, Check, check};
 
 /// What the daemon does after the check.
 #[derive(Debug, PartialEq)]
@@ -38,7 +45,7 @@ pub async fn open_aws(
     first_secret: Option<&SecretName>,
 ) -> Result<Arc<AwsStore>, Refusal> {
     let store = Arc::new(AwsStore::connect(opts).await.map_err(Refusal::config)?);
-    let check = store.check(first_secret).await;
+    let check = check(&store, first_secret).await;
     match verdict(&check, store.about(), first_secret) {
         Verdict::Mount(line) => tracing::info!("{line}"),
         Verdict::MountWarned(line) => tracing::warn!("{line}"),
@@ -75,7 +82,7 @@ async fn check_until_answered(store: &AwsStore, first: Option<&SecretName>) {
     loop {
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(60));
-        let check = store.check(first).await;
+        let check = check(store, first).await;
         let after = started.elapsed().as_secs();
         match verdict(&check, store.about(), first) {
             Verdict::MountAndRetry(_) => continue,
