@@ -7,19 +7,17 @@ use std::time::SystemTime;
 
 use zeroize::Zeroizing;
 
+use super::Fs;
 use super::handles::{Handle, TempHandle};
+use super::names;
 use super::temp::{TempKey, TempRef};
-use super::write::{MAX_VALUE_LEN, Ownership, Target, WriteState};
-use super::{Caller, Entry, Fs, Opened};
+use super::types::{Caller, Entry, Opened};
+use super::write_state::{MAX_VALUE_LEN, Ownership, Target, WriteState};
 use crate::error::{Error, Result};
 use crate::inode::{Ino, Node};
 use crate::process;
 use crate::store::{SecretBytes, SecretName};
 use crate::tree::{self, OWN_FILES};
-
-/// Programs whose unlink of `current` is the first step of a replacement
-/// (unlink, then create with O_EXCL), not a removal.
-pub(super) const REPLACERS: [&str; 2] = ["install", "ginstall"];
 
 /// Where editors' temporary files live, as the directory part of their
 /// keys: a secret's directory (or one being created), its `json/` and its
@@ -32,9 +30,6 @@ pub(super) fn temp_dir(node: &Node) -> Option<Arc<str>> {
         _ => None,
     }
 }
-
-/// Names longer than this are refused with ENAMETOOLONG, as everywhere.
-pub(super) const NAME_MAX: usize = 255;
 
 const TEMP_OPENED: Opened = Opened {
     fh: 0,
@@ -117,7 +112,7 @@ impl Fs {
             // a put of its own, from the value current now.
             let cur = self.current_now(s).await?.ok_or(Error::NotFound)?;
             let mut buf = Zeroizing::new(cur.value.as_bytes().to_vec());
-            super::write::grow(&mut buf, size);
+            super::write_state::grow(&mut buf, size);
             self.put(s, SecretBytes::new(buf.to_vec()), false).await?;
         }
         let e = self.attr_of(ino, &node).await?;
@@ -144,7 +139,7 @@ impl Fs {
         let Node::Dir(p) = self.node(parent)? else {
             return Err(Error::Refused("cannot create a directory here"));
         };
-        if name.len() > NAME_MAX {
+        if name.len() > names::NAME_MAX {
             return Err(Error::NameTooLong);
         }
         if !tree::valid_component(name) {
@@ -202,7 +197,7 @@ impl Fs {
         if self.cfg.read_only {
             return Err(Error::ReadOnly);
         }
-        if name.len() > NAME_MAX {
+        if name.len() > names::NAME_MAX {
             return Err(Error::NameTooLong);
         }
         let node = self.node(parent)?;
@@ -350,7 +345,7 @@ impl Fs {
         };
         if name == "current" && !self.cfg.read_only && self.resolve_dir(&p).await?.secret {
             let owner = process::tgid(caller.pid);
-            if REPLACERS.contains(&process::comm(owner).as_str()) {
+            if names::REPLACERS.contains(&process::comm(owner).as_str()) {
                 tracing::info!(secret = %p, pid = caller.pid, "install replaces current: hidden from that process until it creates it");
                 self.writes.start_replacing(&p, owner);
                 return Ok(());
@@ -425,7 +420,7 @@ impl Fs {
                 Some((s.clone(), first, then, false))
             }
             Node::StagesDir(s) if self.stages_is_label(s, newname).await? => {
-                let l = super::stages::label_for_file(newname)?;
+                let l = names::label_for_file(newname)?;
                 Some((s.clone(), Target::Stage(l.clone()), Target::Stage(l), false))
             }
             _ => None,

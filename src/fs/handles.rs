@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use super::temp::TempRef;
-use super::write::WriteRef;
-use super::{Attr, DirEntry};
+use super::types::{Attr, DirEntry};
+use super::write_state::WriteRef;
 use crate::store::{SecretBytes, SecretVersion};
 
 #[derive(Clone)]

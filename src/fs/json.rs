@@ -9,8 +9,10 @@ use std::time::SystemTime;
 
 use zeroize::Zeroizing;
 
-use super::write::WriteState;
-use super::{Caller, Entry, Fs, Opened, slice};
+use super::Fs;
+use super::names;
+use super::types::{Caller, Entry, Opened, slice};
+use super::write_state::WriteState;
 use crate::error::{Error, Result};
 use crate::inode::{Ino, Node};
 use crate::process;
@@ -143,67 +145,6 @@ pub(super) fn merged(current: &SecretVersion, key: &str, edit: Edit<'_>) -> Resu
     Ok(current.value.of_kind(std::mem::take(&mut *out)))
 }
 
-/// Names editors and tools give their backup, swap, lock and temporary
-/// files: vim's `key~`, `.key.swp` (`.swo`, `.swx`...) and `4913`, emacs's
-/// `#key#` and `.#key`, sed -i's `sedXXXXXX`, Python's mkstemp
-/// `tmpXXXXXXXX`, Ansible's `.ansible_tmp...`, rsync's `.key.XXXXXX`. Made
-/// in `json/` or `stages/` where no key (label) of that name exists, such a
-/// file is an in-memory temporary file, never a key: a rename onto a key is
-/// its put. Any other name, dotfiles included, is a key.
-pub(super) fn is_temp_name(name: &str) -> bool {
-    let swap = name.starts_with('.')
-        && name.len() > 4
-        && name.is_char_boundary(name.len() - 4)
-        && name[name.len() - 4..].starts_with(".sw");
-    let random = |prefix: &str, len: usize| {
-        name.len() == prefix.len() + len
-            && name.starts_with(prefix)
-            && name[prefix.len()..]
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    };
-    // rsync: `.` + the name + `.` + six random characters.
-    let rsync = name.starts_with('.')
-        && name.len() > 8
-        && name.is_char_boundary(name.len() - 7)
-        && name.as_bytes()[name.len() - 7] == b'.'
-        && name[name.len() - 6..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric());
-    let vim_probe = name.len() >= 4 && name.bytes().all(|b| b.is_ascii_digit()) && {
-        // vim probes with 4913, then adds 123 while the name is taken.
-        name.parse::<u64>()
-            .is_ok_and(|n| n >= 4913 && (n - 4913) % 123 == 0)
-    };
-    name.ends_with('~')
-        || swap
-        || rsync
-        || random("sed", 6)
-        || random("tmp", 8)
-        || vim_probe
-        || name.starts_with(".ansible_tmp")
-        || name.starts_with(".#")
-        || (name.starts_with('#') && name.ends_with('#'))
-}
-
-/// Editors whose unlink of a key is the middle of a save, not a removal,
-/// when the key's backup (`key~`, a temporary file) is there: once it made
-/// the backup, vim unlinks the file and creates it anew (in a secret's
-/// directory the unlink of `current` is refused and vim writes in place; a
-/// key's unlink is a removal, so vim's is then taken as install's: the key
-/// stays, hidden from vim until it creates it, and that write is one put).
-/// Without the backup (vim's `delete()`), the unlink is a removal.
-const KEY_REPLACERS: [&str; 8] = [
-    "vim",
-    "vi",
-    "vim.basic",
-    "vim.tiny",
-    "vim.nox",
-    "vim.gtk3",
-    "nvim",
-    "gvim",
-];
-
 /// The path install(1)'s replacement of a key is remembered under.
 pub(super) fn key_path(s: &SecretName, key: &str) -> String {
     format!("{s}/json/{key}")
@@ -328,7 +269,7 @@ impl Fs {
         if !is_file_name(name) {
             return Err(Error::Invalid("bad file name".into()));
         }
-        if !is_temp_name(name) {
+        if !names::is_temp_name(name) {
             return Ok(true);
         }
         let cur = self.current_now(s).await?.ok_or(Error::NotFound)?;
@@ -355,7 +296,7 @@ impl Fs {
         let cur = self.current_now(&s).await?.ok_or(Error::NotFound)?;
         let index = cur.json().ok_or_else(not_an_object)?;
         let existing = index.raw(cur.value.as_bytes(), name);
-        if existing.is_none() && !replacing && is_temp_name(name) {
+        if existing.is_none() && !replacing && names::is_temp_name(name) {
             let dir = Arc::from(format!("{s}/json"));
             return self.create_temp((dir, Arc::from(name)), flags, mode, caller);
         }
@@ -395,8 +336,9 @@ impl Fs {
             Arc::from(format!("{s}/json")),
             Arc::from(format!("{name}~")),
         );
-        let saving = KEY_REPLACERS.contains(&comm.as_str()) && self.temps.named(&backup).is_some();
-        if super::edit::REPLACERS.contains(&comm.as_str()) || saving {
+        let saving =
+            names::KEY_REPLACERS.contains(&comm.as_str()) && self.temps.named(&backup).is_some();
+        if names::REPLACERS.contains(&comm.as_str()) || saving {
             // install(1) unlinks, then creates: one put, the key in place.
             tracing::info!(secret = %s, pid = caller.pid, program = %comm, "a program replaces a JSON key: hidden from that process until it creates it");
             self.writes.start_replacing(&key_path(s, name), owner);
@@ -452,42 +394,6 @@ mod tests {
     fn text(doc: &str, key: &str) -> Option<String> {
         key_text(&ver(doc.as_bytes()), key)
             .map(|b| String::from_utf8(b.as_bytes().to_vec()).unwrap())
-    }
-
-    #[test]
-    fn editors_and_tools_temporary_files_are_told_from_keys() {
-        for name in [
-            "password~",
-            ".password.swp",
-            ".password.swx",
-            "4913",
-            "5036",
-            "sedAb12Cd",
-            ".#password",
-            "#password#",
-            "tmpa1b2_c3d",
-            ".ansible_tmpx1y2z3password",
-            ".password.Ab12Cd",
-        ] {
-            assert!(is_temp_name(name), "{name}");
-        }
-        for name in [
-            "password",
-            "port",
-            "4914",
-            "sed",
-            "sedimentary",
-            "swp",
-            "1234",
-            "tmp",
-            "tmpdir",
-            "tmpa1b2_c3d4",
-            ".newkey",
-            ".hidden",
-            ".a.b",
-        ] {
-            assert!(!is_temp_name(name), "{name}");
-        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::Invalidate;
+use super::types::Invalidate;
 use crate::inode::Ino;
 use crate::store::SecretVersion;
 

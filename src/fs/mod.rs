@@ -10,12 +10,15 @@ mod handles;
 mod hooks;
 mod json;
 mod kernel;
+mod names;
 mod namespace;
 mod own;
 mod stages;
 mod temp;
 mod templates;
+mod types;
 mod write;
+mod write_state;
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -40,8 +43,11 @@ use stages::Stages;
 use temp::Temps;
 use write::Writes;
 
+use types::slice;
+pub use types::{Attr, Caller, Closer, DirEntry, Entry, Invalidate, Kind, Opened, Sizes};
+
 pub use templates::{RENDERED_DIR, TemplateDef, TemplateSpec, resolve_all};
-pub use write::{MAX_VALUE_LEN, Ownership};
+pub use write_state::{MAX_VALUE_LEN, Ownership};
 
 /// The extended attribute of a `versions/` entry that holds its staging
 /// labels (`getfattr -n user.secretsfs.stages versions/*`).
@@ -158,105 +164,6 @@ impl FsConfig {
             ..Limits::new(max_bytes, weigh)
         }
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Kind {
-    Dir,
-    File,
-}
-
-#[derive(Clone, Debug)]
-pub struct Attr {
-    pub ino: Ino,
-    pub kind: Kind,
-    pub size: u64,
-    pub mtime: SystemTime,
-    pub perm: u16,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-/// A lookup's answer: the attributes and how long the kernel may trust them.
-#[derive(Clone, Debug)]
-pub struct Entry {
-    pub attr: Attr,
-    pub ttl: Duration,
-}
-
-impl Entry {
-    /// Attributes the kernel must ask for again every time (they change
-    /// under it: files being written, the stats file).
-    fn uncached(attr: Attr) -> Self {
-        Self {
-            attr,
-            ttl: Duration::ZERO,
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct DirEntry {
-    pub ino: Ino,
-    pub kind: Kind,
-    pub name: String,
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Opened {
-    pub fh: u64,
-    pub keep_cache: bool,
-    pub direct_io: bool,
-    /// Nothing to do at close: the kernel need not send FLUSH.
-    pub no_flush: bool,
-}
-
-/// Who made a request: the thread's pid and the user.
-#[derive(Clone, Copy, Debug)]
-pub struct Caller {
-    pub pid: u32,
-    pub uid: u32,
-}
-
-/// Who closes a file: the process (thread group) and whether it is dying
-/// of a signal, in which case its close is not one it asked for.
-#[derive(Clone, Copy, Debug)]
-pub struct Closer {
-    pub tgid: u32,
-    pub killed: bool,
-}
-
-impl Closer {
-    /// A close made by the process itself.
-    pub fn by(tgid: u32) -> Self {
-        Self {
-            tgid,
-            killed: false,
-        }
-    }
-}
-
-/// Tells the kernel to drop what it caches of an inode (pages, attributes).
-pub trait Invalidate: Send + Sync + 'static {
-    fn inval_inode(&self, ino: Ino);
-}
-
-/// How much state the filesystem holds, for the memory bound and its tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Sizes {
-    pub inodes: usize,
-    pub kernel_views: usize,
-    pub handles: usize,
-    pub direct_names: usize,
-    pub missing_names: usize,
-    pub pending_dirs: usize,
-    pub cached_values: usize,
-    pub value_bytes: usize,
-    pub version_list_bytes: usize,
-    pub listing_bytes: usize,
-    pub temp_files: usize,
-    pub temp_bytes: usize,
-    pub put_locks: usize,
 }
 
 type ValueKey = (SecretName, Selector);
@@ -750,7 +657,7 @@ impl Fs {
     // ---- operations ---------------------------------------------------
 
     pub async fn lookup(&self, parent: Ino, name: &str, caller: Caller) -> Result<Entry> {
-        if name.len() > edit::NAME_MAX {
+        if name.len() > names::NAME_MAX {
             return Err(Error::NameTooLong);
         }
         let parent_node = self.node(parent)?;
@@ -875,7 +782,7 @@ impl Fs {
     fn writable_node(&self, node: &Node) -> bool {
         match node {
             Node::Current(_) | Node::JsonKey(..) => true,
-            Node::StageFile(_, l) => stages::writable(l),
+            Node::StageFile(_, l) => names::writable(l),
             _ => false,
         }
     }
@@ -1162,12 +1069,4 @@ impl Fs {
             _ => {}
         }
     }
-}
-
-fn slice(data: &[u8], offset: u64, size: u32) -> Vec<u8> {
-    let start = usize::try_from(offset)
-        .unwrap_or(usize::MAX)
-        .min(data.len());
-    let end = start.saturating_add(size as usize).min(data.len());
-    data[start..end].to_vec()
 }

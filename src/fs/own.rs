@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 
+use super::Fs;
 use super::handles::Handle;
-use super::{Attr, Caller, Fs, Kind, Opened};
+use super::types::{Attr, Caller, Kind, Opened};
 use crate::error::{Error, Result};
 use crate::inode::{Ino, Node, secret_of};
 use crate::rules::{self, Rules};

@@ -12,16 +12,17 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 use zeroize::Zeroizing;
 
+use super::Fs;
 use super::handles::Handle;
-use super::write::{MAX_VALUE_LEN, WriteState, grow};
-use super::{Caller, Entry, Fs, Opened};
+use super::names;
+use super::types::{Caller, Entry, Opened};
+use super::write_state::{MAX_VALUE_LEN, WriteState, check_value, grow};
 use crate::error::{Error, Result};
 use crate::inode::{Ino, Node};
 use crate::process;
 use crate::store::{Description, Label, SecretBytes, SecretName, SecretVersion, Selector, Stage};
 use crate::tree;
 
-const RESERVED: &str = "stages/AWSCURRENT and stages/AWSPREVIOUS are read-only: write current";
 const ONLY_ONTO_CURRENT: &str = "a stage file can only be renamed onto its secret's current";
 const DESCRIBE_NEEDED: &str = "stages/ needs secretsmanager:DescribeSecret";
 
@@ -63,30 +64,6 @@ impl Stages {
             .map(|(_, l)| l.clone())
             .collect()
     }
-}
-
-/// The label a file made in `stages/` names: one the API takes, a valid
-/// file name without control characters, not AWSCURRENT or AWSPREVIOUS.
-pub(super) fn label_for_file(name: &str) -> Result<Label> {
-    let l = Label::parse(name).map_err(|e| Error::Invalid(e.into()))?;
-    if !tree::valid_component(name) {
-        return Err(Error::Invalid("not a valid file name".into()));
-    }
-    // The API takes them, but a label must fit on one log line.
-    if name.chars().any(char::is_control) {
-        return Err(Error::Invalid(
-            "a staging label made here cannot hold control characters".into(),
-        ));
-    }
-    if !writable(&l) {
-        return Err(Error::Refused(RESERVED));
-    }
-    Ok(l)
-}
-
-/// Whether `stages/<label>` may be written (not AWSCURRENT or AWSPREVIOUS).
-pub(super) fn writable(label: &Label) -> bool {
-    !label.is_reserved()
 }
 
 impl Fs {
@@ -136,7 +113,7 @@ impl Fs {
             }
             id => id?,
         };
-        self.by_id_entry(ino, s, &id, writable(l)).await
+        self.by_id_entry(ino, s, &id, names::writable(l)).await
     }
 
     /// The labels `stages/` lists: every label of every version that can
@@ -166,8 +143,8 @@ impl Fs {
         flags: i32,
         pid: u32,
     ) -> Result<Opened> {
-        if !writable(l) {
-            return Err(Error::Refused(RESERVED));
+        if !names::writable(l) {
+            return Err(Error::Refused(names::RESERVED));
         }
         if self.cfg.read_only {
             return Err(Error::ReadOnly);
@@ -192,7 +169,7 @@ impl Fs {
     /// puts a version with it): unless it is named like a temporary file
     /// and no version carries it now.
     pub(super) async fn stages_is_label(&self, s: &SecretName, name: &str) -> Result<bool> {
-        if !super::json::is_temp_name(name) {
+        if !names::is_temp_name(name) {
             return Ok(true);
         }
         match Label::parse(name) {
@@ -215,7 +192,7 @@ impl Fs {
             let dir = Arc::from(format!("{s}/stages"));
             return self.create_temp((dir, Arc::from(name)), flags, mode, caller);
         }
-        let l = label_for_file(name)?;
+        let l = names::label_for_file(name)?;
         if self.stage_now(s, &l).await?.is_some() {
             return Err(Error::Exists);
         }
@@ -241,8 +218,8 @@ impl Fs {
         let Node::StageFile(s, l) = node else {
             return Err(Error::Refused("read-only file"));
         };
-        if !writable(l) {
-            return Err(Error::Refused(RESERVED));
+        if !names::writable(l) {
+            return Err(Error::Refused(names::RESERVED));
         }
         if self.cfg.read_only {
             return Err(Error::ReadOnly);
@@ -275,7 +252,7 @@ impl Fs {
         l: &Label,
         value: SecretBytes,
     ) -> Result<bool> {
-        super::write::check_value(&value)?;
+        check_value(&value)?;
         let _turn = self.writes.turn(name).await;
         let old = self.stage_now(name, l).await?;
         if old.is_some_and(|o| o.value == value) {
@@ -359,7 +336,7 @@ impl Fs {
         if from.as_ref() == Some(&to) {
             // Already current (a label left there by an earlier promotion
             // whose removal failed): the rename still takes the name away.
-            if writable(l) {
+            if names::writable(l) {
                 self.store.update_stage(s, l, None, Some(&to)).await?;
                 self.descs.forget(s);
                 self.labels_moved(s, std::slice::from_ref(l));
@@ -389,7 +366,7 @@ impl Fs {
         self.stats.stage_moved();
         tracing::info!(secret = %s, label = ?l, version = %to,
             previous = %from.as_ref().map_or("none", |v| v.as_str()), "promoted: AWSCURRENT moved");
-        if writable(l)
+        if names::writable(l)
             && let Err(e) = self.store.update_stage(s, l, None, Some(&to)).await
         {
             tracing::warn!(secret = %s, label = ?l, version = %to, error = %e,

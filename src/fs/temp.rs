@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 use zeroize::Zeroizing;
 
-use super::write::Target;
+use super::write_state::{Target, grow};
 use crate::error::{Error, Result};
 use crate::store::SecretName;
 
@@ -72,7 +72,7 @@ impl TempFile {
     }
 
     pub fn read(&self, offset: u64, size: u32) -> Vec<u8> {
-        super::slice(&self.data, offset, size)
+        super::types::slice(&self.data, offset, size)
     }
 
     /// Resizes to `len`, within the bytes left to all temporary files.
@@ -85,7 +85,7 @@ impl TempFile {
             }
             u.bytes = u.bytes + len - old;
         }
-        super::write::grow(&mut self.data, len);
+        grow(&mut self.data, len);
         self.mtime = SystemTime::now();
         self.dirty = true;
         Ok(())

@@ -1,7 +1,8 @@
-//! Writes: a write handle's life as a state machine (untouched -> dirty ->
-//! committed | failed | abandoned), the put on the opener's close or fsync
-//! (fresh UUID token, limits, "unchanged" judged against Secrets Manager at
-//! commit time), per-secret put serialisation and churn warnings.
+//! Writes: the put pipeline every writable file goes through (`put_target`:
+//! fresh UUID token, limits, "unchanged" judged against Secrets Manager at
+//! commit time, lost answers looked up), the close, fsync and release of
+//! write handles as their state (write_state.rs) says, per-secret put
+//! serialisation and churn warnings.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,18 +12,17 @@ use parking_lot::Mutex;
 use tokio::sync::OwnedMutexGuard;
 use zeroize::Zeroizing;
 
+use super::Fs;
 use super::handles::Handle;
-use super::{Closer, Fs, Opened};
+use super::types::{Closer, Opened};
+use super::write_state::{Target, Then, WriteRef, WriteState, check_value, grow};
 use crate::error::{Error, Result};
 use crate::inode::Ino;
 use crate::process;
 use crate::store::{
-    Label, SecretBytes, SecretName, SecretVersion, Selector, Stage, StoreError, StoreErrorKind,
-    VersionId,
+    SecretBytes, SecretName, SecretVersion, Selector, Stage, StoreError, StoreErrorKind, VersionId,
 };
 
-/// Secrets Manager's limit on a value.
-pub const MAX_VALUE_LEN: usize = 65_536;
 /// How long `current` stays hidden from a process replacing it (install).
 const REPLACE_WINDOW: Duration = Duration::from_secs(5);
 /// The API's advice: put a secret at most about once every 10 minutes.
@@ -37,175 +37,6 @@ const CHURN_REPEAT: Duration = Duration::from_secs(3600);
 struct Churn {
     last_put: Instant,
     warned: Option<Instant>,
-}
-
-/// Resizes a secret buffer to `len` (either way) without leaving an
-/// unzeroed copy behind when it grows.
-pub(super) fn grow(buf: &mut Zeroizing<Vec<u8>>, len: usize) {
-    if len > buf.capacity() {
-        let mut bigger = Vec::with_capacity(len.max(buf.capacity() * 2).max(256));
-        bigger.extend_from_slice(buf);
-        *buf = Zeroizing::new(bigger);
-    }
-    buf.resize(len, 0);
-}
-
-fn write_at(buf: &mut Zeroizing<Vec<u8>>, offset: usize, data: &[u8], limit: usize) -> Result<()> {
-    let end = offset.checked_add(data.len()).ok_or(Error::TooLarge)?;
-    if end > limit {
-        return Err(Error::TooLarge);
-    }
-    if end > buf.len() {
-        grow(buf, end);
-    }
-    buf[offset..end].copy_from_slice(data);
-    Ok(())
-}
-
-/// Where a write handle is in its life.
-#[derive(Clone, Debug)]
-enum Phase {
-    /// Opened (truncating or not), nothing written: a close commits nothing.
-    Untouched,
-    /// Written since open or the last commit.
-    Dirty,
-    Committed,
-    /// The last commit failed; the owner's later closes report it again.
-    Failed(Error),
-    /// The writer was killed by a signal: nothing is ever committed.
-    Abandoned,
-}
-
-/// What a commit puts (a write handle's, or a temporary file's once it was
-/// renamed onto a file).
-#[derive(Clone, Debug)]
-pub enum Target {
-    /// The bytes, as the secret's new value.
-    Current,
-    /// AWSCURRENT's JSON with this key set to the bytes.
-    /// (The key existed when the handle was opened.)
-    JsonKey(Arc<str>, bool),
-    /// A new version carrying only this label (`stages/<label>`).
-    Stage(Label),
-}
-
-/// An open-for-writing `current` (or `json/<key>`, `stages/<label>`).
-pub struct WriteState {
-    /// The inode of the `current` (or `json/<key>`) it writes.
-    ino: Ino,
-    name: SecretName,
-    buf: Zeroizing<Vec<u8>>,
-    phase: Phase,
-    append: bool,
-    /// The process that opened it: only its close commits.
-    owner: u32,
-    /// The secret does not exist yet (mkdir): the put is a CreateSecret.
-    create: bool,
-    /// A write went past the limit: this handle never puts.
-    too_large: bool,
-    /// Processes that wrote since the last commit: if one of them is killed
-    /// by a signal, the buffer may hold half of what it meant to write.
-    writers: Vec<u32>,
-    target: Target,
-}
-
-pub type WriteRef = Arc<tokio::sync::Mutex<WriteState>>;
-
-impl WriteState {
-    /// Opened on `ino` by `owner`, and nothing written or closed since.
-    pub fn is_fresh(&self, ino: Ino, owner: u32) -> bool {
-        self.ino == ino && self.owner == owner && matches!(self.phase, Phase::Untouched)
-    }
-
-    /// The secret, when this handle holds data no close has stored.
-    pub fn unsaved(&self) -> Option<SecretName> {
-        matches!(self.phase, Phase::Dirty).then(|| self.name.clone())
-    }
-
-    pub fn new(
-        ino: Ino,
-        name: SecretName,
-        buf: Zeroizing<Vec<u8>>,
-        flags: i32,
-        owner: u32,
-    ) -> Self {
-        Self {
-            ino,
-            name,
-            buf,
-            phase: Phase::Untouched,
-            append: flags & libc::O_APPEND != 0,
-            owner,
-            create: false,
-            too_large: false,
-            writers: Vec::new(),
-            target: Target::Current,
-        }
-    }
-
-    /// Writes `json/<key>`: the commit sets that key.
-    pub(super) fn json_key(mut self, key: Arc<str>, existed: bool) -> Self {
-        self.target = Target::JsonKey(key, existed);
-        self
-    }
-
-    pub fn creating(mut self) -> Self {
-        self.create = true;
-        self
-    }
-
-    /// Commits put a version carrying only `label` (AWSCURRENT stays).
-    pub fn staged(mut self, label: Label) -> Self {
-        self.target = Target::Stage(label);
-        self
-    }
-
-    /// The label this handle writes, when it writes `stages/<label>`.
-    pub fn stage(&self) -> Option<&Label> {
-        match &self.target {
-            Target::Stage(l) => Some(l),
-            Target::Current | Target::JsonKey(..) => None,
-        }
-    }
-
-    pub fn buf(&self) -> &[u8] {
-        &self.buf
-    }
-
-    fn write(&mut self, offset: u64, data: &[u8], writer: u32) -> Result<u32> {
-        if matches!(self.phase, Phase::Abandoned) {
-            return Err(Error::Abandoned);
-        }
-        if !self.writers.contains(&writer) {
-            self.writers.push(writer);
-        }
-        let off = if self.append {
-            self.buf.len()
-        } else {
-            usize::try_from(offset).map_err(|_| Error::TooLarge)?
-        };
-        self.phase = Phase::Dirty;
-        if let Err(e) = write_at(&mut self.buf, off, data, MAX_VALUE_LEN) {
-            self.too_large = true;
-            return Err(e);
-        }
-        Ok(data.len() as u32)
-    }
-
-    /// ftruncate(2) on the handle: the value becomes what it holds.
-    pub(super) fn resize(&mut self, size: usize) {
-        grow(&mut self.buf, size);
-        self.phase = Phase::Dirty;
-        self.too_large = false;
-    }
-
-    /// open(O_TRUNC), which arrives as a truncation after the open: the
-    /// handle starts empty, and stores nothing until something is written
-    /// (a shell's `> current` closes a duplicate descriptor before it
-    /// writes; that close must not put an empty value, or fail trying).
-    pub(super) fn truncate_at_open(&mut self) {
-        self.buf.clear();
-    }
 }
 
 /// Write-side bookkeeping shared by all handles.
@@ -405,24 +236,8 @@ impl Fs {
         match self.handles.get(fh) {
             Some(Handle::Write(w)) => {
                 let mut st = w.lock().await;
-                if closer.killed {
-                    // Its exit's close: never a commit; and if it wrote, what
-                    // the buffer holds may be half a value, for every holder.
-                    if matches!(st.phase, Phase::Dirty) && st.writers.contains(&closer.tgid) {
-                        tracing::info!(secret = %st.name, pid = closer.tgid, "writer killed by a signal; nothing stored");
-                        st.phase = Phase::Abandoned;
-                    }
-                    return Ok(());
-                }
-                if closer.tgid != st.owner {
-                    return Ok(());
-                }
-                match st.phase.clone() {
-                    Phase::Dirty => self.commit(&mut st).await,
-                    Phase::Failed(e) => Err(e),
-                    Phase::Abandoned => Err(Error::Abandoned),
-                    _ => Ok(()),
-                }
+                let then = st.on_close(closer);
+                self.carry_out(&mut st, then).await
             }
             Some(Handle::Temp(t)) => {
                 if closer.killed {
@@ -450,12 +265,8 @@ impl Fs {
         match self.handles.get(fh) {
             Some(Handle::Write(w)) => {
                 let mut st = w.lock().await;
-                match st.phase.clone() {
-                    Phase::Dirty => self.commit(&mut st).await,
-                    Phase::Failed(e) => Err(e),
-                    Phase::Abandoned => Err(Error::Abandoned),
-                    _ => Ok(()),
-                }
+                let then = st.on_sync();
+                self.carry_out(&mut st, then).await
             }
             Some(Handle::Temp(t)) => self.commit_temp(&t.file).await,
             _ => Ok(()),
@@ -464,9 +275,9 @@ impl Fs {
 
     /// The last close: commits what no close of the opener did (a child
     /// wrote after it); its error cannot reach the program, so it is logged.
-    pub(super) async fn release_write(&self, w: super::write::WriteRef) {
+    pub(super) async fn release_write(&self, w: WriteRef) {
         let mut st = w.lock().await;
-        if matches!(st.phase, Phase::Dirty)
+        if st.dirty()
             && let Err(e) = self.commit(&mut st).await
         {
             tracing::error!(secret = %st.name, error = %e, "write at last close failed; value not stored");
@@ -477,22 +288,24 @@ impl Fs {
         }
     }
 
+    /// What the state said a close or an fsync is to do.
+    async fn carry_out(&self, st: &mut WriteState, then: Then) -> Result<()> {
+        match then {
+            Then::Commit => self.commit(st).await,
+            Then::Fail(e) => Err(e),
+            Then::Nothing => Ok(()),
+        }
+    }
+
     async fn commit(&self, st: &mut WriteState) -> Result<()> {
-        st.writers.clear();
-        let result = if st.too_large {
-            Err(Error::TooLarge)
-        } else {
-            let value = SecretBytes::new(st.buf.to_vec());
-            self.put_target(&st.name, &st.target, value, st.create)
-                .await
-        };
-        st.phase = match &result {
-            Ok(()) => {
-                st.create = false;
-                Phase::Committed
+        let result = match st.begin_commit() {
+            Ok(value) => {
+                self.put_target(&st.name, &st.target, value, st.create)
+                    .await
             }
-            Err(e) => Phase::Failed(e.clone()),
+            Err(e) => Err(e),
         };
+        st.end_commit(&result);
         result
     }
 
@@ -674,25 +487,6 @@ impl Fs {
         self.descs.forget(name);
         self.label_files_changed(name);
     }
-}
-
-/// Secrets Manager's limits on a value, checked before any call.
-pub(super) fn check_value(value: &SecretBytes) -> Result<()> {
-    if value.is_empty() {
-        return Err(Error::Invalid("an empty value cannot be stored".into()));
-    }
-    if value.len() > MAX_VALUE_LEN {
-        return Err(Error::TooLarge);
-    }
-    Ok(())
-}
-
-/// A setattr's mode and owner changes.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Ownership {
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
 }
 
 #[cfg(test)]

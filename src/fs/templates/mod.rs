@@ -14,8 +14,9 @@ use std::time::SystemTime;
 
 use parking_lot::{Mutex, RwLock};
 
+use super::Fs;
 use super::handles::Handle;
-use super::{Attr, Entry, Fs, Kind, Opened};
+use super::types::{Attr, Entry, Kind, Opened};
 use crate::error::{Error, Result};
 use crate::inode::{Ino, Node};
 use crate::store::{SecretBytes, Selector, VersionId};
@@ -264,7 +265,7 @@ impl Fs {
         size: u32,
     ) -> Result<Vec<u8>> {
         let (_, r) = self.rendered(name).await?;
-        Ok(super::slice(r.bytes()?.as_bytes(), offset, size))
+        Ok(super::types::slice(r.bytes()?.as_bytes(), offset, size))
     }
 
     /// The template's render as it stands now: the last one while every
