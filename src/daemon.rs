@@ -149,35 +149,38 @@ fn parent_of(pid: u32) -> Option<u32> {
     rest.split(' ').nth(1)?.parse().ok().filter(|p| *p > 1)
 }
 
-/// SIGHUP: the config file's `[[rule]]`s are read again and replace the
-/// ownership rules; a file that does not parse, or a rule that does not
-/// check, is logged and the old rules stay.
-fn reload_rules_on_sighup(rt: &tokio::runtime::Runtime, fs: Arc<Fs>, config: Option<PathBuf>) {
+/// SIGHUP: the config file is loaded again (`config::reload`, as strictly
+/// as at start) and its rules and templates replace the running ones. A
+/// file that does not load is logged and the old rules and templates stay.
+/// The one SIGHUP handler, installed before READY, so that a SIGHUP sent
+/// at once is not fatal.
+fn reload_on_sighup(rt: &tokio::runtime::Runtime, fs: Arc<Fs>, config: Option<PathBuf>) {
     use tokio::signal::unix::{SignalKind, signal};
-    // Installed before READY, so that a SIGHUP sent at once is not fatal.
     let _entered = rt.enter();
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(h) => h,
         Err(e) => {
-            tracing::warn!(error = %e, "no SIGHUP handler; rules cannot be reloaded");
+            tracing::warn!(error = %e, "no SIGHUP handler; the config file cannot be reloaded");
             return;
         }
     };
     rt.spawn(async move {
         while hup.recv().await.is_some() {
             let Some(path) = &config else {
-                tracing::info!("SIGHUP without --config: no rules to reload");
+                tracing::info!("SIGHUP without --config: no rules or templates to reload");
                 continue;
             };
-            match crate::rules::Rules::load(path) {
-                Ok(rules) => {
-                    tracing::info!(rules = rules.len(), "SIGHUP: ownership rules reloaded");
-                    fs.set_rules(rules);
+            match crate::config::reload(path) {
+                Ok(r) => {
+                    tracing::info!(rules = r.rules.len(), "SIGHUP: ownership rules reloaded");
+                    fs.set_rules(r.rules);
+                    fs.reload_templates(r.templates);
                     fs.warn_unmatched_rules().await;
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: rules not reloaded; the old ones stay")
-                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: config file not reloaded (rules not reloaded, templates unchanged)"
+                ),
             }
         }
     });
@@ -216,21 +219,6 @@ pub fn fork_daemon() -> Result<Forked, String> {
         _ => {
             drop(w);
             Ok(Forked::Parent(r))
-        }
-    }
-}
-
-/// SIGHUP: the config file's templates re-read. A file that no longer
-/// parses (or names a source that cannot be read) keeps the old ones.
-fn reload_templates(fs: &Fs, config_file: Option<&Path>) {
-    let Some(path) = config_file else {
-        tracing::info!("SIGHUP: no --config file; no templates to reload");
-        return;
-    };
-    match crate::config::templates_from_file(path) {
-        Ok(defs) => fs.reload_templates(defs),
-        Err(e) => {
-            tracing::error!(error = %e, "SIGHUP: config file not reloaded; templates unchanged")
         }
     }
 }
@@ -341,7 +329,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), Refusal> {
         .map_err(|e| format!("starting the session: {e}"))?;
     tracing::info!(mountpoint = %cfg.mountpoint.display(), "mounted");
     start_watching(&fs, rt.handle());
-    reload_rules_on_sighup(&rt, fs.clone(), cfg.config_file.clone());
+    reload_on_sighup(&rt, fs.clone(), cfg.config_file.clone());
     rt.spawn({
         let fs = fs.clone();
         async move { fs.warn_unmatched_rules().await }
@@ -353,15 +341,10 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), Refusal> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-        let mut done_rx = done_rx;
-        loop {
-            tokio::select! {
-                _ = term.recv() => break true,
-                _ = int.recv() => break true,
-                _ = hup.recv() => reload_templates(&fs, cfg.config_file.as_deref()),
-                _ = &mut done_rx => break false,
-            }
+        tokio::select! {
+            _ = term.recv() => true,
+            _ = int.recv() => true,
+            _ = done_rx => false,
         }
     });
     fs.stop_hooks();

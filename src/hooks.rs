@@ -12,30 +12,19 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use globset::{GlobBuilder, GlobMatcher};
+use globset::GlobMatcher;
 use lru::LruCache;
 use parking_lot::Mutex;
 
 use crate::stats::{HookResult, Stats};
 use crate::store::{SecretName, VersionId};
+use crate::tree::glob;
 
 /// Secrets whose AWSCURRENT is remembered for the hooks (the least
 /// recently served are dropped past it, and are then no longer watched).
 pub const MAX_WATCHED: usize = 10_000;
 /// Hook commands running at once, over all hooks.
 pub const MAX_RUNNING: usize = 4;
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A glob over secret names: `*` stays within one `/` component, `**`
-/// crosses them.
-pub fn glob(pattern: &str) -> Result<GlobMatcher, String> {
-    GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .build()
-        .map(|g| g.compile_matcher())
-        .map_err(|e| format!("pattern '{pattern}': {e}"))
-}
 
 /// One hook: a command run when a secret matching `pattern` changes.
 #[derive(Clone, Debug)]
@@ -68,7 +57,7 @@ impl HookSpec {
         }
         Ok(Self {
             pattern: pattern.to_string(),
-            matcher: glob(pattern)?,
+            matcher: glob(pattern).map_err(|e| format!("pattern '{pattern}': {e}"))?,
             command: command.to_string(),
             interval,
             timeout,

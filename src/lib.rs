@@ -2,6 +2,11 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+/// The version `--version` prints and the stats report: the package's, and
+/// the git commit it was built from when built from a git checkout (set by
+/// build.rs). Here at the root, so that every module may name it.
+pub const VERSION: &str = env!("SECRETSFS_VERSION");
+
 pub mod cache;
 pub mod config;
 pub mod daemon;

@@ -4,32 +4,11 @@
 //! rule wins; what a rule leaves unset falls back to the mount's settings.
 //! Also the trailing-newline trim that `trim_newline` asks for.
 
-use std::path::Path;
+use globset::GlobMatcher;
 
-use globset::{Glob, GlobBuilder, GlobMatcher};
-use serde::Deserialize;
-
-use crate::config::{group_id, user_id};
+use crate::config::ids::NameOrNumber;
+use crate::config::schema::RuleSpec;
 use crate::store::SecretBytes;
-
-/// A user, group or mode as the TOML file gives it: a number or a string.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(untagged, expecting = "a name or a number")]
-pub enum NameOrNumber {
-    Number(i64),
-    Text(String),
-}
-
-/// One `[[rule]]` table, as written.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct RuleSpec {
-    pub pattern: String,
-    pub owner: Option<NameOrNumber>,
-    pub group: Option<NameOrNumber>,
-    pub mode: Option<NameOrNumber>,
-    pub trim_newline: Option<bool>,
-}
 
 /// One rule, checked: its glob compiled, its owner and group resolved.
 #[derive(Debug, Clone)]
@@ -80,26 +59,6 @@ impl Rules {
         Ok(Self { rules })
     }
 
-    /// The rules of a config file, read again (SIGHUP). Only `[[rule]]` is
-    /// read here; the other keys were checked at start.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        #[derive(Deserialize)]
-        struct OnlyRules {
-            #[serde(default)]
-            rule: Vec<RuleSpec>,
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let f: OnlyRules = toml::from_str(&text).map_err(|e| {
-            let report = e
-                .to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
-            format!("{}: {report}", path.display())
-        })?;
-        Self::build(&f.rule)
-    }
-
     /// The first rule matching the secret name.
     pub fn for_secret(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.matches(name))
@@ -126,46 +85,32 @@ impl Rules {
 }
 
 fn build_rule(s: &RuleSpec) -> Result<Rule, String> {
-    // `*` stays within one path component, `**` crosses them: secret
-    // names are paths here, as they are in the mount.
-    let glob: Glob = GlobBuilder::new(&s.pattern)
-        .literal_separator(true)
-        .build()
-        .map_err(|e| format!("not a glob: {e}"))?;
-    let id = |v: &Option<NameOrNumber>, what: &str, resolve: fn(&str) -> Result<u32, String>| {
-        v.as_ref()
-            .map(|v| match v {
-                NameOrNumber::Number(n) => {
-                    u32::try_from(*n).map_err(|_| format!("{what}: {n} is out of range"))
-                }
-                NameOrNumber::Text(t) => resolve(t).map_err(|e| format!("{what}: {e}")),
-            })
-            .transpose()
-    };
+    fn named(what: &'static str) -> impl Fn(String) -> String {
+        move |e| format!("{what}: {e}")
+    }
     Ok(Rule {
         pattern: s.pattern.clone(),
-        matcher: glob.compile_matcher(),
-        uid: id(&s.owner, "owner", user_id)?,
-        gid: id(&s.group, "group", group_id)?,
-        mode: s.mode.as_ref().map(mode).transpose()?,
+        matcher: crate::tree::glob(&s.pattern).map_err(|e| format!("not a glob: {e}"))?,
+        uid: s
+            .owner
+            .as_ref()
+            .map(NameOrNumber::uid)
+            .transpose()
+            .map_err(named("owner"))?,
+        gid: s
+            .group
+            .as_ref()
+            .map(NameOrNumber::gid)
+            .transpose()
+            .map_err(named("group"))?,
+        mode: s
+            .mode
+            .as_ref()
+            .map(|m| m.permissions())
+            .transpose()
+            .map_err(named("mode"))?,
         trim_newline: s.trim_newline,
     })
-}
-
-/// `mode = "0400"` (octal) or `mode = 0o400` / `mode = 256`: permission
-/// bits only (no setuid, setgid or sticky bit), at most 0777.
-fn mode(v: &NameOrNumber) -> Result<u16, String> {
-    let n = match v {
-        NameOrNumber::Number(n) => *n,
-        NameOrNumber::Text(t) => i64::from_str_radix(t.trim_start_matches("0o"), 8)
-            .map_err(|_| format!("mode: '{t}' is not an octal mode such as \"0440\""))?,
-    };
-    match n {
-        0..=0o777 => Ok(n as u16),
-        _ => Err(format!(
-            "mode: {n:o} (octal) has bits other than permissions; at most 0777"
-        )),
-    }
 }
 
 /// Strips exactly one trailing `\n` from a UTF-8 value with no other
@@ -198,7 +143,7 @@ mod tests {
     }
 
     fn parse(text: &str) -> Result<Rules, String> {
-        #[derive(Deserialize)]
+        #[derive(serde::Deserialize)]
         struct F {
             rule: Vec<RuleSpec>,
         }

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use globset::{GlobBuilder, GlobMatcher};
+
 use crate::store::SecretName;
 
 /// The names a secret's own directory holds; a child secret with one of these
@@ -27,6 +29,16 @@ pub fn reserved(name: &str) -> bool {
 
 pub fn valid_path(name: &str) -> bool {
     name.split('/').all(valid_component)
+}
+
+/// A glob over secret names, the one of `[[rule]]` and of the hooks: `*`
+/// stays within one `/` component, `**` crosses them (secret names are
+/// paths here, as they are in the mount).
+pub fn glob(pattern: &str) -> Result<GlobMatcher, globset::Error> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
 }
 
 pub fn join(dir: &str, name: &str) -> String {

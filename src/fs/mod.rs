@@ -46,7 +46,11 @@ use write::Writes;
 use types::slice;
 pub use types::{Attr, Caller, Closer, DirEntry, Entry, Invalidate, Kind, Opened, Sizes};
 
-pub use templates::{RENDERED_DIR, TemplateDef, TemplateSpec, resolve_all};
+/// The defaults of `FsConfig`, declared with the configuration's others.
+pub use crate::config::defaults::{
+    COLD_WAIT, DEFAULT_CACHE_BYTES, DEFAULT_MAX_STALE, DENIED_TTL, DOWN_TTL,
+};
+pub use templates::{RENDERED_DIR, TemplateDef, resolve_all};
 pub use write_state::{MAX_VALUE_LEN, Ownership};
 
 /// The extended attribute of a `versions/` entry that holds its staging
@@ -100,8 +104,6 @@ pub struct FsConfig {
     pub rules: Arc<crate::rules::Rules>,
 }
 
-/// How long a value is served while its refreshes fail, by default.
-pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(3600);
 /// How long a reader of an expired value waits for its refresh before it
 /// gets the value held (counted as stale) while the refresh goes on.
 pub const REFRESH_WAIT: Duration = Duration::from_secs(1);
@@ -109,20 +111,11 @@ pub const REFRESH_WAIT: Duration = Duration::from_secs(1);
 /// Each cached TTL is drawn from TTL x (1 - TTL_JITTER .. 1): spread
 /// apart, never longer than the TTL.
 pub const TTL_JITTER: f64 = 0.2;
-/// The AWS store's attempt timeout: a read with nothing cached waits no
-/// longer for an answer.
-pub const COLD_WAIT: Duration = Duration::from_secs(5);
-pub const DENIED_TTL: Duration = Duration::from_secs(30);
-pub const DOWN_TTL: Duration = Duration::from_secs(5);
 
 /// A value revalidated by DescribeSecret is still read again with
 /// GetSecretValue at least this often, so that a GetSecretValue permission
 /// or a KMS key revoked since takes effect.
 pub const REVERIFY: Duration = Duration::from_secs(15 * 60);
-
-/// Default bound on cached values: 32 MiB (about 500 values of the maximum
-/// size, or tens of thousands of typical ones).
-pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 
 impl FsConfig {
     pub fn new(ttl: Duration) -> Self {
@@ -269,7 +262,7 @@ impl Fs {
     fn report(&self, r: Report) -> Vec<u8> {
         let sizes = self.sizes();
         let info = crate::stats::Info {
-            version: crate::config::VERSION,
+            version: crate::VERSION,
             uptime: self.mounted_at.elapsed().unwrap_or_default(),
             store: &self.cfg.store_kind,
             mountpoint: &self.cfg.mountpoint,

@@ -7,15 +7,14 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
+use crate::config::defaults::DEFAULT_TEMPLATE_MODE;
+use crate::config::ids::NameOrNumber;
+use crate::config::schema::TemplateSpec;
 
 /// A template source larger than this is refused (it is a config file).
 /// Config files are small; a bound on the source also bounds how deeply
 /// the compiler recurses (a chain of 20,000 filters overflowed the stack).
 pub const MAX_SOURCE_LEN: usize = 64 << 10;
-
-/// Default mode of a rendered file: its owner reads it, no one else.
-pub const DEFAULT_MODE: u16 = 0o400;
 
 /// One template, validated, with its source text.
 #[derive(Clone, PartialEq, Eq)]
@@ -44,46 +43,13 @@ impl fmt::Debug for TemplateDef {
     }
 }
 
-/// A user or group: a name or a number, as `uid`/`gid` are.
-#[derive(Deserialize, Debug)]
-#[serde(
-    untagged,
-    expecting = "a user or group name, or a number from 0 to 4294967295"
-)]
-enum IdSpec {
-    Id(u32),
-    Name(String),
-}
-
-/// `mode = "0440"` or `mode = 0o440`.
-#[derive(Deserialize, Debug)]
-#[serde(
-    untagged,
-    expecting = "an octal mode such as \"0440\" (a string) or 0o440 (a TOML octal number)"
-)]
-enum ModeSpec {
-    Number(u32),
-    Text(String),
-}
-
-/// A `[[template]]` table as written.
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateSpec {
-    name: String,
-    source: PathBuf,
-    owner: Option<IdSpec>,
-    group: Option<IdSpec>,
-    mode: Option<ModeSpec>,
-}
-
 /// Checks every table; `base` is the config file's directory, against
 /// which relative sources are read. Errors name the template and the key.
 pub fn resolve_all(specs: Vec<TemplateSpec>, base: &Path) -> Result<Vec<TemplateDef>, String> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::with_capacity(specs.len());
     for spec in specs {
-        let def = spec.resolve(base)?;
+        let def = resolve(spec, base)?;
         if !seen.insert(def.name.clone()) {
             return Err(format!("template '{}': the name is used twice", def.name));
         }
@@ -92,64 +58,33 @@ pub fn resolve_all(specs: Vec<TemplateSpec>, base: &Path) -> Result<Vec<Template
     Ok(out)
 }
 
-impl TemplateSpec {
-    fn resolve(self, base: &Path) -> Result<TemplateDef, String> {
-        let name = self.name;
-        let fail = |key: &str, e: String| format!("template '{name}': {key}: {e}");
-        if !crate::tree::valid_component(&name) || name.contains('/') {
-            return Err(format!(
-                "template '{name}': name: not a file name (empty, '.', '..', a '/' or over 255 bytes)"
-            ));
-        }
-        let mode = match self.mode {
-            None => DEFAULT_MODE,
-            Some(m) => parse_mode(m).map_err(|e| fail("mode", e))?,
-        };
-        let uid = resolve_id(self.owner, crate::config::user_id).map_err(|e| fail("owner", e))?;
-        let gid = resolve_id(self.group, crate::config::group_id).map_err(|e| fail("group", e))?;
-        let source = base.join(&self.source);
-        let text = read_source(&source).map_err(|e| fail("source", e))?;
-        Ok(TemplateDef {
-            name: Arc::from(name),
-            source,
-            text: Arc::from(text),
-            uid,
-            gid,
-            mode,
-        })
-    }
-}
-
-fn resolve_id(
-    v: Option<IdSpec>,
-    by_name: fn(&str) -> Result<u32, String>,
-) -> Result<Option<u32>, String> {
-    v.map(|v| match v {
-        IdSpec::Id(id) => Ok(id),
-        IdSpec::Name(n) => by_name(&n),
-    })
-    .transpose()
-}
-
-/// Rendered files are read-only: only read bits may be given, which also
-/// catches `mode = 440` (decimal, that is 0o670) written for 0o440.
-fn parse_mode(m: ModeSpec) -> Result<u16, String> {
-    let n = match m {
-        ModeSpec::Number(n) => n,
-        ModeSpec::Text(t) => {
-            let digits = t.strip_prefix("0o").unwrap_or(&t);
-            if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-                return Err(format!("'{t}' is not an octal mode such as \"0440\""));
-            }
-            u32::from_str_radix(digits, 8).map_err(|_| format!("'{t}' is out of range"))?
-        }
-    };
-    if n & !0o444 != 0 {
+/// One table checked into a `TemplateDef`.
+fn resolve(spec: TemplateSpec, base: &Path) -> Result<TemplateDef, String> {
+    let name = spec.name;
+    let fail = |key: &str, e: String| format!("template '{name}': {key}: {e}");
+    if !crate::tree::valid_component(&name) || name.contains('/') {
         return Err(format!(
-            "{n:#o} gives more than read permission (rendered files are read-only: use read bits only, such as \"0440\"; a TOML number is decimal unless written 0o440)"
+            "template '{name}': name: not a file name (empty, '.', '..', a '/' or over 255 bytes)"
         ));
     }
-    Ok(n as u16)
+    let mode = match &spec.mode {
+        None => DEFAULT_TEMPLATE_MODE,
+        Some(m) => m.read_bits().map_err(|e| fail("mode", e))?,
+    };
+    let uid = spec.owner.as_ref().map(NameOrNumber::uid).transpose();
+    let uid = uid.map_err(|e| fail("owner", e))?;
+    let gid = spec.group.as_ref().map(NameOrNumber::gid).transpose();
+    let gid = gid.map_err(|e| fail("group", e))?;
+    let source = base.join(&spec.source);
+    let text = read_source(&source).map_err(|e| fail("source", e))?;
+    Ok(TemplateDef {
+        name: Arc::from(name),
+        source,
+        text: Arc::from(text),
+        uid,
+        gid,
+        mode,
+    })
 }
 
 fn read_source(path: &Path) -> Result<String, String> {
@@ -216,7 +151,7 @@ mod tests {
         assert_eq!(operators(&"{{ 1|string }}".repeat(3)), 3);
     }
 
-    #[derive(Deserialize)]
+    #[derive(serde::Deserialize)]
     struct File {
         template: Vec<TemplateSpec>,
     }

@@ -22,7 +22,7 @@ use crate::inode::{Ino, Node};
 use crate::store::{SecretBytes, Selector, VersionId};
 use engine::{Cause, Failure, Fetched, Key, Pass};
 
-pub use def::{TemplateDef, TemplateSpec, resolve_all};
+pub use def::{TemplateDef, resolve_all};
 
 /// The directory under `.secretsfs/` that holds the rendered files.
 pub const RENDERED_DIR: &str = "rendered";

@@ -1,0 +1,255 @@
+//! The configuration: the command line, `-o` and the config file resolved
+//! into one validated `Config`, and SIGHUP's `reload()`. The file's tables
+//! are schema.rs, the shared id and mode types ids.rs, every default
+//! defaults.rs; those three are leaves that fs and rules may import.
+
+mod cli;
+pub mod defaults;
+pub mod ids;
+mod load;
+pub mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::fs::FsConfig;
+use crate::store::SecretName;
+use crate::store::aws::AwsOptions;
+use defaults::*;
+use schema::{FileDuration, duration};
+
+pub use crate::VERSION;
+pub use cli::{Cli, ENVIRONMENT};
+pub use ids::{group_id, user_id};
+pub use load::{Reloaded, reload};
+pub use schema::DURATION_FORMS;
+
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Aws(AwsOptions),
+    Local { dir: PathBuf, demo: bool },
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mountpoint: PathBuf,
+    pub fs: FsConfig,
+    pub backend: Backend,
+    pub allow_other: bool,
+    pub mlock: bool,
+    pub threads: NonZeroUsize,
+    /// Most backend calls open at once.
+    pub max_calls: usize,
+    /// Upper bound of the random wait before mounting.
+    pub start_jitter: Duration,
+    /// Mount over a mountpoint that is not empty.
+    pub nonempty: bool,
+    /// Log lines as JSON objects.
+    pub log_json: bool,
+    /// `--config FILE`, re-read on SIGHUP (templates and rules).
+    pub config_file: Option<PathBuf>,
+    /// SELinux mount options (context=...), checked.
+    pub selinux: crate::selinux::Contexts,
+}
+
+impl Cli {
+    /// Fills what the flags left unset from the config file.
+    fn apply_file(&mut self) -> Result<(), String> {
+        let Some(path) = &self.config else {
+            return Ok(());
+        };
+        let loaded = load::load(path)?;
+        let f = loaded.settings;
+        self.templates = loaded.templates;
+        self.rules = Some(loaded.rules);
+        self.ttl = self.ttl.take().or(f.ttl.map(FileDuration::text));
+        self.prefix = self.prefix.take().or(f.prefix);
+        if self.secrets.is_empty() {
+            self.secrets = f.secrets.unwrap_or_default();
+        }
+        self.region = self.region.take().or(f.region);
+        self.profile = self.profile.take().or(f.profile);
+        self.endpoint_url = self.endpoint_url.take().or(f.endpoint_url);
+        self.ca_bundle = self.ca_bundle.take().or(f.ca_bundle);
+        self.local = self.local.take().or(f.local);
+        self.uid = self.uid.or(loaded.uid);
+        self.gid = self.gid.or(loaded.gid);
+        self.threads = self.threads.or(f.threads);
+        self.cache_size = self.cache_size.or(f.cache_size);
+        self.max_stale = self
+            .max_stale
+            .take()
+            .or(f.max_stale.map(FileDuration::text));
+        self.max_calls = self.max_calls.or(f.max_calls);
+        self.start_jitter = self
+            .start_jitter
+            .take()
+            .or(f.start_jitter.map(FileDuration::text));
+        self.on_change = self.on_change.take().or(f.on_change);
+        self.watch = self.watch.take().or(f.watch.map(FileDuration::text));
+        self.hook_timeout = self
+            .hook_timeout
+            .take()
+            .or(f.hook_timeout.map(FileDuration::text));
+        self.file_hooks = f.hook.unwrap_or_default();
+        self.demo |= f.demo.unwrap_or(false);
+        self.allow_other |= f.allow_other.unwrap_or(false);
+        self.read_only |= f.read_only.unwrap_or(false);
+        self.mlock |= f.mlock.unwrap_or(false);
+        self.allow_create |= f.allow_create.unwrap_or(false);
+        self.trim_newline |= f.trim_newline.unwrap_or(false);
+        self.selinux.or(crate::selinux::ContextArgs {
+            context: f.context,
+            fscontext: f.fscontext,
+            defcontext: f.defcontext,
+            rootcontext: f.rootcontext,
+        });
+        Ok(())
+    }
+
+    /// The change hooks: `--on-change` for every secret, then each
+    /// `[[hook]]`; the intervals and timeouts they leave unset default to
+    /// `--watch` and `--hook-timeout`.
+    fn hooks(&self) -> Result<Vec<crate::hooks::HookSpec>, String> {
+        use crate::hooks::HookSpec;
+        let or = |key: &str, v: Option<&str>, d: Duration| v.map_or(Ok(d), |v| duration(key, v));
+        let interval = or("watch", self.watch.as_deref(), DEFAULT_WATCH)?;
+        let timeout = or(
+            "hook_timeout",
+            self.hook_timeout.as_deref(),
+            DEFAULT_HOOK_TIMEOUT,
+        )?;
+        // On the command line they can only be a mistake without a hook;
+        // in the file they are the defaults of the hooks it may declare.
+        if self.on_change.is_none() && self.file_hooks.is_empty() && self.hook_flags {
+            return Err("--watch and --hook-timeout need --on-change (or [[hook]] tables)".into());
+        }
+        let mut hooks = Vec::new();
+        if let Some(cmd) = &self.on_change {
+            hooks.push(HookSpec::new("**", cmd, interval, timeout)?);
+        }
+        for h in &self.file_hooks {
+            let name = |e: String| format!("[[hook]] '{}': {e}", h.pattern);
+            let text = |d: &Option<FileDuration>| d.clone().map(FileDuration::text);
+            let interval = or("watch", text(&h.watch).as_deref(), interval).map_err(name)?;
+            let timeout = or("timeout", text(&h.timeout).as_deref(), timeout).map_err(name)?;
+            hooks.push(HookSpec::new(&h.pattern, &h.on_change, interval, timeout).map_err(name)?);
+        }
+        Ok(hooks)
+    }
+
+    pub fn into_config(mut self) -> Result<Config, String> {
+        self.apply_options()?;
+        self.hook_flags = self.watch.is_some() || self.hook_timeout.is_some();
+        self.apply_file()?;
+        let mountpoint = self
+            .helper_mountpoint
+            .take()
+            .unwrap_or_else(|| std::mem::take(&mut self.mountpoint));
+        if mountpoint.as_os_str().is_empty() {
+            return Err("a MOUNTPOINT is required".into());
+        }
+        // ttl=0 would make every read an API call and turn caching off for
+        // the kernel too: refused, as a typo more often than a wish.
+        let ttl = match &self.ttl {
+            Some(v) => duration("ttl", v)?,
+            None => DEFAULT_TTL,
+        };
+        if !(Duration::from_secs(1)..=Duration::from_secs(604_800)).contains(&ttl) {
+            return Err(format!(
+                "ttl must be from 1s to 7d (604800 seconds), not '{}'",
+                self.ttl.as_deref().unwrap_or_default()
+            ));
+        }
+        let hooks = self.hooks()?;
+        let secrets = if self.secrets.is_empty() {
+            None
+        } else {
+            if let Some(bad) = self.secrets.iter().find(|s| !crate::tree::valid_path(s)) {
+                return Err(format!(
+                    "--secret '{bad}' cannot be a path (empty, '.' or '..' component)"
+                ));
+            }
+            if let Some(bad) = self.secrets.iter().find(|s| crate::tree::reserved(s)) {
+                return Err(format!(
+                    "--secret '{bad}': names under .secretsfs/ are reserved for the mount's own files"
+                ));
+            }
+            Some(
+                self.secrets
+                    .iter()
+                    .map(|s| SecretName::new(s.as_str()))
+                    .collect(),
+            )
+        };
+        if secrets.is_some() && self.prefix.is_some() {
+            return Err("--secret and --prefix cannot be combined".into());
+        }
+        if self.demo && self.local.is_none() {
+            return Err("--demo needs --local DIR".into());
+        }
+        let backend = match self.local {
+            Some(dir) => Backend::Local {
+                dir,
+                demo: self.demo,
+            },
+            None => Backend::Aws(AwsOptions {
+                region: self.region,
+                profile: self.profile,
+                endpoint_url: self.endpoint_url,
+                ca_bundle: self.ca_bundle,
+            }),
+        };
+        let mut fs = FsConfig::new(ttl);
+        fs.hooks = hooks;
+        fs.templates = std::mem::take(&mut self.templates);
+        fs.prefix = self.prefix.filter(|p| !p.is_empty());
+        fs.secrets = secrets;
+        fs.uid = self.uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+        fs.gid = self.gid.unwrap_or_else(|| nix::unistd::getegid().as_raw());
+        fs.read_only = self.read_only;
+        fs.trim_newline = self.trim_newline;
+        fs.rules = std::sync::Arc::new(self.rules.take().unwrap_or_default());
+        fs.allow_create = self.allow_create || matches!(backend, Backend::Local { .. });
+        fs.max_stale = match &self.max_stale {
+            Some(v) => Some(duration("max_stale", v)?),
+            None => Some(DEFAULT_MAX_STALE),
+        };
+        fs.cache_bytes = match self.cache_size.unwrap_or(DEFAULT_CACHE_BYTES >> 20) {
+            n @ 1..=4096 => NonZeroUsize::new(n << 20).expect("non-zero"),
+            _ => return Err("cache_size must be between 1 and 4096 MiB".into()),
+        };
+        let threads = NonZeroUsize::new(self.threads.unwrap_or(DEFAULT_THREADS))
+            .filter(|n| n.get() <= 64)
+            .ok_or("threads must be between 1 and 64")?;
+        let max_calls = match self.max_calls.unwrap_or(DEFAULT_MAX_CALLS) {
+            n @ 1..=256 => n,
+            _ => return Err("max_calls must be between 1 and 256".into()),
+        };
+        let start_jitter = match &self.start_jitter {
+            Some(v) => duration("start_jitter", v)?,
+            None => DEFAULT_START_JITTER,
+        };
+        if start_jitter > Duration::from_secs(600) {
+            return Err("start_jitter must be at most 10m".into());
+        }
+        let selinux = std::mem::take(&mut self.selinux).into_contexts()?;
+        Ok(Config {
+            selinux,
+            threads,
+            max_calls,
+            start_jitter,
+            nonempty: self.nonempty,
+            log_json: self.log_format.as_deref() == Some("json"),
+            config_file: self.config.clone(),
+            mountpoint,
+            fs,
+            backend,
+            allow_other: self.allow_other,
+            mlock: self.mlock,
+        })
+    }
+}
