@@ -6,7 +6,6 @@
 use futures::StreamExt;
 
 use super::Fs;
-use crate::inode::Node;
 use crate::store::{SecretName, Selector, Stage, StoreErrorKind};
 
 /// DescribeSecret calls one tick has open at once (the store's gate
@@ -81,20 +80,6 @@ impl Fs {
     /// a refresh of it does.
     pub(super) fn forget_secret(&self, name: &SecretName) {
         self.refresh_secret(name);
-    }
-
-    /// The kernel's copies of every file that shows a version of `name`
-    /// chosen by label (`current`, `previous`, `json/*`, `stages/*`) are old.
-    pub(super) fn label_files_changed(&self, name: &SecretName) {
-        let of_labels = |n: &Node| match n {
-            Node::Current(s) | Node::Previous(s) | Node::JsonKey(s, _) | Node::StageFile(s, _) => {
-                s == name
-            }
-            _ => false,
-        };
-        for ino in self.inodes.matching(of_labels) {
-            self.kernel.changed(ino);
-        }
     }
 
     /// A put of this mount made `id` AWSCURRENT: the hooks hear of it.

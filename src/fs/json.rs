@@ -356,19 +356,11 @@ impl Fs {
         {
             return Err(Error::Invalid("an empty value cannot be stored".into()));
         }
-        let made = self
-            .put_with(s, false, |cur| {
-                merged(cur.ok_or(Error::NotFound)?, key, edit)
-            })
-            .await?;
-        if made
-            && let Some(ino) = self
-                .inodes
-                .ino_of(&Node::JsonKey(s.clone(), Arc::from(key)))
-        {
-            self.kernel.changed(ino);
-        }
-        Ok(made)
+        // The put's coherence step covers this key's file too.
+        self.put_with(s, false, |cur| {
+            merged(cur.ok_or(Error::NotFound)?, key, edit)
+        })
+        .await
     }
 }
 

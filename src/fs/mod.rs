@@ -4,6 +4,7 @@
 //! handles, the kernel's view per inode, writes, and temporary files. Data
 //! flows one way: fuse.rs -> fs -> those parts -> cache -> store.
 
+mod coherence;
 mod describe;
 mod edit;
 mod handles;

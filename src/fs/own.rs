@@ -6,12 +6,13 @@
 use std::sync::Arc;
 
 use super::Fs;
+use super::coherence::{Change, Files};
 use super::handles::Handle;
 use super::types::{Attr, Caller, Kind, Opened};
 use crate::error::{Error, Result};
 use crate::inode::{Ino, Node, secret_of};
 use crate::rules::{self, Rules};
-use crate::store::{SecretBytes, SecretName, Selector, Stage};
+use crate::store::{SecretBytes, SecretName};
 use crate::tree;
 
 /// What one line written to `refresh` names.
@@ -206,37 +207,16 @@ impl Fs {
     }
 
     pub(super) fn refresh_secret(&self, s: &SecretName) {
-        for stage in [Stage::Current, Stage::Previous] {
-            self.values.remove(&(s.clone(), Selector::Stage(stage)));
-        }
-        self.descs.forget(s);
-        self.version_ids.remove(s);
+        self.secret_changed(s, Change::unknown(Files::All));
         self.names.refresh_name(s.as_str());
-        self.forget_in_kernel(|n| n == s);
     }
 
     fn refresh_prefix(&self, p: &str) {
-        let under = |n: &SecretName| n.as_str().starts_with(p);
-        // By-id values are immutable: they stay.
-        self.values
-            .remove_where(|(n, sel)| matches!(sel, Selector::Stage(_)) && under(n));
-        self.descs.forget_where(under);
-        self.version_ids.remove_where(under);
+        self.secrets_changed_where(|n| n.as_str().starts_with(p));
         self.names.refresh(p);
-        self.forget_in_kernel(under);
         // The directories above may list other children now.
         for (ino, node) in self.inodes.all() {
             if matches!(&node, Node::Dir(d) if p.starts_with(&format!("{d}/")) || d.is_empty()) {
-                self.kernel.changed(ino);
-            }
-        }
-    }
-
-    /// The kernel drops what it holds of every inode of the secrets `pick`
-    /// chooses: pages, sizes, attributes.
-    fn forget_in_kernel(&self, pick: impl Fn(&SecretName) -> bool) {
-        for (ino, node) in self.inodes.all() {
-            if secret_of(&node).is_some_and(|s| pick(&s)) {
                 self.kernel.changed(ino);
             }
         }

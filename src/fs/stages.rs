@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use zeroize::Zeroizing;
 
 use super::Fs;
+use super::coherence::{Change, Files, Slot};
 use super::handles::Handle;
 use super::names;
 use super::types::{Caller, Entry, Opened};
@@ -276,27 +277,11 @@ impl Fs {
         let new = Arc::new(SecretVersion::new(id.clone(), value, SystemTime::now()));
         self.values
             .insert((name.clone(), Selector::Id(id)), Some(new), None);
-        self.version_ids.remove(name);
-        self.descs.forget(name);
-        self.labels_moved(name, std::slice::from_ref(l));
         // A secret's first version takes AWSCURRENT whatever it is given
         // (a secret created without a value): what is known of its labels
         // (a remembered "no current") goes.
-        self.forget_labels(name);
-        self.label_files_changed(name);
+        self.secret_changed(name, Change::unknown(Files::Labels));
         Ok(true)
-    }
-
-    /// The kernel's caches of these stage files are old.
-    pub(super) fn labels_moved(&self, name: &SecretName, labels: &[Label]) {
-        for l in labels {
-            if let Some(ino) = self
-                .inodes
-                .ino_of(&Node::StageFile(name.clone(), l.clone()))
-            {
-                self.kernel.changed(ino);
-            }
-        }
     }
 
     /// rename(2) with `stages/` as the old parent: only `stages/<l>` onto
@@ -338,8 +323,13 @@ impl Fs {
             // whose removal failed): the rename still takes the name away.
             if names::writable(l) {
                 self.store.update_stage(s, l, None, Some(&to)).await?;
-                self.descs.forget(s);
-                self.labels_moved(s, std::slice::from_ref(l));
+                let change = Change {
+                    current: Slot::Keep,
+                    previous: Slot::Keep,
+                    versions: true,
+                    files: Files::Labels,
+                };
+                self.secret_changed(s, change);
             }
             tracing::info!(secret = %s, label = ?l, "already AWSCURRENT");
             return Ok(());
@@ -352,7 +342,7 @@ impl Fs {
         {
             // A lost answer may have moved it (the SDK's retry is then
             // refused, AWSCURRENT having left `from`): ask where it is.
-            self.forget_labels(s);
+            self.secret_changed(s, Change::unknown(Files::Labels));
             let moved = self
                 .described_now(s)
                 .await
@@ -385,9 +375,7 @@ impl Fs {
         to: &crate::store::VersionId,
         from: Option<&crate::store::VersionId>,
     ) {
-        let ttl = Some(self.cfg.ttl);
         let cur_key = (s.clone(), Selector::Stage(Stage::Current));
-        let prev_key = (s.clone(), Selector::Stage(Stage::Previous));
         let held = |key: &(SecretName, Selector), id: Option<&crate::store::VersionId>| {
             self.values
                 .peek_any(key)
@@ -396,26 +384,15 @@ impl Fs {
         };
         let old = held(&cur_key, from);
         let new = held(&(s.clone(), Selector::Id(to.clone())), Some(to));
-        match new {
-            Some(v) => self.values.insert(cur_key, Some(v), ttl),
-            None => self.values.remove(&cur_key),
-        }
-        match old {
-            Some(v) => self.values.insert(prev_key, Some(v), ttl),
-            None => self.values.remove(&prev_key),
-        }
-        self.descs.forget(s);
+        let known = |v: Option<Arc<SecretVersion>>| v.map_or(Slot::Drop, |v| Slot::Set(Some(v)));
         // current, previous, the JSON keys and every stage file of it.
-        self.label_files_changed(s);
+        let change = Change {
+            current: known(new),
+            previous: known(old),
+            versions: true,
+            files: Files::Labels,
+        };
+        self.secret_changed(s, change);
         self.hooks_put(s, to);
-    }
-
-    /// Whether labels moved is unknown: what is cached of them goes.
-    fn forget_labels(&self, s: &SecretName) {
-        self.values
-            .remove(&(s.clone(), Selector::Stage(Stage::Current)));
-        self.values
-            .remove(&(s.clone(), Selector::Stage(Stage::Previous)));
-        self.descs.forget(s);
     }
 }

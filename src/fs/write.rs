@@ -13,6 +13,7 @@ use tokio::sync::OwnedMutexGuard;
 use zeroize::Zeroizing;
 
 use super::Fs;
+use super::coherence::{Change, Files, Slot};
 use super::handles::Handle;
 use super::types::{Closer, Opened};
 use super::write_state::{Target, Then, WriteRef, WriteState, check_value, grow};
@@ -430,9 +431,13 @@ impl Fs {
             // Not there now, but a put still on its way may land later;
             // or the lookup failed: either way the outcome is unknown.
             found => {
-                self.values
-                    .remove(&(name.clone(), Selector::Stage(Stage::Current)));
-                self.descs.forget(name);
+                let change = Change {
+                    current: Slot::Drop,
+                    previous: Slot::Keep,
+                    versions: false,
+                    files: Files::Labels,
+                };
+                self.secret_changed(name, change);
                 let lookup = match found {
                     Ok(_) => "not found yet".to_string(),
                     Err(e) if e.kind == StoreErrorKind::NotFound => "not found yet".to_string(),
@@ -454,9 +459,6 @@ impl Fs {
         new: Arc<SecretVersion>,
         old: Option<Arc<SecretVersion>>,
     ) {
-        let ttl = Some(self.cfg.ttl);
-        let cur_key = (name.clone(), Selector::Stage(Stage::Current));
-        let prev_key = (name.clone(), Selector::Stage(Stage::Previous));
         let (cur_ok, prev_ok) = match self.store.describe(name).await {
             Ok(d) => (
                 d.with_stage(Stage::Current) == Some(&new.id),
@@ -465,12 +467,6 @@ impl Fs {
             // Unknown: trust what we did.
             Err(_) => (true, true),
         };
-        if cur_ok {
-            self.hooks_put(name, &new.id);
-            self.values.insert(cur_key, Some(new), ttl);
-        } else {
-            self.values.remove(&cur_key);
-        }
         if !prev_ok && old.is_some() {
             // Secrets Manager has no conditional put: another writer's
             // version landed between our read of AWSCURRENT and our put,
@@ -478,14 +474,19 @@ impl Fs {
             tracing::warn!(secret = %name,
                 "another writer put a version while this one was being stored; theirs is no longer AWSCURRENT");
         }
-        if prev_ok {
-            self.values.insert(prev_key, old, ttl);
-        } else {
-            self.values.remove(&prev_key);
+        if cur_ok {
+            self.hooks_put(name, &new.id);
         }
-        self.version_ids.remove(name);
-        self.descs.forget(name);
-        self.label_files_changed(name);
+        let known = |ok: bool, v: Option<Arc<SecretVersion>>| {
+            if ok { Slot::Set(v) } else { Slot::Drop }
+        };
+        let change = Change {
+            current: known(cur_ok, Some(new)),
+            previous: known(prev_ok, old),
+            versions: true,
+            files: Files::Labels,
+        };
+        self.secret_changed(name, change);
     }
 }
 

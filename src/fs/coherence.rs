@@ -1,0 +1,109 @@
+//! "Secret X changed": the one place that drops what the caches and the
+//! kernel hold of a secret, once. The caller says what it knows of the
+//! secret's labels now (a put knows its new AWSCURRENT and, when Secrets
+//! Manager confirms it, AWSPREVIOUS; a promotion the versions it moved; a
+//! refresh, a hook or a lost answer nothing), and this sets or drops the
+//! cached labels, drops the description (and the version list when it
+//! moved), and tells the kernel that the files showing the secret's labels
+//! (current, previous, json keys, stage files) are old. Versions by id are
+//! immutable and stay.
+
+use std::sync::Arc;
+
+use super::Fs;
+use crate::inode::{Node, secret_of};
+use crate::store::{SecretName, SecretVersion, Selector, Stage};
+
+/// What is known of one label's value after the change.
+pub(super) enum Slot {
+    /// Unchanged: keep what is cached.
+    Keep,
+    /// Not known: the next read asks.
+    Drop,
+    /// This version carries it now (None: no version does).
+    Set(Option<Arc<SecretVersion>>),
+}
+
+/// Which of the kernel's files of the secret are old.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Files {
+    /// Those showing one of its labels: current, previous, json keys,
+    /// stage files.
+    Labels,
+    /// Every file and directory of the secret (a refresh).
+    All,
+}
+
+/// What a change is known to have done.
+pub(super) struct Change {
+    pub current: Slot,
+    pub previous: Slot,
+    /// Versions were added, or their labels moved (the listing and its
+    /// labels are old).
+    pub versions: bool,
+    pub files: Files,
+}
+
+impl Change {
+    /// Nothing is known: everything of the secret goes.
+    pub(super) fn unknown(files: Files) -> Self {
+        Self {
+            current: Slot::Drop,
+            previous: Slot::Drop,
+            versions: true,
+            files,
+        }
+    }
+}
+
+impl Fs {
+    /// The secret `s` changed as `change` says: the caches and the kernel
+    /// are told, once.
+    pub(super) fn secret_changed(&self, s: &SecretName, change: Change) {
+        let ttl = Some(self.cfg.ttl);
+        for (stage, slot) in [
+            (Stage::Current, change.current),
+            (Stage::Previous, change.previous),
+        ] {
+            let key = (s.clone(), Selector::Stage(stage));
+            match slot {
+                Slot::Keep => {}
+                Slot::Drop => self.values.remove(&key),
+                Slot::Set(v) => self.values.insert(key, v, ttl),
+            }
+        }
+        if change.versions {
+            self.version_ids.remove(s);
+        }
+        self.descs.forget(s);
+        let old = |n: &Node| match (change.files, n) {
+            (Files::All, n) => secret_of(n).is_some_and(|of| of == *s),
+            (
+                Files::Labels,
+                Node::Current(of)
+                | Node::Previous(of)
+                | Node::JsonKey(of, _)
+                | Node::StageFile(of, _),
+            ) => of == s,
+            _ => false,
+        };
+        for ino in self.inodes.matching(old) {
+            self.kernel.changed(ino);
+        }
+    }
+
+    /// Every secret `pick` chooses changed in ways not known (a refresh of
+    /// a prefix): their labels, listings and descriptions go, and the
+    /// kernel drops every file and directory of them. Versions by id stay.
+    pub(super) fn secrets_changed_where(&self, pick: impl Fn(&SecretName) -> bool) {
+        self.values
+            .remove_where(|(n, sel)| matches!(sel, Selector::Stage(_)) && pick(n));
+        self.descs.forget_where(&pick);
+        self.version_ids.remove_where(&pick);
+        for (ino, node) in self.inodes.all() {
+            if secret_of(&node).is_some_and(|s| pick(&s)) {
+                self.kernel.changed(ino);
+            }
+        }
+    }
+}
