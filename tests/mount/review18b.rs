@@ -100,7 +100,11 @@ fn a_map_of_current_never_shows_a_writers_uncommitted_bytes() {
     let service_map = Map::new(&reader, n);
     assert_eq!(service_map.bytes(), vec![b'a'; n], "the stored value");
     // Another process edits the file in place, and maps its descriptor.
-    let w = OpenOptions::new().read(true).write(true).open(&cur).unwrap();
+    let w = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&cur)
+        .unwrap();
     w.write_all_at(&vec![b'J'; n], 0).unwrap();
     let writer_map = Map::new(&w, n);
     let _ = (writer_map.at(0), writer_map.at(4096));
@@ -152,10 +156,7 @@ fn read_only_mount_reads_the_new_value_once_the_change_hook_ran() {
     );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
-        (
-            std::fs::read_to_string(&seen).unwrap(),
-            m.read_string(&rel)
-        ),
+        (std::fs::read_to_string(&seen).unwrap(), m.read_string(&rel)),
         (
             "new-value-after-rotation".to_string(),
             "new-value-after-rotation".to_string()
@@ -179,7 +180,15 @@ fn read_only_rendered_file_reads_only_whole_renders_while_its_secret_changes() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = template_config(dir.path(), &format!("{{{{ secret(\"{s}\") }}}}"));
     let m = Mount::aws()
-        .args(["--secret", &s, "--ttl", "1", "--read-only", "--config", &cfg])
+        .args([
+            "--secret",
+            &s,
+            "--ttl",
+            "1",
+            "--read-only",
+            "--config",
+            &cfg,
+        ])
         .start();
     let path = m.p(".secretsfs/rendered/t");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), initial);
@@ -316,5 +325,57 @@ fn an_existing_map_follows_a_write_through_the_mount() {
         (count(&seen, b'a'), count(&seen, b'b')),
         (0, n),
         "2 s after this mount stored the new value, the map still shows the old one"
+    );
+}
+
+/// Finding 6 (a crash of another process). A GETATTR that carries a read
+/// handle (the kernel sends one for lseek(SEEK_END), not for fstat) is
+/// answered with that handle's version (`Fs::getattr`: `Handle::Read`,
+/// `Entry::uncached`), and the kernel applies it to the inode's one size:
+/// a descriptor held on an older, shorter value that seeks to its end
+/// shrinks the file under every map of the newest value, and a process
+/// that mapped `current` after the change (its size from fstat) dies of
+/// SIGBUS at its next touch past the old length. The pages are refilled
+/// from `told` (the newest version) meanwhile, so the kernel's size and
+/// the version fills answer disagree: what kernel.rs says cannot happen.
+#[test]
+fn a_held_descriptors_seek_to_end_never_shrinks_another_processs_map() {
+    let store = tempfile::tempdir().unwrap();
+    let m = Mount::local(store.path())
+        .args(["--demo", "--ttl", "1"])
+        .start();
+    let cur = m.p("demo/api-key/current");
+    std::fs::write(&cur, vec![b'a'; 5000]).unwrap();
+    let held = File::open(&cur).unwrap();
+    std::fs::write(&cur, vec![b'b'; 9000]).unwrap();
+    // A service maps the new value (fstat: 9000 bytes).
+    let fresh = File::open(&cur).unwrap();
+    let len = fresh.metadata().unwrap().len() as usize;
+    assert_eq!(len, 9000);
+    let map = Map::new(&fresh, len);
+    assert_eq!(map.bytes(), vec![b'b'; 9000]);
+    // The attributes expire (--ttl 1); the old reader asks for its end.
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: lseek on a descriptor we own.
+    let end = unsafe { libc::lseek(held.as_raw_fd(), 0, libc::SEEK_END) };
+    assert_eq!(end, 5000, "the held descriptor's own end");
+    // In a child, so that the SIGBUS kills the child, not the test.
+    // SAFETY: the child only touches the mapping and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let ok = (0..9000).all(|i| map.at(i) == b'b');
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child forked above.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the process reading its map of current {}",
+        if libc::WIFSIGNALED(status) {
+            format!("died of signal {}", libc::WTERMSIG(status))
+        } else {
+            format!("read other bytes (exit {})", libc::WEXITSTATUS(status))
+        }
     );
 }
