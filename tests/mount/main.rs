@@ -22,6 +22,7 @@ mod packaging;
 mod read;
 mod reliability;
 mod review18;
+mod review18b;
 mod rpm;
 mod rules;
 mod selinux;
