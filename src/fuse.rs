@@ -827,26 +827,40 @@ async fn inspect_closer(pid: u32) -> Closer {
 /// Sends invalidations to the kernel from a thread of its own: never from
 /// inside a request handler, where it could deadlock on the same inode.
 pub struct NotifyInvalidator {
-    tx: std::sync::mpsc::Sender<Ino>,
+    tx: std::sync::mpsc::Sender<Inval>,
+}
+
+/// What the kernel is told to drop: an inode's pages and attributes, or
+/// one name's entry in a directory.
+pub enum Inval {
+    Inode(Ino),
+    Entry(Ino, String),
 }
 
 impl NotifyInvalidator {
     /// The invalidator and the receiving end, to be served once the session
     /// (and so its notifier) exists.
-    pub fn channel() -> (Arc<Self>, std::sync::mpsc::Receiver<Ino>) {
+    pub fn channel() -> (Arc<Self>, std::sync::mpsc::Receiver<Inval>) {
         let (tx, rx) = std::sync::mpsc::channel();
         (Arc::new(Self { tx }), rx)
     }
 
-    pub fn serve(rx: std::sync::mpsc::Receiver<Ino>, notifier: fuser::Notifier) {
+    pub fn serve(rx: std::sync::mpsc::Receiver<Inval>, notifier: fuser::Notifier) {
         std::thread::Builder::new()
             .name("secretsfs-inval".into())
             .spawn(move || {
-                while let Ok(ino) = rx.recv() {
-                    if let Err(e) = notifier.inval_inode(INodeNo(ino.0), 0, 0)
+                while let Ok(what) = rx.recv() {
+                    let (ino, sent) = match &what {
+                        Inval::Inode(ino) => (ino.0, notifier.inval_inode(INodeNo(ino.0), 0, 0)),
+                        Inval::Entry(parent, name) => (
+                            parent.0,
+                            notifier.inval_entry(INodeNo(parent.0), OsStr::new(name)),
+                        ),
+                    };
+                    if let Err(e) = sent
                         && e.raw_os_error() != Some(libc::ENOENT)
                     {
-                        tracing::debug!(ino = ino.0, error = %e, "invalidation not delivered");
+                        tracing::debug!(ino, error = %e, "invalidation not delivered");
                     }
                 }
             })
@@ -856,6 +870,10 @@ impl NotifyInvalidator {
 
 impl crate::fs::Invalidate for NotifyInvalidator {
     fn inval_inode(&self, ino: Ino) {
-        let _ = self.tx.send(ino);
+        let _ = self.tx.send(Inval::Inode(ino));
+    }
+
+    fn inval_entry(&self, parent: Ino, name: &str) {
+        let _ = self.tx.send(Inval::Entry(parent, name.to_string()));
     }
 }

@@ -61,6 +61,13 @@ impl Fs {
     /// are told, once.
     pub(super) fn secret_changed(&self, s: &SecretName, change: Change) {
         let ttl = Some(self.cfg.ttl);
+        // The new AWSCURRENT is known (a put or a promotion through this
+        // mount): `current`'s pages are refilled from it at once, so that a
+        // map of it follows the write, as a file rewritten in place.
+        let new_current = match &change.current {
+            Slot::Set(Some(v)) => Some(v.clone()),
+            _ => None,
+        };
         for (stage, slot) in [
             (Stage::Current, change.current),
             (Stage::Previous, change.previous),
@@ -90,6 +97,39 @@ impl Fs {
         for ino in self.inodes.matching(old) {
             self.kernel.changed(ino);
         }
+        if let Some(v) = new_current
+            && let Some(ino) = self.inodes.ino_of(&Node::Current(s.clone()))
+        {
+            self.kernel.tell(ino, &v);
+        }
+        self.names_changed(|of| of == s);
+    }
+
+    /// On a read-only mount (inodes pinned to a version), the kernel's
+    /// entries of the files that show the labels of the secrets `pick`
+    /// chooses go, so that the next path walk gets their new inodes.
+    fn names_changed(&self, pick: impl Fn(&SecretName) -> bool) {
+        if !self.cfg.read_only {
+            return;
+        }
+        for (_, node) in self.inodes.all() {
+            let (parent, name) = match &node {
+                Node::Current(s) if pick(s) => {
+                    (Node::Dir(s.as_str().into()), "current".to_string())
+                }
+                Node::Previous(s) if pick(s) => {
+                    (Node::Dir(s.as_str().into()), "previous".to_string())
+                }
+                Node::JsonKey(s, k) if pick(s) => (Node::JsonDir(s.clone()), k.to_string()),
+                Node::StageFile(s, l) if pick(s) => {
+                    (Node::StagesDir(s.clone()), l.as_str().to_string())
+                }
+                _ => continue,
+            };
+            if let Some(p) = self.inodes.ino_of(&parent) {
+                self.kernel.name_changed(p, &name);
+            }
+        }
     }
 
     /// Every secret `pick` chooses changed in ways not known (a refresh of
@@ -105,5 +145,6 @@ impl Fs {
                 self.kernel.changed(ino);
             }
         }
+        self.names_changed(pick);
     }
 }

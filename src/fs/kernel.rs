@@ -81,6 +81,16 @@ impl KernelView {
         version.clone()
     }
 
+    /// The name `name` in `parent` shows another version now: on a pinned
+    /// mount its inode keeps the old one, so the kernel's entry goes and the
+    /// next path walk looks the name up (a new inode). Elsewhere the inode
+    /// follows the change and this is not needed.
+    pub fn name_changed(&self, parent: Ino, name: &str) {
+        if self.pinned {
+            self.invalidator.inval_entry(parent, name);
+        }
+    }
+
     /// Whether a pinned inode was told of a newer version than its own: its
     /// name is to get a new inode.
     pub fn superseded(&self, ino: Ino) -> bool {

@@ -745,31 +745,29 @@ impl Fs {
     /// may have been renamed or unlinked since.
     pub async fn getattr(&self, ino: Ino, fh: Option<u64>) -> Result<Entry> {
         let handle = fh.and_then(|fh| self.handles.get(fh));
-        match handle {
-            Some(Handle::Temp(t)) => {
-                let f = t.file.lock();
-                if f.target.is_none() {
-                    return Ok(Entry::uncached(self.temp_attr(ino, &f)));
-                }
+        if let Some(Handle::Temp(t)) = &handle {
+            let f = t.file.lock();
+            if f.target.is_none() {
+                return Ok(Entry::uncached(self.temp_attr(ino, &f)));
             }
-            // fstat of a rendered file: the bytes this handle pinned.
-            Some(Handle::Rendered { attr, .. }) => return Ok(Entry::uncached(attr)),
-            // fstat of a read handle: the version it reads, whatever is
-            // current now (it may have been renamed or removed since).
-            Some(Handle::Read(version)) => {
-                let node = self.node(ino)?;
-                let attr = self.file_attr(
-                    ino,
-                    version.value.len() as u64,
-                    version.created,
-                    self.writable_node(&node),
-                );
-                return Ok(Entry::uncached(attr));
-            }
-            _ => {}
         }
+        // With a handle too (lseek(SEEK_END) sends one, fstat does not),
+        // the file's attributes as they are now: the kernel keeps one size
+        // per inode, and it must stay the size of what page-cache fills
+        // are answered with. A handle's own size answers only for a file
+        // that is gone (a JSON key removed since it was opened).
         let node = self.node(ino)?;
-        self.attr_of(ino, &node).await
+        match (self.attr_of(ino, &node).await, handle) {
+            (Err(Error::NotFound), Some(Handle::Read(v))) => {
+                let size = v.value.len() as u64;
+                let attr = self.file_attr(ino, size, v.created, self.writable_node(&node));
+                Ok(Entry::uncached(attr))
+            }
+            (Err(Error::NotFound), Some(Handle::Rendered { attr, .. })) => {
+                Ok(Entry::uncached(attr))
+            }
+            (got, _) => got,
+        }
     }
 
     /// Whether a file node can be written (its mode shows it).
@@ -1019,24 +1017,31 @@ impl Fs {
         size: u32,
         direct: bool,
     ) -> Result<Vec<u8>> {
-        let handle = self.handles.get(fh);
-        match handle {
-            Some(Handle::Read(version)) if direct => {
-                return Ok(slice(version.value.as_bytes(), offset, size));
+        match self.handles.get(fh) {
+            // read(2) on a handle: its own bytes, to their end.
+            Some(Handle::Read(v)) if direct => return Ok(slice(v.value.as_bytes(), offset, size)),
+            Some(Handle::Rendered { bytes, .. }) if direct => {
+                return Ok(slice(bytes.as_bytes(), offset, size));
             }
-            Some(Handle::Read(_)) | None => {
+            Some(Handle::Write(w)) if direct => {
+                return Ok(slice(w.lock().await.buf(), offset, size));
+            }
+            // A temporary file has an inode of its own, until it is renamed
+            // onto a secret's file.
+            Some(Handle::Temp(t)) if direct || t.file.lock().target.is_none() => {
+                return Ok(t.file.lock().read(offset, size));
+            }
+            Some(Handle::Plain(b)) => return Ok(slice(&b, offset, size)),
+            Some(Handle::Dir(_)) => return Err(Error::IsDir),
+            Some(Handle::Refresh) => return Err(Error::BadHandle),
+            // A page-cache fill, whichever handle it came through (a write
+            // handle's uncommitted bytes never reach the shared pages): the
+            // version whose size the kernel holds.
+            _ => {
                 if let Some(v) = self.kernel.told(ino) {
                     return Ok(slice(v.value.as_bytes(), offset, size));
                 }
             }
-            Some(Handle::Plain(b)) => return Ok(slice(&b, offset, size)),
-            Some(Handle::Rendered { bytes, .. }) => {
-                return Ok(slice(bytes.as_bytes(), offset, size));
-            }
-            Some(Handle::Write(w)) => return Ok(slice(w.lock().await.buf(), offset, size)),
-            Some(Handle::Temp(t)) => return Ok(t.file.lock().read(offset, size)),
-            Some(Handle::Dir(_)) => return Err(Error::IsDir),
-            Some(Handle::Refresh) => return Err(Error::BadHandle),
         }
         // Nothing told yet: the inode's current version.
         let (name, sel) = match self.node(ino)? {

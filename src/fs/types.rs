@@ -86,6 +86,9 @@ impl Closer {
 /// Tells the kernel to drop what it caches of an inode (pages, attributes).
 pub trait Invalidate: Send + Sync + 'static {
     fn inval_inode(&self, ino: Ino);
+    /// The kernel drops its entry for `name` in `parent`: the next path
+    /// walk looks it up again.
+    fn inval_entry(&self, _parent: Ino, _name: &str) {}
 }
 
 /// How much state the filesystem holds, for the memory bound and its tests.

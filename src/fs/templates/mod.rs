@@ -19,7 +19,7 @@ use super::handles::Handle;
 use super::types::{Attr, Entry, Kind, Opened};
 use crate::error::{Error, Result};
 use crate::inode::{Ino, Node};
-use crate::store::{SecretBytes, Selector, VersionId};
+use crate::store::{SecretBytes, SecretVersion, Selector, VersionId};
 use engine::{Cause, Failure, Fetched, Key, Pass};
 
 pub use def::{TemplateDef, resolve_all};
@@ -66,9 +66,22 @@ pub struct Render {
     pub outcome: Outcome,
     deps: Vec<(Key, DepState)>,
     pub mtime: SystemTime,
+    /// The bytes as a version the kernel view can hold (page-cache fills
+    /// are answered from it), made at the first lookup.
+    shown: std::sync::OnceLock<Arc<SecretVersion>>,
 }
 
 impl Render {
+    /// The rendered bytes as one version (its id names this render).
+    fn shown(&self, bytes: &Arc<SecretBytes>) -> Arc<SecretVersion> {
+        self.shown
+            .get_or_init(|| {
+                let id = VersionId::new(format!("render-{:p}", Arc::as_ptr(bytes)));
+                Arc::new(SecretVersion::new(id, (**bytes).clone(), self.mtime))
+            })
+            .clone()
+    }
+
     /// The bytes, or the failure as the error every open and read gets.
     fn bytes(&self) -> Result<Arc<SecretBytes>> {
         match &self.outcome {
@@ -229,9 +242,17 @@ impl Fs {
     /// moved: never cached by the kernel, so stat's size is always that of
     /// what an open reads now. A failed render is a file of size 0 whose
     /// opens fail with EIO.
+    /// A rendered file's attributes, telling the kernel view which render
+    /// they describe: page-cache fills (maps, read-only mounts) are answered
+    /// from that render, whose size the kernel then holds.
     pub(super) async fn rendered_entry(&self, ino: Ino, name: &str) -> Result<Entry> {
         let (slot, r) = self.rendered(name).await?;
-        Ok(Entry::uncached(self.rendered_attr(ino, &slot.def, &r)))
+        let mut attr = self.rendered_attr(ino, &slot.def, &r);
+        if let Ok(bytes) = r.bytes() {
+            let told = self.kernel.tell(ino, &r.shown(&bytes));
+            attr.size = told.value.len() as u64;
+        }
+        Ok(Entry::uncached(attr))
     }
 
     /// A read handle pins the bytes rendered at open; direct I/O, so that
@@ -295,6 +316,7 @@ impl Fs {
             outcome,
             deps,
             mtime,
+            shown: std::sync::OnceLock::new(),
         });
         *slot.last.lock() = Some(r.clone());
         // A read-only mount reads through the page cache: drop what it holds.
