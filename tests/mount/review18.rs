@@ -63,14 +63,14 @@ impl Drop for Map {
     }
 }
 
-fn pread_all(f: &File) -> Vec<u8> {
+pub(crate) fn pread_all(f: &File) -> Vec<u8> {
     let mut buf = vec![0u8; 70_000];
     let n = f.read_at(&mut buf, 0).expect("pread");
     buf.truncate(n);
     buf
 }
 
-fn count(b: &[u8], c: u8) -> usize {
+pub(crate) fn count(b: &[u8], c: u8) -> usize {
     b.iter().filter(|&&x| x == c).count()
 }
 
@@ -245,6 +245,26 @@ fn read_only_mount_reads_only_stored_values_while_the_secret_changes_elsewhere()
         .args(["--secret", &s, "--ttl", "1", "--read-only"])
         .start();
     let path = m.p(&format!("{s}/current"));
+    let (bad, reads, example) = readers_while_it_changes(&path, &initial, |v| {
+        put(&s, v);
+    });
+    assert!(reads > 1000, "the readers ran ({reads})");
+    assert_eq!(
+        bad, 0,
+        "{bad} of {reads} reads on a read-only mount were no stored value, e.g. {example:?}"
+    );
+}
+
+/// Four readers of `path`, two through a descriptor each holds and two
+/// opening afresh, each read one pread(2) of 70,000 bytes at offset 0 (more
+/// than any value), while `change` stores 400 values of 14 to 310 bytes,
+/// 10 ms apart. Every read must be one whole value: `initial` or one of
+/// them. Returns the reads that were not, all reads, and one example.
+pub(crate) fn readers_while_it_changes(
+    path: &std::path::Path,
+    initial: &str,
+    change: impl Fn(&str),
+) -> (usize, usize, Option<String>) {
     let values: Vec<String> = (0..400)
         .map(|i: usize| {
             let len = 14 + (i * 97) % 297;
@@ -255,7 +275,8 @@ fn read_only_mount_reads_only_stored_values_while_the_secret_changes_elsewhere()
     let allowed: Arc<HashSet<Vec<u8>>> = Arc::new(
         values
             .iter()
-            .chain([&initial])
+            .map(String::as_str)
+            .chain([initial])
             .map(|v| v.as_bytes().to_vec())
             .collect(),
     );
@@ -266,7 +287,7 @@ fn read_only_mount_reads_only_stored_values_while_the_secret_changes_elsewhere()
     let mut threads = Vec::new();
     for t in 0..4 {
         let (path, stop, bad, reads, example, allowed) = (
-            path.clone(),
+            path.to_path_buf(),
             stop.clone(),
             bad.clone(),
             reads.clone(),
@@ -287,11 +308,7 @@ fn read_only_mount_reads_only_stored_values_while_the_secret_changes_elsewhere()
                     example.lock().get_or_insert_with(|| {
                         format!(
                             "{} {} bytes, NUL at {:?}: {:?}",
-                            if t % 2 == 0 {
-                                "held pread(70000, 0):"
-                            } else {
-                                "fresh open, pread(70000, 0):"
-                            },
+                            if t % 2 == 0 { "held" } else { "fresh" },
                             got.len(),
                             got.iter().position(|&c| c == 0),
                             String::from_utf8_lossy(&got[..got.len().min(60)])
@@ -302,19 +319,17 @@ fn read_only_mount_reads_only_stored_values_while_the_secret_changes_elsewhere()
         }));
     }
     for v in &values {
-        put(&s, v);
+        change(v);
         std::thread::sleep(Duration::from_millis(10));
     }
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();
     }
-    let (bad, reads) = (bad.load(Ordering::Relaxed), reads.load(Ordering::Relaxed));
-    assert!(reads > 1000, "the readers ran ({reads})");
-    assert_eq!(
-        bad,
-        0,
-        "{bad} of {reads} reads on a read-only mount were no stored value, e.g. {:?}",
-        example.lock()
-    );
+    let example = example.lock().take();
+    (
+        bad.load(Ordering::Relaxed),
+        reads.load(Ordering::Relaxed),
+        example,
+    )
 }

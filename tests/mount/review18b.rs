@@ -3,15 +3,13 @@
 //! pinned to one version). Each test reproduces a finding on a real mount
 //! and fails on the state reviewed (branch review-18b, cfc4005).
 
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::common::*;
+use crate::review18::{count, pread_all};
 
 /// A read-only shared map of `len` bytes of `f`, each fault reading its own
 /// page only (MADV_RANDOM), so that which descriptor fills which page is
@@ -62,17 +60,6 @@ impl Drop for Map {
         // SAFETY: the mapping made in `new`.
         unsafe { libc::munmap(self.ptr, self.len) };
     }
-}
-
-fn count(b: &[u8], c: u8) -> usize {
-    b.iter().filter(|&&x| x == c).count()
-}
-
-fn pread_all(f: &File) -> Vec<u8> {
-    let mut buf = vec![0u8; 70_000];
-    let n = f.read_at(&mut buf, 0).expect("pread");
-    buf.truncate(n);
-    buf
 }
 
 /// A config file with one template `t` whose source is `source`.
@@ -192,71 +179,13 @@ fn read_only_rendered_file_reads_only_whole_renders_while_its_secret_changes() {
         .start();
     let path = m.p(".secretsfs/rendered/t");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), initial);
-    let values: Vec<String> = (0..400)
-        .map(|i: usize| {
-            let len = 14 + (i * 97) % 297;
-            let head = format!("v{i:03}-");
-            format!("{head}{}", "x".repeat(len - head.len()))
-        })
-        .collect();
-    let allowed: Arc<HashSet<Vec<u8>>> = Arc::new(
-        values
-            .iter()
-            .chain([&initial])
-            .map(|v| v.as_bytes().to_vec())
-            .collect(),
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let bad = Arc::new(AtomicUsize::new(0));
-    let reads = Arc::new(AtomicUsize::new(0));
-    let example = Arc::new(parking_lot::Mutex::new(None::<String>));
-    let mut threads = Vec::new();
-    for t in 0..4 {
-        let (path, stop, bad, reads, example, allowed) = (
-            path.clone(),
-            stop.clone(),
-            bad.clone(),
-            reads.clone(),
-            example.clone(),
-            allowed.clone(),
-        );
-        threads.push(std::thread::spawn(move || {
-            let held = File::open(&path).unwrap();
-            while !stop.load(Ordering::Relaxed) {
-                let got = if t % 2 == 0 {
-                    pread_all(&held)
-                } else {
-                    pread_all(&File::open(&path).unwrap())
-                };
-                reads.fetch_add(1, Ordering::Relaxed);
-                if !allowed.contains(&got) {
-                    bad.fetch_add(1, Ordering::Relaxed);
-                    example.lock().get_or_insert_with(|| {
-                        format!(
-                            "{} bytes: {:?}",
-                            got.len(),
-                            String::from_utf8_lossy(&got[..got.len().min(40)])
-                        )
-                    });
-                }
-            }
-        }));
-    }
-    for v in &values {
+    let (bad, reads, example) = crate::review18::readers_while_it_changes(&path, &initial, |v| {
         put(&s, v);
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
-    }
-    let (bad, reads) = (bad.load(Ordering::Relaxed), reads.load(Ordering::Relaxed));
+    });
     assert!(reads > 1000, "the readers ran ({reads})");
     assert_eq!(
-        bad,
-        0,
-        "{bad} of {reads} reads of a rendered file on a read-only mount were no render, e.g. {:?}",
-        example.lock()
+        bad, 0,
+        "{bad} of {reads} reads of a rendered file on a read-only mount were no render, e.g. {example:?}"
     );
 }
 
