@@ -102,7 +102,10 @@ fn with_a_slow_backend_no_read_waits_on_it_after_the_first() {
         worst = worst.max(t.elapsed());
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(worst <= Duration::from_millis(50), "a read took {worst:?}");
+    // A read that waited on the backend takes its 300 ms delay at least;
+    // the bound sits below that, with room for a loaded 2-core machine
+    // (one read in 500 took 76 ms while other builds ran beside the suite).
+    assert!(worst < Duration::from_millis(250), "a read took {worst:?}");
     let st = m.stats();
     assert!(st["refreshed_ahead"].as_u64().unwrap() >= 3, "{st}");
     assert_eq!(st["stale_served"], 0, "{st}");
