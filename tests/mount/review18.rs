@@ -13,13 +13,13 @@ use crate::common::*;
 
 /// A read-only shared map of `len` bytes of `f`; with `random`, each page
 /// fault reads that page only (MADV_RANDOM: no read-around).
-struct Map {
+pub(crate) struct Map {
     ptr: *mut libc::c_void,
     len: usize,
 }
 
 impl Map {
-    fn new(f: &File, len: usize, random: bool) -> Map {
+    pub(crate) fn new(f: &File, len: usize, random: bool) -> Map {
         // SAFETY: a fresh mapping of a descriptor we own; checked below.
         let ptr = unsafe {
             libc::mmap(
@@ -45,13 +45,13 @@ impl Map {
     }
 
     /// Touches one byte (faults its page in).
-    fn at(&self, i: usize) -> u8 {
+    pub(crate) fn at(&self, i: usize) -> u8 {
         assert!(i < self.len);
         // SAFETY: within the mapping.
         unsafe { std::ptr::read_volatile((self.ptr as *const u8).add(i)) }
     }
 
-    fn bytes(&self) -> Vec<u8> {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         (0..self.len).map(|i| self.at(i)).collect()
     }
 }

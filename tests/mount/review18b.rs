@@ -9,58 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use crate::common::*;
-use crate::review18::{count, pread_all};
-
-/// A read-only shared map of `len` bytes of `f`, each fault reading its own
-/// page only (MADV_RANDOM), so that which descriptor fills which page is
-/// up to the test.
-struct Map {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-impl Map {
-    fn new(f: &File, len: usize) -> Map {
-        // SAFETY: a fresh mapping of a descriptor we own; checked below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(
-            ptr,
-            libc::MAP_FAILED,
-            "mmap: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: advice on the mapping just made.
-        assert_eq!(unsafe { libc::madvise(ptr, len, libc::MADV_RANDOM) }, 0);
-        Map { ptr, len }
-    }
-
-    /// Touches one byte (faults its page in).
-    fn at(&self, i: usize) -> u8 {
-        assert!(i < self.len);
-        // SAFETY: within the mapping.
-        unsafe { std::ptr::read_volatile((self.ptr as *const u8).add(i)) }
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        (0..self.len).map(|i| self.at(i)).collect()
-    }
-}
-
-impl Drop for Map {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`.
-        unsafe { libc::munmap(self.ptr, self.len) };
-    }
-}
+use crate::review18::{Map, count, pread_all};
 
 /// A config file with one template `t` whose source is `source`.
 fn template_config(dir: &std::path::Path, source: &str) -> String {
@@ -84,7 +33,7 @@ fn a_map_of_current_never_shows_a_writers_uncommitted_bytes() {
     let n = 8192;
     std::fs::write(&cur, vec![b'a'; n]).unwrap();
     let reader = File::open(&cur).unwrap();
-    let service_map = Map::new(&reader, n);
+    let service_map = Map::new(&reader, n, true);
     assert_eq!(service_map.bytes(), vec![b'a'; n], "the stored value");
     // Another process edits the file in place, and maps its descriptor.
     let w = OpenOptions::new()
@@ -93,7 +42,7 @@ fn a_map_of_current_never_shows_a_writers_uncommitted_bytes() {
         .open(&cur)
         .unwrap();
     w.write_all_at(&vec![b'J'; n], 0).unwrap();
-    let writer_map = Map::new(&w, n);
+    let writer_map = Map::new(&w, n, true);
     let _ = (writer_map.at(0), writer_map.at(4096));
     // Nothing was committed: 'J' was never stored.
     let seen = service_map.bytes();
@@ -211,8 +160,8 @@ fn a_map_of_a_rendered_file_never_mixes_two_renders() {
     std::fs::write(&cur, vec![b'b'; n]).unwrap();
     let new = File::open(&rendered).unwrap();
     assert_eq!(pread_all(&new), vec![b'b'; n], "read(2) of the new handle");
-    let old_map = Map::new(&old, n);
-    let new_map = Map::new(&new, n);
+    let old_map = Map::new(&old, n, true);
+    let new_map = Map::new(&new, n, true);
     let _ = new_map.at(0);
     let _ = old_map.at(4096);
     let seen = new_map.bytes();
@@ -242,7 +191,7 @@ fn an_existing_map_follows_a_write_through_the_mount() {
     let n = 8192;
     std::fs::write(&cur, vec![b'a'; n]).unwrap();
     let f = File::open(&cur).unwrap();
-    let map = Map::new(&f, n);
+    let map = Map::new(&f, n, true);
     assert_eq!(map.bytes(), vec![b'a'; n]);
     sh_ok(
         &format!("printf '%{n}s' '' | tr ' ' b > {}", cur.display()),
@@ -281,7 +230,7 @@ fn a_held_descriptors_seek_to_end_never_shrinks_another_processs_map() {
     let fresh = File::open(&cur).unwrap();
     let len = fresh.metadata().unwrap().len() as usize;
     assert_eq!(len, 9000);
-    let map = Map::new(&fresh, len);
+    let map = Map::new(&fresh, len, true);
     assert_eq!(map.bytes(), vec![b'b'; 9000]);
     // The attributes expire (--ttl 1); the old reader asks for its end.
     std::thread::sleep(Duration::from_millis(1500));
