@@ -400,7 +400,7 @@ async fn temporary_files_stay_in_their_directory_and_rename_is_the_put() {
         path_ino(&s.fs, "a/.tmp123").await.is_err(),
         "the temp file is gone"
     );
-    let names: Vec<String> = {
+    let names: std::collections::BTreeSet<String> = {
         let fh = s.fs.opendir(a, ME).await.unwrap();
         s.fs.readdir(fh)
             .unwrap()
@@ -413,6 +413,8 @@ async fn temporary_files_stay_in_their_directory_and_rename_is_the_put() {
         [
             ".", "..", "current", "previous", "stages", "versions", "json"
         ]
+        .map(String::from)
+        .into()
     );
 }
 

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use super::Fs;
+use super::core::Core;
 use crate::inode::{Node, secret_of};
 use crate::store::{SecretName, SecretVersion, Selector, Stage};
 
@@ -56,7 +56,7 @@ impl Change {
     }
 }
 
-impl Fs {
+impl Core {
     /// The secret `s` changed as `change` says: the caches and the kernel
     /// are told, once.
     pub(super) fn secret_changed(&self, s: &SecretName, change: Change) {
@@ -146,5 +146,24 @@ impl Fs {
             }
         }
         self.names_changed(pick);
+    }
+
+    /// A refresh of one secret: everything cached of it goes, and the
+    /// namespace asks for the name again.
+    pub(super) fn refresh_secret(&self, s: &SecretName) {
+        self.secret_changed(s, Change::unknown(Files::All));
+        self.names.refresh_name(s.as_str());
+    }
+
+    /// A refresh of a prefix: every secret under it, and the listing.
+    pub(super) fn refresh_prefix(&self, p: &str) {
+        self.secrets_changed_where(|n| n.as_str().starts_with(p));
+        self.names.refresh(p);
+        // The directories above may list other children now.
+        for (ino, node) in self.inodes.all() {
+            if matches!(&node, Node::Dir(d) if p.starts_with(&format!("{d}/")) || d.is_empty()) {
+                self.kernel.changed(ino);
+            }
+        }
     }
 }

@@ -5,14 +5,14 @@
 
 use futures::StreamExt;
 
-use super::Fs;
+use super::core::Core;
 use crate::store::{SecretName, Selector, Stage, StoreErrorKind};
 
 /// DescribeSecret calls one tick has open at once (the store's gate
 /// bounds the whole daemon's too).
 const TICK_CALLS: usize = 8;
 
-impl Fs {
+impl Core {
     /// One interval of hook `hook`: revalidate, then run the hook once per
     /// changed secret. Returns the runs started (tests wait for them).
     pub async fn watch_tick(&self, hook: usize) -> Vec<tokio::task::JoinHandle<()>> {

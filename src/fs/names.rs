@@ -101,6 +101,10 @@ pub fn writable(label: &Label) -> bool {
     !label.is_reserved()
 }
 
+/// The extended attribute of a `versions/` entry that holds its staging
+/// labels (`getfattr -n user.secretsfs.stages versions/*`).
+pub const STAGES_XATTR: &str = "user.secretsfs.stages";
+
 #[cfg(test)]
 mod tests {
     use super::*;

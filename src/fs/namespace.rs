@@ -114,7 +114,11 @@ impl RecentNames {
 }
 
 impl Namespace {
-    pub fn new(cfg: &super::FsConfig, store: Arc<dyn SecretStore>, stats: Arc<Stats>) -> Self {
+    pub fn new(
+        cfg: &super::settings::FsConfig,
+        store: Arc<dyn SecretStore>,
+        stats: Arc<Stats>,
+    ) -> Self {
         let warned = Arc::new(Warned::default());
         let fixed = cfg
             .secrets

@@ -1,177 +1,33 @@
-//! Writes: the put pipeline every writable file goes through (`put_target`:
-//! fresh UUID token, limits, "unchanged" judged against Secrets Manager at
-//! commit time, lost answers looked up), the close, fsync and release of
+//! Writes: the one put pipeline every writable file goes through
+//! (`put_target`: `current`, a JSON key merged into AWSCURRENT, a version
+//! with one label; fresh UUID token, limits, "unchanged" judged against
+//! Secrets Manager at commit time, lost answers looked up), the promotion
+//! of a label to AWSCURRENT, the close, fsync and release of
 //! write handles as their state (write_state.rs) says, per-secret put
 //! serialisation and churn warnings.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
-use parking_lot::Mutex;
-use tokio::sync::OwnedMutexGuard;
 use zeroize::Zeroizing;
 
-use super::Fs;
 use super::coherence::{Change, Files, Slot};
-use super::handles::Handle;
+use super::core::Core;
+use super::handles::{Handle, TempHandle};
+use super::jsonkey::{Edit, merged};
+use super::names;
+use super::temp::TempRef;
 use super::types::{Closer, Opened};
 use super::write_state::{Target, Then, WriteRef, WriteState, check_value, grow};
 use crate::error::{Error, Result};
 use crate::inode::Ino;
 use crate::process;
 use crate::store::{
-    SecretBytes, SecretName, SecretVersion, Selector, Stage, StoreError, StoreErrorKind, VersionId,
+    Label, SecretBytes, SecretName, SecretVersion, Selector, Stage, StoreError, StoreErrorKind,
+    VersionId,
 };
 
-/// How long `current` stays hidden from a process replacing it (install).
-const REPLACE_WINDOW: Duration = Duration::from_secs(5);
-/// The API's advice: put a secret at most about once every 10 minutes.
-const CHURN_WARNING: Duration = Duration::from_secs(600);
-/// Secrets whose last put time is remembered for the churn warning.
-const MAX_CHURN_ENTRIES: usize = 1_000;
-/// The churn warning is given at most this often per secret.
-const CHURN_REPEAT: Duration = Duration::from_secs(3600);
-
-/// A secret's puts as the churn warning sees them.
-#[derive(Clone, Copy)]
-struct Churn {
-    last_put: Instant,
-    warned: Option<Instant>,
-}
-
-/// Write-side bookkeeping shared by all handles.
-#[derive(Default)]
-pub struct Writes {
-    put_locks: Mutex<HashMap<SecretName, Arc<tokio::sync::Mutex<()>>>>,
-    /// Secrets Manager's version quota is what the churn warning is about:
-    /// given on AWS only (the local store has no quota).
-    warn_churn: bool,
-    last_put: Mutex<HashMap<SecretName, Churn>>,
-    /// (directory, process) for which `current` is being replaced.
-    replacing: Mutex<HashMap<(String, u32), Instant>>,
-}
-
-/// One put at a time per secret, so that the cache's order matches the
-/// API's; the lock is dropped from the table when nobody waits for it.
-pub(super) struct PutTurn<'a> {
-    writes: &'a Writes,
-    name: SecretName,
-    guard: Option<OwnedMutexGuard<()>>,
-}
-
-impl Drop for PutTurn<'_> {
-    fn drop(&mut self) {
-        drop(self.guard.take());
-        let mut locks = self.writes.put_locks.lock();
-        // Only the table's own reference left: nobody waits.
-        if locks
-            .get(&self.name)
-            .is_some_and(|l| Arc::strong_count(l) == 1)
-        {
-            locks.remove(&self.name);
-        }
-    }
-}
-
-impl Writes {
-    pub(super) async fn turn(&self, name: &SecretName) -> PutTurn<'_> {
-        let lock = self
-            .put_locks
-            .lock()
-            .entry(name.clone())
-            .or_default()
-            .clone();
-        let guard = lock.lock_owned().await;
-        PutTurn {
-            writes: self,
-            name: name.clone(),
-            guard: Some(guard),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.put_locks.lock().len()
-    }
-
-    /// Writes that warn about churn (on AWS) or not (the local store).
-    pub(super) fn new(warn_churn: bool) -> Self {
-        Self {
-            warn_churn,
-            ..Self::default()
-        }
-    }
-
-    /// Logs when a secret is put more often than the API advises (on AWS
-    /// only, at most once an hour per secret); whether it did.
-    pub(super) fn note_put(&self, name: &SecretName) -> bool {
-        if !self.warn_churn {
-            return false;
-        }
-        let now = Instant::now();
-        let mut last = self.last_put.lock();
-        if last.len() >= MAX_CHURN_ENTRIES {
-            last.retain(|_, c| {
-                now.duration_since(c.last_put) < CHURN_WARNING
-                    || c.warned
-                        .is_some_and(|w| now.duration_since(w) < CHURN_REPEAT)
-            });
-        }
-        let before = last.insert(
-            name.clone(),
-            Churn {
-                last_put: now,
-                warned: None,
-            },
-        );
-        let Some(before) = before else {
-            return false;
-        };
-        let entry = last.get_mut(name).expect("just inserted");
-        entry.warned = before.warned;
-        let since = now.duration_since(before.last_put);
-        let quiet = before
-            .warned
-            .is_some_and(|w| now.duration_since(w) < CHURN_REPEAT);
-        if since >= CHURN_WARNING || quiet {
-            return false;
-        }
-        entry.warned = Some(now);
-        tracing::warn!(secret = %name, since_last_secs = since.as_secs(),
-            "secret written more than once in 10 minutes: each write is a new version, and Secrets Manager \
-             refuses new versions (EDQUOT) once too many were made in a day; write the final value once \
-             (edit a copy, then copy it over current). Said at most once an hour per secret");
-        true
-    }
-
-    /// Whether `current` in `dir` is hidden from this process because it
-    /// unlinked it to create it anew.
-    pub fn is_replacing(&self, dir: &str, pid: u32) -> bool {
-        let mut r = self.replacing.lock();
-        if r.is_empty() {
-            return false;
-        }
-        let now = Instant::now();
-        r.retain(|_, until| *until > now);
-        r.contains_key(&(dir.to_string(), process::tgid(pid)))
-    }
-
-    pub(super) fn start_replacing(&self, dir: &str, tgid: u32) {
-        let now = Instant::now();
-        let mut r = self.replacing.lock();
-        r.retain(|_, until| *until > now);
-        r.insert((dir.to_string(), tgid), now + REPLACE_WINDOW);
-    }
-
-    pub(super) fn end_replacing(&self, dir: &str, tgid: u32) -> bool {
-        self.replacing
-            .lock()
-            .remove(&(dir.to_string(), tgid))
-            .is_some()
-    }
-}
-
-impl Fs {
+impl Core {
     pub(super) async fn open_write(
         &self,
         ino: Ino,
@@ -220,7 +76,6 @@ impl Fs {
                 let off = usize::try_from(offset).map_err(|_| Error::NoSpace)?;
                 t.file.lock().write(off, data, t.append)
             }
-            Some(Handle::Refresh) => self.refresh(data).await,
             _ => Err(Error::BadHandle),
         }
     }
@@ -289,6 +144,31 @@ impl Fs {
         }
     }
 
+    /// A temporary file that became `current` and was written since: put
+    /// it (the owner's close, an fsync, or the last close).
+    pub(super) async fn commit_temp(&self, file: &TempRef) -> Result<()> {
+        let (target, value) = {
+            let mut f = file.lock();
+            if f.abandoned {
+                return Err(Error::Abandoned);
+            }
+            let Some((name, target)) = f.target.clone().filter(|_| f.dirty) else {
+                return Ok(());
+            };
+            f.dirty = false;
+            ((name, target), SecretBytes::new(f.bytes().to_vec()))
+        };
+        self.put_target(&target.0, &target.1, value, false).await
+    }
+
+    pub(super) async fn release_temp(&self, t: TempHandle) {
+        if let Err(e) = self.commit_temp(&t.file).await
+            && !matches!(e, Error::Abandoned)
+        {
+            tracing::error!(error = %e, "write at last close failed; value not stored");
+        }
+    }
+
     /// What the state said a close or an fsync is to do.
     async fn carry_out(&self, st: &mut WriteState, then: Then) -> Result<()> {
         match then {
@@ -326,15 +206,72 @@ impl Fs {
             Target::JsonKey(key, existed) => {
                 let buf = value.as_bytes();
                 let edit = if *existed {
-                    super::json::Edit::Replace(buf)
+                    Edit::Replace(buf)
                 } else {
-                    super::json::Edit::Set(buf)
+                    Edit::Set(buf)
                 };
                 self.put_json(name, key, edit).await
             }
             Target::Stage(l) => self.put_staged(name, l, value).await,
         }
         .map(|_| ())
+    }
+
+    /// The put of a key's change, merged inside the secret's put turn with
+    /// the AWSCURRENT the "unchanged" check uses, so that a change another
+    /// writer made to another key since open is kept.
+    pub(super) async fn put_json(&self, s: &SecretName, key: &str, edit: Edit<'_>) -> Result<bool> {
+        if let Edit::Set(w) | Edit::Replace(w) = edit
+            && w.is_empty()
+        {
+            return Err(Error::Invalid("an empty value cannot be stored".into()));
+        }
+        // The put's coherence step covers this key's file too.
+        self.put_with(s, false, |cur| {
+            merged(cur.ok_or(Error::NotFound)?, key, edit)
+        })
+        .await
+    }
+
+    /// PutSecretValue with VersionStages=[l] and a fresh token; AWSCURRENT
+    /// and AWSPREVIOUS stay, so their cached values stay valid. "Unchanged"
+    /// is judged against the version carrying `l` now. Returns whether a
+    /// version was created.
+    pub(super) async fn put_staged(
+        &self,
+        name: &SecretName,
+        l: &Label,
+        value: SecretBytes,
+    ) -> Result<bool> {
+        check_value(&value)?;
+        let _turn = self.writes.turn(name).await;
+        let old = self.stage_now(name, l).await?;
+        if old.is_some_and(|o| o.value == value) {
+            tracing::info!(secret = %name, label = ?l, "value unchanged; no new version");
+            return Ok(false);
+        }
+        self.writes.note_put(name);
+        let token = uuid::Uuid::new_v4().to_string();
+        let sent = self
+            .store
+            .put_value_staged(name, &value, &token, std::slice::from_ref(l))
+            .await;
+        let id = match sent {
+            Ok(id) => id,
+            Err(e) if e.is_transient() => self.landed(name, &token, e).await?,
+            Err(e) => return Err(e.into()),
+        };
+        tracing::info!(secret = %name, label = ?l, version = %id,
+            "new version stored with this label");
+        self.stats.staged_put();
+        let new = Arc::new(SecretVersion::new(id.clone(), value, SystemTime::now()));
+        self.values
+            .insert((name.clone(), Selector::Id(id)), Some(new), None);
+        // A secret's first version takes AWSCURRENT whatever it is given
+        // (a secret created without a value): what is known of its labels
+        // (a remembered "no current") goes.
+        self.secret_changed(name, Change::unknown(Files::Labels));
+        Ok(true)
     }
 
     /// AWSCURRENT as it is in Secrets Manager now: the cached copy when
@@ -488,21 +425,91 @@ impl Fs {
         };
         self.secret_changed(name, change);
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// AWSCURRENT moves to the version carrying `l` (AWSPREVIOUS follows to
+    /// the old current), then `l` leaves that version, since the rename
+    /// took its name away (AWSCURRENT and AWSPREVIOUS excepted: the first
+    /// is where it belongs, the second moved by itself).
+    pub(super) async fn promote(&self, s: &SecretName, l: &Label) -> Result<()> {
+        let _turn = self.writes.turn(s).await;
+        let d = self.described_now(s).await?;
+        let to = d.with_label(l).cloned().ok_or(Error::NotFound)?;
+        let from = d.with_stage(Stage::Current).cloned();
+        if from.as_ref() == Some(&to) {
+            // Already current (a label left there by an earlier promotion
+            // whose removal failed): the rename still takes the name away.
+            if names::writable(l) {
+                self.store.update_stage(s, l, None, Some(&to)).await?;
+                let change = Change {
+                    current: Slot::Keep,
+                    previous: Slot::Keep,
+                    versions: true,
+                    files: Files::Labels,
+                };
+                self.secret_changed(s, change);
+            }
+            tracing::info!(secret = %s, label = ?l, "already AWSCURRENT");
+            return Ok(());
+        }
+        let current = Label::of(Stage::Current);
+        if let Err(e) = self
+            .store
+            .update_stage(s, &current, Some(&to), from.as_ref())
+            .await
+        {
+            // A lost answer may have moved it (the SDK's retry is then
+            // refused, AWSCURRENT having left `from`): ask where it is.
+            self.secret_changed(s, Change::unknown(Files::Labels));
+            let moved = self
+                .described_now(s)
+                .await
+                .is_ok_and(|d| d.with_stage(Stage::Current) == Some(&to));
+            if !moved {
+                return Err(e.into());
+            }
+            tracing::warn!(secret = %s, label = ?l, error = %e,
+                "the answer to the promotion was lost or refused on retry; AWSCURRENT is on the version, so it succeeded");
+        }
+        self.stats.stage_moved();
+        tracing::info!(secret = %s, label = ?l, version = %to,
+            previous = %from.as_ref().map_or("none", |v| v.as_str()), "promoted: AWSCURRENT moved");
+        if names::writable(l)
+            && let Err(e) = self.store.update_stage(s, l, None, Some(&to)).await
+        {
+            tracing::warn!(secret = %s, label = ?l, version = %to, error = %e,
+                "promoted, but the label could not be removed from the version; it stays on the new current");
+        }
+        self.after_promotion(s, &to, from.as_ref());
+        Ok(())
+    }
 
-    #[test]
-    fn the_churn_warning_is_for_aws_only_and_once_an_hour_per_secret() {
-        let (a, b) = (SecretName::new("a"), SecretName::new("b"));
-        let local = Writes::new(false);
-        assert!((0..6).all(|_| !local.note_put(&a)));
-        let aws = Writes::new(true);
-        assert!(!aws.note_put(&a), "a first write");
-        assert!(aws.note_put(&a), "a second one within 10 minutes");
-        assert!((0..4).all(|_| !aws.note_put(&a)), "said once an hour");
-        assert!(!aws.note_put(&b) && aws.note_put(&b), "per secret");
+    /// Read-your-writes after a promotion: `current` is the promoted
+    /// version and `previous` the old current, when their values are held;
+    /// otherwise their entries go and the next read asks (by label).
+    fn after_promotion(
+        &self,
+        s: &SecretName,
+        to: &crate::store::VersionId,
+        from: Option<&crate::store::VersionId>,
+    ) {
+        let cur_key = (s.clone(), Selector::Stage(Stage::Current));
+        let held = |key: &(SecretName, Selector), id: Option<&crate::store::VersionId>| {
+            self.values
+                .peek_any(key)
+                .flatten()
+                .filter(|v| Some(&v.id) == id)
+        };
+        let old = held(&cur_key, from);
+        let new = held(&(s.clone(), Selector::Id(to.clone())), Some(to));
+        let known = |v: Option<Arc<SecretVersion>>| v.map_or(Slot::Drop, |v| Slot::Set(Some(v)));
+        // current, previous, the JSON keys and every stage file of it.
+        let change = Change {
+            current: known(new),
+            previous: known(old),
+            versions: true,
+            files: Files::Labels,
+        };
+        self.secret_changed(s, change);
+        self.hooks_put(s, to);
     }
 }

@@ -1,23 +1,15 @@
-//! JSON fields as files: `<secret>/json/<key>` is one top-level key of
-//! AWSCURRENT when that is a JSON object. Reads follow `current` (same
-//! cache, TTL, kernel coherence); a write, create or unlink puts AWSCURRENT
-//! as it is at commit time with that one key changed, every other key's
-//! text and the keys' order kept.
-
-use std::sync::Arc;
-use std::time::SystemTime;
+//! A JSON key as a file's text, and an edit of one key merged into a value:
+//! what `json/<key>` reads (a string's text, any other value as compact
+//! JSON) and what its write, create or unlink puts (AWSCURRENT as it is at
+//! commit time with that one key changed, every other key's text and the
+//! keys' order kept). A leaf: the json/ view reads with it, the put
+//! pipeline merges with it.
 
 use zeroize::Zeroizing;
 
-use super::Fs;
-use super::names;
-use super::types::{Caller, Entry, Opened, slice};
-use super::write_state::WriteState;
 use crate::error::{Error, Result};
-use crate::inode::{Ino, Node};
-use crate::process;
-use crate::store::{SecretBytes, SecretName, SecretVersion, Selector, Stage};
-use crate::tree::{self, Warned};
+use crate::store::{SecretBytes, SecretName, SecretVersion};
+use crate::tree;
 
 /// What a commit does to a key.
 #[derive(Clone, Copy, Debug)]
@@ -31,7 +23,7 @@ pub(super) enum Edit<'a> {
     Remove,
 }
 
-fn not_an_object() -> Error {
+pub(super) fn not_an_object() -> Error {
     Error::Invalid("AWSCURRENT is not a JSON object".into())
 }
 
@@ -70,7 +62,7 @@ fn is_string(raw: &str) -> bool {
 
 /// What a key's file holds: a string's text (no quotes, no newline), any
 /// other value as compact JSON.
-fn text_of(raw: &str) -> Zeroizing<Vec<u8>> {
+pub(super) fn text_of(raw: &str) -> Zeroizing<Vec<u8>> {
     if is_string(raw)
         && let Ok(s) = serde_json::from_str::<String>(raw)
     {
@@ -150,223 +142,10 @@ pub(super) fn key_path(s: &SecretName, key: &str) -> String {
     format!("{s}/json/{key}")
 }
 
-/// The JSON views' own state: which keys were warned about.
-#[derive(Default)]
-pub struct JsonViews {
-    warned: Warned,
-}
-
-impl Fs {
-    /// AWSCURRENT, as `current` reads it (cache, TTL).
-    async fn json_source(
-        &self,
-        s: &SecretName,
-    ) -> Result<(Arc<SecretVersion>, std::time::Duration)> {
-        self.version(s, Selector::Stage(Stage::Current)).await
-    }
-
-    /// The keys `json/` lists: those that can be file names (the others
-    /// are warned about once per secret and key); none when AWSCURRENT is
-    /// not a JSON object.
-    pub(super) async fn json_keys(&self, s: &SecretName) -> Result<Vec<String>> {
-        let (v, _) = self.json_source(s).await?;
-        let all = keys(&v).unwrap_or_default();
-        Ok(all
-            .into_iter()
-            .filter(|k| {
-                let ok = is_file_name(k);
-                if !ok && self.json.warned.first_time(&format!("{s}\0json\0{k}")) {
-                    let shown: String = k.chars().take(64).collect();
-                    tracing::warn!(secret = %s, key = %shown.escape_debug(),
-                        "JSON key cannot be a file name; left out of json/");
-                }
-                ok
-            })
-            .collect())
-    }
-
-    /// The key's text in AWSCURRENT, or NotFound.
-    async fn json_text(&self, s: &SecretName, key: &str) -> Result<Arc<SecretVersion>> {
-        let (v, _) = self.json_source(s).await?;
-        let text = key_text(&v, key).ok_or(Error::NotFound)?;
-        Ok(Arc::new(SecretVersion::new(v.id.clone(), text, v.created)))
-    }
-
-    /// A key file's attributes: its text's size, AWSCURRENT's date; the
-    /// kernel's view follows AWSCURRENT's version, as for `current`.
-    pub(super) async fn json_attr(&self, ino: Ino, s: &SecretName, key: &str) -> Result<Entry> {
-        if !is_file_name(key) {
-            return Err(Error::NotFound);
-        }
-        let (v, ttl) = self.json_source(s).await?;
-        let Some(text) = key_text(&v, key) else {
-            // A key being created: it exists once its writer's close puts it.
-            if self.kernel.writing(ino) {
-                return Ok(Entry::uncached(self.file_attr(
-                    ino,
-                    0,
-                    SystemTime::now(),
-                    true,
-                )));
-            }
-            return Err(Error::NotFound);
-        };
-        let shown = Arc::new(SecretVersion::new(v.id.clone(), text, v.created));
-        let shown = self.kernel.tell(ino, &shown);
-        Ok(Entry {
-            attr: self.file_attr(ino, shown.value.len() as u64, shown.created, true),
-            ttl,
-        })
-    }
-
-    /// A read handle pins the key's text of one AWSCURRENT version.
-    pub(super) async fn open_json_read(&self, s: &SecretName, key: &str) -> Result<Opened> {
-        let version = self.json_text(s, key).await?;
-        Ok(self.read_handle(version))
-    }
-
-    /// A read with no handle (no-open mode, read-only mounts).
-    pub(super) async fn json_read(
-        &self,
-        s: &SecretName,
-        key: &str,
-        offset: u64,
-        size: u32,
-    ) -> Result<Vec<u8>> {
-        let v = self.json_text(s, key).await?;
-        Ok(slice(v.value.as_bytes(), offset, size))
-    }
-
-    /// Open for writing: without O_TRUNC the handle starts from the key's
-    /// text in AWSCURRENT now (not a cached copy), as `current` does.
-    pub(super) async fn open_json_write(
-        &self,
-        ino: Ino,
-        s: &SecretName,
-        key: &Arc<str>,
-        flags: i32,
-        pid: u32,
-    ) -> Result<Opened> {
-        if self.cfg.read_only {
-            return Err(Error::ReadOnly);
-        }
-        let mut buf = Zeroizing::new(Vec::new());
-        if flags & libc::O_TRUNC == 0 {
-            let cur = self.current_now(s).await?.ok_or(Error::NotFound)?;
-            let index = cur.json().ok_or_else(not_an_object)?;
-            let raw = index.raw(cur.value.as_bytes(), key);
-            buf = text_of(raw.ok_or(Error::NotFound)?);
-        }
-        let state = WriteState::new(ino, s.clone(), buf, flags, process::tgid(pid))
-            .json_key(key.clone(), true);
-        Ok(self.write_handle(state))
-    }
-
-    /// Whether `name` in `json/` is a key (a create or a rename onto it
-    /// puts that key): unless it is named like a temporary file and
-    /// AWSCURRENT has no such key now.
-    pub(super) async fn json_is_key(&self, s: &SecretName, name: &str) -> Result<bool> {
-        if !is_file_name(name) {
-            return Err(Error::Invalid("bad file name".into()));
-        }
-        if !names::is_temp_name(name) {
-            return Ok(true);
-        }
-        let cur = self.current_now(s).await?.ok_or(Error::NotFound)?;
-        Ok(cur.json().ok_or_else(not_an_object)?.contains(name))
-    }
-
-    /// create(2) in `json/`: a temporary file (see `is_temp_name`), or a
-    /// handle that starts empty whose commit adds the key (last) or
-    /// replaces it.
-    pub(super) async fn json_create(
-        &self,
-        s: SecretName,
-        name: &str,
-        flags: i32,
-        mode: u32,
-        caller: Caller,
-    ) -> Result<(Entry, Opened)> {
-        if !is_file_name(name) {
-            return Err(Error::Invalid("bad file name".into()));
-        }
-        let owner = process::tgid(caller.pid);
-        // install(1) unlinked the key to create it anew: the key is there.
-        let replacing = self.writes.end_replacing(&key_path(&s, name), owner);
-        let cur = self.current_now(&s).await?.ok_or(Error::NotFound)?;
-        let index = cur.json().ok_or_else(not_an_object)?;
-        let existing = index.raw(cur.value.as_bytes(), name);
-        if existing.is_none() && !replacing && names::is_temp_name(name) {
-            let dir = Arc::from(format!("{s}/json"));
-            return self.create_temp((dir, Arc::from(name)), flags, mode, caller);
-        }
-        if flags & libc::O_EXCL != 0 && existing.is_some() && !replacing {
-            return Err(Error::Exists);
-        }
-        // The key may exist although the lookup (from the cache) did not
-        // see it: without O_TRUNC, build on what it holds.
-        let buf = match existing {
-            Some(raw) if flags & libc::O_TRUNC == 0 && !replacing => text_of(raw),
-            _ => Zeroizing::new(Vec::new()),
-        };
-        let key: Arc<str> = Arc::from(name);
-        let ino = self
-            .inodes
-            .assign(Node::JsonKey(s.clone(), key.clone()), true);
-        let state = WriteState::new(ino, s, buf, flags, owner).json_key(key, existing.is_some());
-        let opened = self.write_handle(state);
-        let attr = self.file_attr(ino, 0, SystemTime::now(), true);
-        Ok((Entry::uncached(attr), opened))
-    }
-
-    /// unlink(2) in `json/`: a version without the key (ENOENT if it is not
-    /// there at commit time).
-    pub(super) async fn json_unlink(
-        &self,
-        s: &SecretName,
-        name: &str,
-        caller: Caller,
-    ) -> Result<()> {
-        if self.cfg.read_only {
-            return Err(Error::ReadOnly);
-        }
-        let owner = process::tgid(caller.pid);
-        let comm = process::comm(owner);
-        let backup: super::temp::TempKey = (
-            Arc::from(format!("{s}/json")),
-            Arc::from(format!("{name}~")),
-        );
-        let saving =
-            names::KEY_REPLACERS.contains(&comm.as_str()) && self.temps.named(&backup).is_some();
-        if names::REPLACERS.contains(&comm.as_str()) || saving {
-            // install(1) unlinks, then creates: one put, the key in place.
-            tracing::info!(secret = %s, pid = caller.pid, program = %comm, "a program replaces a JSON key: hidden from that process until it creates it");
-            self.writes.start_replacing(&key_path(s, name), owner);
-            return Ok(());
-        }
-        self.put_json(s, name, Edit::Remove).await.map(|_| ())
-    }
-
-    /// The put of a key's change, merged inside the secret's put turn with
-    /// the AWSCURRENT the "unchanged" check uses, so that a change another
-    /// writer made to another key since open is kept.
-    pub(super) async fn put_json(&self, s: &SecretName, key: &str, edit: Edit<'_>) -> Result<bool> {
-        if let Edit::Set(w) | Edit::Replace(w) = edit
-            && w.is_empty()
-        {
-            return Err(Error::Invalid("an empty value cannot be stored".into()));
-        }
-        // The put's coherence step covers this key's file too.
-        self.put_with(s, false, |cur| {
-            merged(cur.ok_or(Error::NotFound)?, key, edit)
-        })
-        .await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     const DB: &str = r#"{"username":"u","password":"p","port":5432}"#;
 
