@@ -15,9 +15,15 @@ pub enum ApiOp {
     CreateSecret,
     DescribeSecret,
     UpdateSecretVersionStage,
+    // Parameter Store (`--source ssm`).
+    GetParameter,
+    GetParameterHistory,
+    DescribeParameters,
+    PutParameter,
+    LabelParameterVersion,
 }
 
-const OPS: [(ApiOp, &str); 7] = [
+const OPS: [(ApiOp, &str); 12] = [
     (ApiOp::ListSecrets, "ListSecrets"),
     (ApiOp::GetSecretValue, "GetSecretValue"),
     (ApiOp::ListSecretVersionIds, "ListSecretVersionIds"),
@@ -25,6 +31,11 @@ const OPS: [(ApiOp, &str); 7] = [
     (ApiOp::CreateSecret, "CreateSecret"),
     (ApiOp::DescribeSecret, "DescribeSecret"),
     (ApiOp::UpdateSecretVersionStage, "UpdateSecretVersionStage"),
+    (ApiOp::GetParameter, "GetParameter"),
+    (ApiOp::GetParameterHistory, "GetParameterHistory"),
+    (ApiOp::DescribeParameters, "DescribeParameters"),
+    (ApiOp::PutParameter, "PutParameter"),
+    (ApiOp::LabelParameterVersion, "LabelParameterVersion"),
 ];
 
 /// How a change hook's run ended.
@@ -156,10 +167,10 @@ macro_rules! counters {
 
 counters! {
     {
-        api: [AtomicU64; 7], by BY_OPERATION
-            => counter "api_calls_total", "Secrets Manager calls, by operation.",
+        api: [AtomicU64; 12], by BY_OPERATION
+            => counter "api_calls_total", "Backend API calls, by operation.",
             json 0 "api_calls";
-        api_ok: [AtomicU64; 7], by BY_OPERATION
+        api_ok: [AtomicU64; 12], by BY_OPERATION
             => gauge "api_last_success_timestamp_seconds",
             "Unix time of the last successful call, by operation (0: none yet).";
         api_errors: AtomicU64
