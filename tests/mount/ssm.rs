@@ -156,7 +156,15 @@ fn named_parameters_mount_with_their_leading_slash() {
         .start();
     assert_eq!(m.read_string(&format!("{}/current", &p[1..])), "v1");
     assert_eq!(proxy.count("ListSecrets"), 0, "Parameter Store calls only");
-    assert_eq!(proxy.count("GetParameter"), 1);
+    let decrypting = proxy
+        .bodies("GetParameter")
+        .iter()
+        .filter(|b| b["WithDecryption"] == true)
+        .count();
+    assert_eq!(
+        decrypting, 1,
+        "one decrypting read (the start-up check does not decrypt)"
+    );
 }
 
 #[test]
@@ -348,21 +356,28 @@ fn a_put_lost_on_every_attempt_fails_the_close_and_stores_one_version_at_most() 
         },
         10,
     );
+    // (Only the decrypting history asked after a put; the listing's stays.)
     proxy.fault(
         "GetParameterHistory",
-        None,
+        Some(r#""WithDecryption":true"#),
         Fault::Error {
             status: 503,
             code: "ServiceUnavailable",
         },
         10,
     );
-    assert_eq!(replace_file(&cur, b"after"), Err(libc::EIO));
+    assert_eq!(
+        replace_file(&cur, b"after"),
+        Err(libc::EIO),
+        "{}",
+        m.log_text()
+    );
     assert_eq!(history(&p).len(), 1);
     assert_eq!(
         proxy.count("PutParameter"),
         1,
-        "no blind retry without the history"
+        "no blind retry without the history: {}",
+        m.log_text()
     );
 }
 
@@ -484,7 +499,12 @@ fn mkdir_and_write_creates_a_securestring_only_with_allow_create() {
     let (_proxy, m) = mount(&r, &["--allow-create"]);
     let dir = m.p(&format!("{}/fresh", &r[1..]));
     std::fs::create_dir(&dir).unwrap();
-    replace_file(&dir.join("current"), b"made").unwrap();
+    write_file(
+        &dir.join("current"),
+        b"made",
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+    )
+    .unwrap();
     let h = history(&format!("{r}/fresh"));
     assert_eq!(h.len(), 1);
     assert_eq!(h[0].1, "made");
