@@ -90,12 +90,13 @@ pub struct Cli {
     /// a number of seconds; 1s to 7d [default: 5m]
     #[arg(long, value_name = "DURATION")]
     pub ttl: Option<String>,
-    /// Expose only secrets whose names start with PREFIX [default: every
-    /// secret]
+    /// Expose only secrets whose names start with PREFIX (with --source
+    /// ssm, a parameter path: /app/) [default: every secret]
     #[arg(long)]
     pub prefix: Option<String>,
-    /// Expose exactly this secret; repeat for more. No ListSecrets call is
-    /// made [default: every secret, listed]
+    /// Expose exactly this secret (with --source ssm, a parameter name:
+    /// /app/db/url); repeat for more. No ListSecrets call is made [default:
+    /// every secret, listed]
     #[arg(long = "secret", value_name = "NAME")]
     pub secrets: Vec<String>,
     /// AWS region [default: AWS_REGION, then the profile's region]
@@ -105,8 +106,8 @@ pub struct Cli {
     /// `default`]
     #[arg(long)]
     pub profile: Option<String>,
-    /// Secrets Manager endpoint [default: AWS_ENDPOINT_URL, then the
-    /// region's]
+    /// Secrets Manager endpoint (with --source ssm, Parameter Store's)
+    /// [default: AWS_ENDPOINT_URL, then the region's]
     #[arg(long, value_name = "URL", value_hint = ValueHint::Url)]
     pub endpoint_url: Option<String>,
     /// PEM file of CA certificates trusted as well as the system's (a
