@@ -183,6 +183,21 @@ impl SsmStore {
             .ok_or_else(|| StoreError::not_found(name))
     }
 
+    /// GetParameterHistory's pages (50 versions each, oldest first).
+    fn history(
+        &self,
+        name: &SecretName,
+        decrypt: bool,
+    ) -> aws_sdk_ssm::operation::get_parameter_history::paginator::GetParameterHistoryPaginator
+    {
+        self.client
+            .get_parameter_history()
+            .name(parameter(name))
+            .with_decryption(decrypt)
+            .max_results(50)
+            .into_paginator()
+    }
+
     /// GetParameter, decrypted: the latest version, or `version`.
     async fn read(&self, name: &SecretName, version: Option<i64>) -> StoreResult<SecretVersion> {
         let selected = match version {
@@ -302,14 +317,7 @@ impl SecretStore for SsmStore {
 
     /// GetParameterHistory without decryption: numbers, dates and labels.
     async fn list_versions(&self, name: &SecretName) -> StoreResult<Vec<ListedVersion>> {
-        let mut pages = self
-            .client
-            .get_parameter_history()
-            .name(parameter(name))
-            .with_decryption(false)
-            .max_results(50)
-            .into_paginator()
-            .send();
+        let mut pages = self.history(name, false).send();
         let mut found = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(classify)?;

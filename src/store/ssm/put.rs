@@ -159,14 +159,7 @@ impl SsmStore {
         text: &str,
         from: i64,
     ) -> StoreResult<Option<VersionId>> {
-        let mut pages = self
-            .client
-            .get_parameter_history()
-            .name(parameter(name))
-            .with_decryption(true)
-            .max_results(50)
-            .into_paginator()
-            .send();
+        let mut pages = self.history(name, true).send();
         while let Some(page) = pages.next().await {
             let page = match page.map_err(classify) {
                 // No parameter yet: a create that did not land.
