@@ -379,6 +379,41 @@ mod tests {
     }
 
     #[test]
+    fn parameter_store_checks_name_its_service_and_ssm_actions() {
+        let a = About {
+            service: "Parameter Store",
+            endpoint: "https://ssm.eu-west-1.amazonaws.com".into(),
+            ..about()
+        };
+        let c = Check::Denied {
+            action: "DescribeParameters",
+            message: "AccessDeniedException: no".into(),
+        };
+        match verdict(&c, &a, None) {
+            Verdict::MountWarned(line) => {
+                assert!(line.contains("ssm:DescribeParameters"), "{line}")
+            }
+            v => panic!("{v:?}"),
+        }
+        let s = SecretName::new("app/db/url");
+        let c = Check::Denied {
+            action: "GetParameter",
+            message: "AccessDeniedException: no".into(),
+        };
+        match verdict(&c, &a, Some(&s)) {
+            Verdict::MountWarned(line) => {
+                assert!(line.contains("ssm:GetParameter on /app/db/url"), "{line}")
+            }
+            v => panic!("{v:?}"),
+        }
+        let c = Check::Unreachable("connection refused".into());
+        assert!(matches!(
+            verdict(&c, &a, None),
+            Verdict::MountAndRetry(l) if l.starts_with("Parameter Store at https://ssm.")
+        ));
+    }
+
+    #[test]
     fn an_unreachable_endpoint_mounts_and_retries() {
         let c = Check::Unreachable("connection refused".into());
         assert!(matches!(

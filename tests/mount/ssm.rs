@@ -122,6 +122,20 @@ fn string_stringlist_and_securestring_parameters_read_by_path() {
         "no value in the log: {}",
         m.log_text()
     );
+    assert!(
+        m.log_text()
+            .contains("start-up check passed: DescribeParameters answered"),
+        "{}",
+        m.log_text()
+    );
+    let stats = m.stats();
+    assert_eq!(stats["store"], "ssm");
+    assert!(
+        stats["api_calls"]["GetParameter"].as_u64().unwrap() >= 3,
+        "{stats}"
+    );
+    assert!(stats["api_calls"]["DescribeParameters"].as_u64().unwrap() >= 1);
+    assert_eq!(stats["api_calls"]["GetSecretValue"], 0);
 }
 
 #[test]
@@ -516,4 +530,22 @@ fn mkdir_and_write_creates_a_securestring_only_with_allow_create() {
         [libc::EACCES, libc::EPERM, libc::EROFS].contains(&errno_of(&e)),
         "{e}"
     );
+}
+
+#[test]
+fn an_unreachable_parameter_store_mounts_and_says_so() {
+    let port = free_port();
+    let m = Mount::aws()
+        .endpoint(format!("http://127.0.0.1:{port}"))
+        .args(["--source", "ssm", "--secret", "/nowhere/x"])
+        .start();
+    assert!(
+        wait_until(Duration::from_secs(10), || m
+            .log_text()
+            .contains("Parameter Store at http://127.0.0.1")),
+        "{}",
+        m.log_text()
+    );
+    let e = std::fs::read(m.p("nowhere/x/current")).unwrap_err();
+    assert_eq!(errno_of(&e), libc::EIO, "{e}");
 }
