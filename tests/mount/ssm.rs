@@ -236,7 +236,12 @@ fn a_promotion_is_refused_with_eperm_and_a_log_line() {
         b"x",
         libc::O_WRONLY | libc::O_CREAT,
     );
-    assert!(err.is_err(), "staged write refused");
+    assert_eq!(
+        err,
+        Err(libc::EPERM),
+        "staged write refused: {}",
+        m.log_text()
+    );
     assert_eq!(history(&p).len(), 2);
 }
 
