@@ -554,3 +554,26 @@ fn an_unreachable_parameter_store_mounts_and_says_so() {
     let e = std::fs::read(m.p("nowhere/x/current")).unwrap_err();
     assert_eq!(errno_of(&e), libc::EIO, "{e}");
 }
+
+#[test]
+fn a_json_parameter_shows_its_keys_and_a_key_write_keeps_the_type() {
+    let r = root("ps-json");
+    let p = format!("{r}/db");
+    put_param(
+        &p,
+        r#"{"host":"h","port":5432}"#,
+        ParameterType::SecureString,
+    );
+    let (_proxy, m) = mount(&r, &[]);
+    let dir = m.p(&p[1..]);
+    assert_eq!(std::fs::read_to_string(dir.join("json/host")).unwrap(), "h");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("json/port")).unwrap(),
+        "5432"
+    );
+    replace_file(&dir.join("json/host"), b"h2").unwrap();
+    let h = history(&p);
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert!(h[1].1.contains(r#""host":"h2""#), "{}", h[1].1);
+    assert_eq!(h[1].2, Some(ParameterType::SecureString));
+}
