@@ -15,6 +15,7 @@ use crate::refusal::Refusal;
 use crate::stats::Stats;
 use crate::store::aws::AwsStore;
 use crate::store::local::LocalStore;
+use crate::store::ssm::SsmStore;
 use crate::store::{Instrumented, SecretName, SecretStore};
 
 /// No core dumps, no ptrace by same-uid processes.
@@ -83,6 +84,10 @@ async fn open_store(
         // error ends the start here, with its one line.
         Backend::Aws(opts) => {
             let store: Arc<AwsStore> = crate::preflight::open_aws(opts, first_secret).await?;
+            store
+        }
+        Backend::Ssm(opts) => {
+            let store: Arc<SsmStore> = crate::preflight::open_ssm(opts, first_secret).await?;
             store
         }
         Backend::Local { dir, demo } => {
@@ -292,6 +297,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), Refusal> {
     let mut fs_cfg = cfg.fs.clone();
     fs_cfg.store_kind = match cfg.backend {
         Backend::Aws(_) => "aws".into(),
+        Backend::Ssm(_) => "ssm".into(),
         Backend::Local { .. } => "local".into(),
     };
     fs_cfg.mountpoint = cfg.mountpoint.display().to_string();

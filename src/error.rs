@@ -103,6 +103,8 @@ impl From<StoreError> for Error {
                 Error::AccessDenied(e.message)
             }
             StoreErrorKind::LimitExceeded => Error::Quota(e.message),
+            StoreErrorKind::TooLarge => Error::TooLarge,
+            StoreErrorKind::Unsupported => Error::NotPermitted("not supported by this source"),
             StoreErrorKind::InvalidParameter
             | StoreErrorKind::InvalidRequest
             | StoreErrorKind::ResourceExists => Error::Invalid(e.message),

@@ -15,9 +15,15 @@ pub enum ApiOp {
     CreateSecret,
     DescribeSecret,
     UpdateSecretVersionStage,
+    // Parameter Store (`--source ssm`).
+    GetParameter,
+    GetParameterHistory,
+    DescribeParameters,
+    PutParameter,
+    LabelParameterVersion,
 }
 
-const OPS: [(ApiOp, &str); 7] = [
+const OPS: [(ApiOp, &str); 12] = [
     (ApiOp::ListSecrets, "ListSecrets"),
     (ApiOp::GetSecretValue, "GetSecretValue"),
     (ApiOp::ListSecretVersionIds, "ListSecretVersionIds"),
@@ -25,6 +31,11 @@ const OPS: [(ApiOp, &str); 7] = [
     (ApiOp::CreateSecret, "CreateSecret"),
     (ApiOp::DescribeSecret, "DescribeSecret"),
     (ApiOp::UpdateSecretVersionStage, "UpdateSecretVersionStage"),
+    (ApiOp::GetParameter, "GetParameter"),
+    (ApiOp::GetParameterHistory, "GetParameterHistory"),
+    (ApiOp::DescribeParameters, "DescribeParameters"),
+    (ApiOp::PutParameter, "PutParameter"),
+    (ApiOp::LabelParameterVersion, "LabelParameterVersion"),
 ];
 
 /// How a change hook's run ended.
@@ -156,10 +167,10 @@ macro_rules! counters {
 
 counters! {
     {
-        api: [AtomicU64; 7], by BY_OPERATION
-            => counter "api_calls_total", "Secrets Manager calls, by operation.",
+        api: [AtomicU64; 12], by BY_OPERATION
+            => counter "api_calls_total", "Backend API calls, by operation.",
             json 0 "api_calls";
-        api_ok: [AtomicU64; 7], by BY_OPERATION
+        api_ok: [AtomicU64; 12], by BY_OPERATION
             => gauge "api_last_success_timestamp_seconds",
             "Unix time of the last successful call, by operation (0: none yet).";
         api_errors: AtomicU64
@@ -553,7 +564,12 @@ mod tests {
     "PutSecretValue": 4,
     "CreateSecret": 5,
     "DescribeSecret": 6,
-    "UpdateSecretVersionStage": 7
+    "UpdateSecretVersionStage": 7,
+    "GetParameter": 8,
+    "GetParameterHistory": 9,
+    "DescribeParameters": 10,
+    "PutParameter": 11,
+    "LabelParameterVersion": 12
   },
   "api_errors": 2,
   "not_found": 3,
@@ -588,7 +604,7 @@ mod tests {
   "cache_bytes": 20480
 }
 "#;
-    const METRICS_FILE: &str = r#"# HELP secretsfs_api_calls_total Secrets Manager calls, by operation.
+    const METRICS_FILE: &str = r#"# HELP secretsfs_api_calls_total Backend API calls, by operation.
 # TYPE secretsfs_api_calls_total counter
 secretsfs_api_calls_total{operation="ListSecrets"} 1
 secretsfs_api_calls_total{operation="GetSecretValue"} 2
@@ -597,6 +613,11 @@ secretsfs_api_calls_total{operation="PutSecretValue"} 4
 secretsfs_api_calls_total{operation="CreateSecret"} 5
 secretsfs_api_calls_total{operation="DescribeSecret"} 6
 secretsfs_api_calls_total{operation="UpdateSecretVersionStage"} 7
+secretsfs_api_calls_total{operation="GetParameter"} 8
+secretsfs_api_calls_total{operation="GetParameterHistory"} 9
+secretsfs_api_calls_total{operation="DescribeParameters"} 10
+secretsfs_api_calls_total{operation="PutParameter"} 11
+secretsfs_api_calls_total{operation="LabelParameterVersion"} 12
 # HELP secretsfs_api_last_success_timestamp_seconds Unix time of the last successful call, by operation (0: none yet).
 # TYPE secretsfs_api_last_success_timestamp_seconds gauge
 secretsfs_api_last_success_timestamp_seconds{operation="ListSecrets"} 1700000000
@@ -606,6 +627,11 @@ secretsfs_api_last_success_timestamp_seconds{operation="PutSecretValue"} 1700000
 secretsfs_api_last_success_timestamp_seconds{operation="CreateSecret"} 1700000004
 secretsfs_api_last_success_timestamp_seconds{operation="DescribeSecret"} 1700000005
 secretsfs_api_last_success_timestamp_seconds{operation="UpdateSecretVersionStage"} 1700000006
+secretsfs_api_last_success_timestamp_seconds{operation="GetParameter"} 1700000007
+secretsfs_api_last_success_timestamp_seconds{operation="GetParameterHistory"} 1700000008
+secretsfs_api_last_success_timestamp_seconds{operation="DescribeParameters"} 1700000009
+secretsfs_api_last_success_timestamp_seconds{operation="PutParameter"} 1700000010
+secretsfs_api_last_success_timestamp_seconds{operation="LabelParameterVersion"} 1700000011
 # HELP secretsfs_api_errors_total Calls that failed (not counting not-found answers).
 # TYPE secretsfs_api_errors_total counter
 secretsfs_api_errors_total 2

@@ -193,7 +193,7 @@ const FILES: [(&str, &str); 4] = [
     ),
 ];
 
-const EXAMPLES: [(&str, &str); 4] = [
+const EXAMPLES: [(&str, &str); 5] = [
     (
         "Mount the embedded local store with demo secrets (no AWS account needed):",
         "secretsfs --local /tmp/secretsfs-demo --demo /tmp/secrets",
@@ -209,6 +209,10 @@ const EXAMPLES: [(&str, &str); 4] = [
     (
         "Store a new version of a secret:",
         "printf '%s' 'n3w-passw0rd' > /run/secrets/prod/db/password/current",
+    ),
+    (
+        "Mount the Parameter Store parameters under /app/ (parameter /app/db/url is /run/params/app/db/url/current):",
+        "secretsfs --source ssm --prefix /app/ /run/params",
     ),
 ];
 

@@ -90,12 +90,13 @@ pub struct Cli {
     /// a number of seconds; 1s to 7d [default: 5m]
     #[arg(long, value_name = "DURATION")]
     pub ttl: Option<String>,
-    /// Expose only secrets whose names start with PREFIX [default: every
-    /// secret]
+    /// Expose only secrets whose names start with PREFIX (with --source
+    /// ssm, a parameter path: /app/) [default: every secret]
     #[arg(long)]
     pub prefix: Option<String>,
-    /// Expose exactly this secret; repeat for more. No ListSecrets call is
-    /// made [default: every secret, listed]
+    /// Expose exactly this secret (with --source ssm, a parameter name:
+    /// /app/db/url); repeat for more. No ListSecrets call is made [default:
+    /// every secret, listed]
     #[arg(long = "secret", value_name = "NAME")]
     pub secrets: Vec<String>,
     /// AWS region [default: AWS_REGION, then the profile's region]
@@ -105,8 +106,8 @@ pub struct Cli {
     /// `default`]
     #[arg(long)]
     pub profile: Option<String>,
-    /// Secrets Manager endpoint [default: AWS_ENDPOINT_URL, then the
-    /// region's]
+    /// Secrets Manager endpoint (with --source ssm, Parameter Store's)
+    /// [default: AWS_ENDPOINT_URL, then the region's]
     #[arg(long, value_name = "URL", value_hint = ValueHint::Url)]
     pub endpoint_url: Option<String>,
     /// PEM file of CA certificates trusted as well as the system's (a
@@ -117,6 +118,19 @@ pub struct Cli {
     /// Serve the embedded local store in DIR instead of AWS
     #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
     pub local: Option<PathBuf>,
+    /// What to mount: secretsmanager, or ssm (Systems Manager Parameter
+    /// Store: parameter /app/db/url is app/db/url/; see
+    /// docs/parameter-store.md) [default: secretsmanager]
+    #[arg(long, value_name = "SOURCE", value_parser = ["secretsmanager", "ssm"])]
+    pub source: Option<String>,
+    /// With --source ssm and --allow-create: the type of created parameters,
+    /// SecureString, String or StringList [default: SecureString]
+    #[arg(long, value_name = "TYPE", value_parser = ["SecureString", "String", "StringList"])]
+    pub ssm_create_type: Option<String>,
+    /// With --source ssm and --allow-create: the KMS key of created
+    /// SecureString parameters [default: the account's alias/aws/ssm]
+    #[arg(long, value_name = "KEY")]
+    pub ssm_key_id: Option<String>,
     /// With --local: seed a few demo secrets into an empty store
     #[arg(long)]
     pub demo: bool,
@@ -137,7 +151,8 @@ pub struct Cli {
     /// Lock the daemon's memory (mlockall)
     #[arg(long)]
     pub mlock: bool,
-    /// On AWS: let mkdir + writing `current` create a secret (CreateSecret)
+    /// On AWS: let mkdir + writing `current` create a secret (CreateSecret;
+    /// with --source ssm, PutParameter)
     #[arg(long)]
     pub allow_create: bool,
     /// FUSE session threads (1-64) [default: 2]
@@ -291,6 +306,9 @@ impl Cli {
                 "endpoint_url" => self.endpoint_url = Some(need(value)?),
                 "ca_bundle" => self.ca_bundle = Some(need(value)?.into()),
                 "local" => self.local = Some(need(value)?.into()),
+                "source" => self.source = Some(need(value)?),
+                "ssm_create_type" => self.ssm_create_type = Some(need(value)?),
+                "ssm_key_id" => self.ssm_key_id = Some(need(value)?),
                 "uid" => {
                     self.uid = Some(
                         user_id(&need(value)?).map_err(|e| format!("mount option 'uid': {e}"))?,

@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::fs::FsConfig;
 use crate::store::SecretName;
 use crate::store::aws::AwsOptions;
+use crate::store::ssm::SsmOptions;
 use defaults::*;
 use schema::{FileDuration, duration};
 
@@ -30,7 +31,12 @@ pub use schema::DURATION_FORMS;
 #[derive(Clone, Debug)]
 pub enum Backend {
     Aws(AwsOptions),
-    Local { dir: PathBuf, demo: bool },
+    /// `--source ssm`: Parameter Store.
+    Ssm(SsmOptions),
+    Local {
+        dir: PathBuf,
+        demo: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -75,6 +81,9 @@ impl Cli {
         self.endpoint_url = self.endpoint_url.take().or(f.endpoint_url);
         self.ca_bundle = self.ca_bundle.take().or(f.ca_bundle);
         self.local = self.local.take().or(f.local);
+        self.source = self.source.take().or(f.source);
+        self.ssm_create_type = self.ssm_create_type.take().or(f.ssm_create_type);
+        self.ssm_key_id = self.ssm_key_id.take().or(f.ssm_key_id);
         self.uid = self.uid.or(loaded.uid);
         self.gid = self.gid.or(loaded.gid);
         self.threads = self.threads.or(f.threads);
@@ -108,6 +117,35 @@ impl Cli {
             rootcontext: f.rootcontext,
         });
         Ok(())
+    }
+
+    /// Whether `--source ssm` is chosen (checked); its paths then name
+    /// parameters: `--prefix /app/` and `--secret /app/db/url` are the tree's
+    /// `app/` and `app/db/url` (the leading `/` is the tree's root).
+    fn ssm_source(&mut self) -> Result<bool, String> {
+        let ssm = match self.source.as_deref() {
+            None | Some("secretsmanager") => false,
+            Some("ssm") => true,
+            Some(other) => {
+                return Err(format!("source '{other}': use secretsmanager or ssm"));
+            }
+        };
+        if ssm && self.local.is_some() {
+            return Err("--source ssm and --local cannot be combined".into());
+        }
+        if !ssm && (self.ssm_create_type.is_some() || self.ssm_key_id.is_some()) {
+            return Err("--ssm-create-type and --ssm-key-id need --source ssm".into());
+        }
+        if ssm {
+            let root = |s: &mut String| {
+                if let Some(rest) = s.strip_prefix('/') {
+                    *s = rest.to_string();
+                }
+            };
+            self.prefix.iter_mut().for_each(root);
+            self.secrets.iter_mut().for_each(root);
+        }
+        Ok(ssm)
     }
 
     /// The change hooks: `--on-change` for every secret, then each
@@ -145,6 +183,7 @@ impl Cli {
         self.apply_options()?;
         self.hook_flags = self.watch.is_some() || self.hook_timeout.is_some();
         self.apply_file()?;
+        let ssm = self.ssm_source()?;
         let mountpoint = self
             .helper_mountpoint
             .take()
@@ -191,17 +230,23 @@ impl Cli {
         if self.demo && self.local.is_none() {
             return Err("--demo needs --local DIR".into());
         }
+        let aws = AwsOptions {
+            region: self.region,
+            profile: self.profile,
+            endpoint_url: self.endpoint_url,
+            ca_bundle: self.ca_bundle,
+        };
         let backend = match self.local {
             Some(dir) => Backend::Local {
                 dir,
                 demo: self.demo,
             },
-            None => Backend::Aws(AwsOptions {
-                region: self.region,
-                profile: self.profile,
-                endpoint_url: self.endpoint_url,
-                ca_bundle: self.ca_bundle,
+            None if ssm => Backend::Ssm(SsmOptions {
+                aws,
+                create_type: self.ssm_create_type.take(),
+                create_key_id: self.ssm_key_id.take(),
             }),
+            None => Backend::Aws(aws),
         };
         let mut fs = FsConfig::new(ttl);
         fs.hooks = hooks;

@@ -324,3 +324,32 @@ fn a_mistyped_option_or_key_gets_a_suggestion() {
     let e = parse(&["--config", p, "/mnt"]).unwrap_err();
     assert!(e.contains("did you mean 'timeout'?"), "{e}");
 }
+
+#[test]
+fn source_ssm_names_parameters_by_path_and_keeps_the_create_settings() {
+    let c = parse(&["--source", "ssm", "--prefix", "/app/", "/mnt"]).unwrap();
+    assert!(matches!(c.backend, Backend::Ssm(_)));
+    assert_eq!(c.fs.prefix.as_deref(), Some("app/"), "the tree's root is /");
+    let c = parse(&[
+        "-o",
+        "source=ssm,secret=/app/db/url,ssm_create_type=String,ssm_key_id=alias/k",
+        "/mnt",
+    ])
+    .unwrap();
+    let Backend::Ssm(o) = &c.backend else {
+        panic!("{:?}", c.backend)
+    };
+    assert_eq!(o.create_type.as_deref(), Some("String"));
+    assert_eq!(o.create_key_id.as_deref(), Some("alias/k"));
+    assert_eq!(
+        c.fs.secrets.as_deref().unwrap()[0],
+        SecretName::new("app/db/url")
+    );
+    assert!(matches!(parse(&["/mnt"]).unwrap().backend, Backend::Aws(_)));
+    let e = parse(&["--source", "ssm", "--local", "/tmp/x", "/mnt"]).unwrap_err();
+    assert!(e.contains("--local"), "{e}");
+    let e = parse(&["--ssm-key-id", "k", "/mnt"]).unwrap_err();
+    assert!(e.contains("--source ssm"), "{e}");
+    let e = parse(&["-o", "source=sms", "/mnt"]).unwrap_err();
+    assert!(e.contains("secretsmanager or ssm"), "{e}");
+}

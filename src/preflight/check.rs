@@ -1,12 +1,12 @@
 //! The start-up check itself: the order and bounds of its steps (the
 //! region, the credentials chain within 3 s, then one call with no retry
 //! within 3 s) and what it found (`Check`), from which `verdict` decides
-//! whether the daemon mounts. The calls are the store's (`AwsStore::probe`).
+//! whether the daemon mounts. The calls are the store's (`Probe::probe`).
 
 use std::time::{Duration, Instant};
 
 use crate::store::SecretName;
-use crate::store::aws::{AwsStore, CallFailure, CredentialsFailure};
+use crate::store::aws::{CallFailure, CredentialsFailure, Probe};
 
 /// The start-up check's bounds: the credentials chain, then one call with
 /// no retry.
@@ -55,7 +55,7 @@ pub enum Check {
 /// The start-up check: the credentials chain (bounded), then one cheap
 /// authenticated call with no retry (bounded): DescribeSecret of `secret`,
 /// or ListSecrets with one result.
-pub async fn check(store: &AwsStore, secret: Option<&SecretName>) -> Check {
+pub async fn check(store: &dyn Probe, secret: Option<&SecretName>) -> Check {
     let started = Instant::now();
     if store.about().region.is_none() {
         return Check::NoRegion;

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use crate::refusal::Refusal;
 use crate::store::SecretName;
-use crate::store::aws::{About, AwsOptions, AwsStore, TLS_HINT};
+use crate::store::aws::{About, AwsOptions, AwsStore, Probe, TLS_HINT};
+use crate::store::ssm::{SsmOptions, SsmStore};
 
 mod check;
 
@@ -45,14 +46,31 @@ pub async fn open_aws(
     first_secret: Option<&SecretName>,
 ) -> Result<Arc<AwsStore>, Refusal> {
     let store = Arc::new(AwsStore::connect(opts).await.map_err(Refusal::config)?);
-    let check = check(&store, first_secret).await;
+    checked(store, first_secret).await
+}
+
+/// Opens the Parameter Store source and checks it as `open_aws` does.
+pub async fn open_ssm(
+    opts: &SsmOptions,
+    first_secret: Option<&SecretName>,
+) -> Result<Arc<SsmStore>, Refusal> {
+    let store = Arc::new(SsmStore::connect(opts).await.map_err(Refusal::config)?);
+    checked(store, first_secret).await
+}
+
+/// The start-up check of an opened AWS source, and what follows from it.
+async fn checked<S: Probe>(
+    store: Arc<S>,
+    first_secret: Option<&SecretName>,
+) -> Result<Arc<S>, Refusal> {
+    let check = check(&*store, first_secret).await;
     match verdict(&check, store.about(), first_secret) {
         Verdict::Mount(line) => tracing::info!("{line}"),
         Verdict::MountWarned(line) => tracing::warn!("{line}"),
         Verdict::MountAndRetry(line) => {
             tracing::warn!("{line}");
             let (store, first) = (store.clone(), first_secret.cloned());
-            tokio::spawn(async move { check_until_answered(&store, first.as_ref()).await });
+            tokio::spawn(async move { check_until_answered(&*store, first.as_ref()).await });
         }
         Verdict::Refuse(line) if restart_may_help(&check) => return Err(Refusal::failure(line)),
         Verdict::Refuse(line) => return Err(Refusal::config(line)),
@@ -76,7 +94,7 @@ pub fn restart_may_help(check: &Check) -> bool {
 /// start, then doubling up to once a minute; one line when it answers (or
 /// when what answers is a configuration error, which is then logged as an
 /// error: the daemon keeps serving what it can).
-async fn check_until_answered(store: &AwsStore, first: Option<&SecretName>) {
+async fn check_until_answered(store: &dyn Probe, first: Option<&SecretName>) {
     let started = Instant::now();
     let mut wait = Duration::from_secs(2);
     loop {
@@ -87,13 +105,20 @@ async fn check_until_answered(store: &AwsStore, first: Option<&SecretName>) {
         match verdict(&check, store.about(), first) {
             Verdict::MountAndRetry(_) => continue,
             Verdict::Mount(line) => {
-                tracing::info!("Secrets Manager answered {after} s after the start: {line}")
+                tracing::info!(
+                    "{} answered {after} s after the start: {line}",
+                    store.about().service
+                )
             }
             Verdict::MountWarned(line) => {
-                tracing::warn!("Secrets Manager answered {after} s after the start: {line}")
+                tracing::warn!(
+                    "{} answered {after} s after the start: {line}",
+                    store.about().service
+                )
             }
             Verdict::Refuse(line) => tracing::error!(
-                "Secrets Manager answered {after} s after the start, with a configuration error: {line}"
+                "{} answered {after} s after the start, with a configuration error: {line}",
+                store.about().service
             ),
         }
         return;
@@ -152,7 +177,8 @@ pub fn verdict(check: &Check, about: &About, secret: Option<&SecretName>) -> Ver
                 "they are not valid keys for this account and region: correct them, or choose others with AWS_PROFILE or --profile"
             };
             Verdict::Refuse(format!(
-                "Secrets Manager rejected the credentials from {} ({code}: {message}); {fix}",
+                "{} rejected the credentials from {} ({code}: {message}); {fix}",
+                about.service,
                 describe_source(source, about)
             ))
         }
@@ -162,6 +188,15 @@ pub fn verdict(check: &Check, about: &About, secret: Option<&SecretName>) -> Ver
                     "secretsmanager:DescribeSecret on {s}: reads of it may be refused too \
                      (grant secretsmanager:DescribeSecret and secretsmanager:GetSecretValue)"
                 ),
+                (&"GetParameter", Some(s)) => format!(
+                    "ssm:GetParameter on /{s}: reads of it will be refused \
+                     (grant ssm:GetParameter, ssm:DescribeParameters and ssm:GetParameterHistory)"
+                ),
+                (&"DescribeParameters", _) => {
+                    "ssm:DescribeParameters: listing the mount will answer EACCES \
+                      (grant it, or name the parameters with --secret)"
+                        .to_string()
+                }
                 _ => "secretsmanager:ListSecrets: listing the mount will answer EACCES \
                       (grant it, or name the secrets with --secret)"
                     .to_string(),
@@ -172,7 +207,8 @@ pub fn verdict(check: &Check, about: &About, secret: Option<&SecretName>) -> Ver
             ))
         }
         Check::Answered { action, text } => Verdict::MountWarned(format!(
-            "start-up check: Secrets Manager answered {action} with {text}; mounting"
+            "start-up check: {} answered {action} with {text}; mounting",
+            about.service
         )),
         Check::Certificate(cause) => Verdict::Refuse(match &about.ca_bundle {
             Some((path, named_by)) => format!(
@@ -191,9 +227,9 @@ pub fn verdict(check: &Check, about: &About, secret: Option<&SecretName>) -> Ver
             about.endpoint
         )),
         Check::Unreachable(cause) => Verdict::MountAndRetry(format!(
-            "Secrets Manager at {} is unreachable at start ({cause}); mounting anyway: \
+            "{} at {} is unreachable at start ({cause}); mounting anyway: \
              reads answer EIO until it answers, and the check is repeated in the background",
-            about.endpoint
+            about.service, about.endpoint
         )),
     }
 }
@@ -230,6 +266,7 @@ mod tests {
 
     fn about() -> About {
         About {
+            service: "Secrets Manager",
             region: Some("eu-west-1".into()),
             endpoint: "https://secretsmanager.eu-west-1.amazonaws.com".into(),
             ca_bundle: None,
@@ -339,6 +376,41 @@ mod tests {
             }
             v => panic!("{v:?}"),
         }
+    }
+
+    #[test]
+    fn parameter_store_checks_name_its_service_and_ssm_actions() {
+        let a = About {
+            service: "Parameter Store",
+            endpoint: "https://ssm.eu-west-1.amazonaws.com".into(),
+            ..about()
+        };
+        let c = Check::Denied {
+            action: "DescribeParameters",
+            message: "AccessDeniedException: no".into(),
+        };
+        match verdict(&c, &a, None) {
+            Verdict::MountWarned(line) => {
+                assert!(line.contains("ssm:DescribeParameters"), "{line}")
+            }
+            v => panic!("{v:?}"),
+        }
+        let s = SecretName::new("app/db/url");
+        let c = Check::Denied {
+            action: "GetParameter",
+            message: "AccessDeniedException: no".into(),
+        };
+        match verdict(&c, &a, Some(&s)) {
+            Verdict::MountWarned(line) => {
+                assert!(line.contains("ssm:GetParameter on /app/db/url"), "{line}")
+            }
+            v => panic!("{v:?}"),
+        }
+        let c = Check::Unreachable("connection refused".into());
+        assert!(matches!(
+            verdict(&c, &a, None),
+            Verdict::MountAndRetry(l) if l.starts_with("Parameter Store at https://ssm.")
+        ));
     }
 
     #[test]

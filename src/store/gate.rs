@@ -110,7 +110,7 @@ impl<S> Instrumented<S> {
 #[async_trait]
 impl<S: SecretStore> SecretStore for Instrumented<S> {
     async fn list_secrets(&self, prefix: Option<&str>) -> StoreResult<Vec<SecretName>> {
-        self.call(ApiOp::ListSecrets, self.inner.list_secrets(prefix))
+        self.call(self.inner.ops().list, self.inner.list_secrets(prefix))
             .await
     }
     async fn get_value(
@@ -118,22 +118,19 @@ impl<S: SecretStore> SecretStore for Instrumented<S> {
         name: &SecretName,
         selector: &Selector,
     ) -> StoreResult<Option<SecretVersion>> {
-        self.call(ApiOp::GetSecretValue, self.inner.get_value(name, selector))
+        self.call(self.inner.ops().get, self.inner.get_value(name, selector))
             .await
     }
     async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>> {
-        self.call(
-            ApiOp::ListSecretVersionIds,
-            self.inner.list_version_ids(name),
-        )
-        .await
+        self.call(self.inner.ops().versions, self.inner.list_version_ids(name))
+            .await
     }
     async fn list_versions(&self, name: &SecretName) -> StoreResult<Vec<ListedVersion>> {
-        self.call(ApiOp::ListSecretVersionIds, self.inner.list_versions(name))
+        self.call(self.inner.ops().versions, self.inner.list_versions(name))
             .await
     }
     async fn describe(&self, name: &SecretName) -> StoreResult<Description> {
-        self.call(ApiOp::DescribeSecret, self.inner.describe(name))
+        self.call(self.inner.ops().describe, self.inner.describe(name))
             .await
     }
     async fn put_value(
@@ -143,7 +140,7 @@ impl<S: SecretStore> SecretStore for Instrumented<S> {
         token: &str,
     ) -> StoreResult<VersionId> {
         self.call(
-            ApiOp::PutSecretValue,
+            self.inner.ops().put,
             self.inner.put_value(name, value, token),
         )
         .await
@@ -155,7 +152,7 @@ impl<S: SecretStore> SecretStore for Instrumented<S> {
         token: &str,
     ) -> StoreResult<VersionId> {
         self.call(
-            ApiOp::CreateSecret,
+            self.inner.ops().create,
             self.inner.create_secret(name, value, token),
         )
         .await
@@ -168,7 +165,7 @@ impl<S: SecretStore> SecretStore for Instrumented<S> {
         stages: &[Label],
     ) -> StoreResult<VersionId> {
         self.call(
-            ApiOp::PutSecretValue,
+            self.inner.ops().put,
             self.inner.put_value_staged(name, value, token, stages),
         )
         .await
@@ -181,10 +178,13 @@ impl<S: SecretStore> SecretStore for Instrumented<S> {
         remove_from: Option<&VersionId>,
     ) -> StoreResult<()> {
         self.call(
-            ApiOp::UpdateSecretVersionStage,
+            self.inner.ops().label,
             self.inner.update_stage(name, label, move_to, remove_from),
         )
         .await
+    }
+    fn ops(&self) -> &'static super::Ops {
+        self.inner.ops()
     }
 }
 

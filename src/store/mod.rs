@@ -10,12 +10,14 @@
 //! staging labels are part of the trait because the tree shows them
 //! (`versions/`, `stages/`); a backend without labels keeps the trait's
 //! default answers. `gate.rs` wraps whichever backend runs, so a second one
-//! (Parameter Store) is a new module here with its tests, plus the places
-//! that choose a source (the options in config.rs, `open_store` in daemon.rs).
+//! (Parameter Store, `ssm/`) is a new module here with its tests, plus the
+//! places that choose a source (the options in config/, `open_store` in
+//! daemon.rs) and the names of its API operations (`Ops`, stats.rs).
 
 pub mod aws;
 mod gate;
 pub mod local;
+pub mod ssm;
 
 pub use gate::{BACKOFF_MAX, BACKOFF_START, DEFAULT_MAX_CALLS, Instrumented};
 
@@ -25,6 +27,8 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use zeroize::Zeroizing;
+
+use crate::stats::ApiOp;
 
 /// A cheaply cloned string newtype: no bare `String` doing two jobs.
 macro_rules! str_id {
@@ -276,8 +280,36 @@ pub enum StoreErrorKind {
     Throttled,
     /// Timeouts, connection failures, 5xx.
     Transient,
+    /// Over the backend's own size limit (Parameter Store's tiers).
+    TooLarge,
+    /// The backend has no equivalent of the operation (Parameter Store:
+    /// promotion, a labelled version that is not the latest).
+    Unsupported,
     Other,
 }
+
+/// The API operation each store operation is counted as (stats, metrics).
+#[derive(Clone, Copy, Debug)]
+pub struct Ops {
+    pub list: ApiOp,
+    pub get: ApiOp,
+    pub versions: ApiOp,
+    pub describe: ApiOp,
+    pub put: ApiOp,
+    pub create: ApiOp,
+    pub label: ApiOp,
+}
+
+/// Secrets Manager's operations (and the local store's, which mimics it).
+pub const SECRETS_MANAGER_OPS: Ops = Ops {
+    list: ApiOp::ListSecrets,
+    get: ApiOp::GetSecretValue,
+    versions: ApiOp::ListSecretVersionIds,
+    describe: ApiOp::DescribeSecret,
+    put: ApiOp::PutSecretValue,
+    create: ApiOp::CreateSecret,
+    label: ApiOp::UpdateSecretVersionStage,
+};
 
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("{kind:?}: {message}")]
@@ -371,6 +403,10 @@ pub trait SecretStore: Send + Sync + 'static {
         let _ = (label, move_to, remove_from);
         Err(unsupported(name, "UpdateSecretVersionStage"))
     }
+    /// The API operation each method is counted as.
+    fn ops(&self) -> &'static Ops {
+        &SECRETS_MANAGER_OPS
+    }
 }
 
 /// The answer of a store (a test double) that does not implement staging
@@ -438,6 +474,9 @@ impl SecretStore for Arc<dyn SecretStore> {
         (**self)
             .update_stage(name, label, move_to, remove_from)
             .await
+    }
+    fn ops(&self) -> &'static Ops {
+        (**self).ops()
     }
 }
 

@@ -27,6 +27,7 @@ mod rpm;
 mod rules;
 mod selinux;
 mod service;
+mod ssm;
 mod stages;
 mod startup;
 mod systemd;

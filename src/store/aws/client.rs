@@ -1,4 +1,5 @@
-//! The Secrets Manager client: the AWS configuration chain (region,
+//! The AWS clients' common part (`load`, shared with Parameter Store) and
+//! the Secrets Manager client: the AWS configuration chain (region,
 //! profile, endpoint), retries and timeouts, an HTTPS client that trusts a
 //! CA bundle (`--ca-bundle`, AWS_CA_BUNDLE, the profile's `ca_bundle`), and
 //! the credentials the start-up check resolves handed to the first call.
@@ -22,6 +23,110 @@ use super::{About, AwsOptions, AwsStore};
 /// Attempts per call (the first and two retries).
 pub const MAX_ATTEMPTS: u32 = 3;
 
+/// The AWS configuration chain loaded once for one service's client: the
+/// SDK config (region, endpoint, retries, timeouts, the HTTPS client with
+/// the CA bundle), what the start-up check names, and the credentials
+/// chain primed by it. Shared by every AWS source (Secrets Manager here,
+/// Parameter Store in `store/ssm/`), so each builds only its own client.
+pub(in crate::store) struct Loaded {
+    pub config: aws_config::SdkConfig,
+    pub about: About,
+    pub credentials: Option<std::sync::Arc<Primed>>,
+    /// The client's credentials provider: the primed chain.
+    pub provider: Option<SharedCredentialsProvider>,
+}
+
+/// Loads the AWS configuration for the service whose endpoint host starts
+/// with `service` (`secretsmanager`, `ssm`), named `title` in messages.
+/// No call is made. Fails only on a CA bundle that cannot be used.
+pub(in crate::store) async fn load(
+    opts: &AwsOptions,
+    ca_bundle: Option<&Path>,
+    service: &str,
+    title: &'static str,
+) -> Result<Loaded, String> {
+    let profile = opts
+        .profile
+        .clone()
+        .or_else(|| std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty()));
+    let profiles = load_profiles(opts.profile.as_deref()).await;
+    let bundle = find_ca_bundle(ca_bundle, profiles.as_ref());
+    let profile_missing = profile.as_deref().is_some_and(|p| {
+        profiles
+            .as_ref()
+            .is_none_or(|set| set.get_profile(p).is_none())
+    });
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        // Standard retries: 3 attempts, exponential backoff with full
+        // jitter (each wait drawn from 0 to the backoff). The daemon-wide
+        // slow-down after throttling is Instrumented's (store/gate.rs).
+        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+        .timeout_config(
+            // Bounded so that an unreachable endpoint turns into a transient
+            // error (and stale-if-error) instead of a hung read.
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(5))
+                .operation_timeout(Duration::from_secs(15))
+                .build(),
+        );
+    if let Some((path, named_by)) = &bundle {
+        let pem = read_ca_bundle(path).map_err(|e| format!("{named_by} {e}"))?;
+        loader = loader.http_client(https_client(pem));
+    }
+    if let Some(r) = &opts.region {
+        loader = loader.region(aws_config::Region::new(r.clone()));
+    }
+    if let Some(p) = &opts.profile {
+        loader = loader.profile_name(p);
+    }
+    if let Some(e) = &opts.endpoint_url {
+        loader = loader.endpoint_url(e);
+    }
+    let config = loader.load().await;
+    let region = config.region().map(|r| r.to_string());
+    let endpoint = config
+        .endpoint_url()
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            format!(
+                "https://{service}.{}.amazonaws.com",
+                region.as_deref().unwrap_or("<region>")
+            )
+        });
+    let no_region_cause = match region {
+        None => imds_region_failure().await,
+        Some(_) => None,
+    };
+    let about = About {
+        service: title,
+        region,
+        endpoint,
+        ca_bundle: bundle,
+        profile,
+        profile_missing,
+        no_region_cause,
+    };
+    // The credentials the start-up check resolves are handed to the
+    // client's first call instead of being fetched twice (an AssumeRole
+    // or SSO source would otherwise make one more call per start).
+    let credentials = config.credentials_provider().map(|chain| {
+        std::sync::Arc::new(Primed {
+            first: parking_lot::Mutex::new(None),
+            chain,
+        })
+    });
+    let provider = credentials
+        .as_ref()
+        .map(|p| SharedCredentialsProvider::new(PrimedRef(p.clone())));
+    Ok(Loaded {
+        config,
+        about,
+        credentials,
+        provider,
+    })
+}
+
 impl AwsStore {
     /// Loads the AWS configuration and builds the client; no call is made.
     /// Fails only on a CA bundle that cannot be used.
@@ -32,85 +137,13 @@ impl AwsStore {
     /// `connect` with a CA bundle named on the command line (`--ca-bundle`),
     /// which overrides AWS_CA_BUNDLE and the profile's `ca_bundle`.
     pub async fn connect_with(opts: &AwsOptions, ca_bundle: Option<&Path>) -> Result<Self, String> {
-        let profile = opts
-            .profile
-            .clone()
-            .or_else(|| std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty()));
-        let profiles = load_profiles(opts.profile.as_deref()).await;
-        let bundle = find_ca_bundle(ca_bundle, profiles.as_ref());
-        let profile_missing = profile.as_deref().is_some_and(|p| {
-            profiles
-                .as_ref()
-                .is_none_or(|set| set.get_profile(p).is_none())
-        });
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            // Standard retries: 3 attempts, exponential backoff with full
-            // jitter (each wait drawn from 0 to the backoff). The daemon-wide
-            // slow-down after throttling is Instrumented's (store/gate.rs).
-            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-            .timeout_config(
-                // Bounded so that an unreachable endpoint turns into a transient
-                // error (and stale-if-error) instead of a hung read.
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(3))
-                    .operation_attempt_timeout(Duration::from_secs(5))
-                    .operation_timeout(Duration::from_secs(15))
-                    .build(),
-            );
-        if let Some((path, named_by)) = &bundle {
-            let pem = read_ca_bundle(path).map_err(|e| format!("{named_by} {e}"))?;
-            loader = loader.http_client(https_client(pem));
-        }
-        if let Some(r) = &opts.region {
-            loader = loader.region(aws_config::Region::new(r.clone()));
-        }
-        if let Some(p) = &opts.profile {
-            loader = loader.profile_name(p);
-        }
-        if let Some(e) = &opts.endpoint_url {
-            loader = loader.endpoint_url(e);
-        }
-        let config = loader.load().await;
-        let region = config.region().map(|r| r.to_string());
-        let endpoint = config
-            .endpoint_url()
-            .map(str::to_string)
-            .unwrap_or_else(|| {
-                format!(
-                    "https://secretsmanager.{}.amazonaws.com",
-                    region.as_deref().unwrap_or("<region>")
-                )
-            });
-        let no_region_cause = match region {
-            None => imds_region_failure().await,
-            Some(_) => None,
-        };
-        let about = About {
-            region,
-            endpoint,
-            ca_bundle: bundle,
-            profile,
-            profile_missing,
-            no_region_cause,
-        };
-        // The credentials the start-up check resolves are handed to the
-        // client's first call instead of being fetched twice (an AssumeRole
-        // or SSO source would otherwise make one more call per start).
-        let mut builder = aws_sdk_secretsmanager::config::Builder::from(&config);
-        let credentials = config.credentials_provider().map(|chain| {
-            let primed = std::sync::Arc::new(Primed {
-                first: parking_lot::Mutex::new(None),
-                chain,
-            });
-            builder.set_credentials_provider(Some(SharedCredentialsProvider::new(PrimedRef(
-                primed.clone(),
-            ))));
-            primed
-        });
+        let loaded = load(opts, ca_bundle, "secretsmanager", "Secrets Manager").await?;
+        let mut builder = aws_sdk_secretsmanager::config::Builder::from(&loaded.config);
+        builder.set_credentials_provider(loaded.provider);
         Ok(Self {
             client: Client::from_conf(builder.build()),
-            credentials,
-            about,
+            credentials: loaded.credentials,
+            about: loaded.about,
         })
     }
 }
@@ -145,9 +178,9 @@ async fn imds_region_failure() -> Option<String> {
 /// with it: the client's first request takes those, later ones ask the
 /// chain as usual (the SDK caches its answers until they expire).
 #[derive(Debug)]
-pub(super) struct Primed {
-    pub(super) first: parking_lot::Mutex<Option<Credentials>>,
-    pub(super) chain: SharedCredentialsProvider,
+pub(in crate::store) struct Primed {
+    pub(in crate::store) first: parking_lot::Mutex<Option<Credentials>>,
+    pub(in crate::store) chain: SharedCredentialsProvider,
 }
 
 #[derive(Debug)]
@@ -173,7 +206,7 @@ impl ProvideCredentials for PrimedRef {
 /// ProfileFile, WebIdentityToken, EcsContainer, IMDSv2, SSO...). The type
 /// shows it only through Debug, which redacts the secret key; only the name
 /// is kept from it.
-pub(super) fn provider_name(creds: &Credentials) -> String {
+pub(in crate::store) fn provider_name(creds: &Credentials) -> String {
     let debug = format!("{creds:?}");
     debug
         .split_once("provider_name: \"")

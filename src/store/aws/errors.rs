@@ -109,7 +109,7 @@ pub const TLS_HINT: &str = "if a gateway inspects TLS, give its CA certificate i
 
 /// SDK error -> store error kind. Service codes decide; HTTP 5xx and network
 /// failures are transient. Messages keep the real cause, on one line.
-pub(super) fn classify_sdk<E, R>(err: SdkError<E, R>) -> StoreError
+pub(in crate::store) fn classify_sdk<E, R>(err: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + StdError + 'static,
     R: HasStatus + std::fmt::Debug + 'static,
@@ -222,7 +222,7 @@ pub const REJECTED_CREDENTIALS: [&str; 10] = [
     "AuthFailure",
 ];
 
-pub(super) fn judge_call<E, R>(err: &SdkError<E, R>) -> CallFailure
+pub(in crate::store) fn judge_call<E, R>(err: &SdkError<E, R>) -> CallFailure
 where
     E: ProvideErrorMetadata + StdError + 'static,
     R: HasStatus + std::fmt::Debug + 'static,
@@ -269,7 +269,7 @@ pub enum CredentialsFailure {
     Certificate(String),
 }
 
-pub(super) fn judge_credentials(e: &CredentialsError) -> CredentialsFailure {
+pub(in crate::store) fn judge_credentials(e: &CredentialsError) -> CredentialsFailure {
     match e {
         CredentialsError::ProviderTimedOut(_) => CredentialsFailure::TimedOut,
         CredentialsError::ProviderError(_) | CredentialsError::Unhandled(_)

@@ -8,13 +8,16 @@
 //! writes, into `CallFailure` for the start-up check), `probe.rs` makes the
 //! start-up check's calls, which `preflight/` orders and judges.
 
-mod client;
-mod errors;
+pub(super) mod client;
+pub(super) mod errors;
 mod probe;
 
 pub use client::{MAX_ATTEMPTS, read_ca_bundle};
+pub(in crate::store) use errors::judge_call;
 pub use errors::{CallFailure, Cause, CredentialsFailure, REJECTED_CREDENTIALS, TLS_HINT};
 pub use errors::{HasStatus, cause, classify, one_line};
+pub use probe::Probe;
+pub(in crate::store) use probe::{bounded, prime};
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -53,6 +56,8 @@ pub struct AwsStore {
 /// How the store was set up, for the start-up check's messages.
 #[derive(Clone, Debug, Default)]
 pub struct About {
+    /// The service, as messages name it (`Secrets Manager`, `Parameter Store`).
+    pub service: &'static str,
     pub region: Option<String>,
     /// The endpoint called (the service's default when none is set).
     pub endpoint: String,
@@ -67,10 +72,6 @@ pub struct About {
 }
 
 impl AwsStore {
-    pub fn about(&self) -> &About {
-        &self.about
-    }
-
     async fn secret_exists(&self, name: &SecretName) -> StoreResult<bool> {
         match self
             .client

@@ -1,0 +1,248 @@
+//! Parameter Store writes: PutParameter with Overwrite keeping the type,
+//! the KMS key and the tier; the tier's size limit (4 KB standard, 8 KB
+//! advanced) checked before any call; a create as the configured type; and
+//! labels moved with LabelParameterVersion.
+//!
+//! PutParameter has no client request token: a retry after a lost answer
+//! could make a second version. So the SDK does not retry it; each failed
+//! attempt is followed by GetParameterHistory, which says whether a version
+//! holding this value landed after the one the write started from (then
+//! that version is the answer), and only then is the put tried again. When
+//! even that cannot be asked, the error is the answer: "outcome unknown",
+//! as for Secrets Manager.
+
+use aws_sdk_ssm::types::{ParameterTier, ParameterType};
+
+use super::{SsmStore, classify, parameter, version_number};
+use crate::store::aws::MAX_ATTEMPTS;
+use crate::store::{Label, SecretBytes, SecretName, StoreError, StoreErrorKind, StoreResult};
+use crate::store::{VersionId, aws::bounded};
+
+/// A standard parameter's largest value, and an advanced one's (bytes).
+pub const STANDARD_MAX: usize = 4096;
+pub const ADVANCED_MAX: usize = 8192;
+
+/// What a put keeps of the parameter it overwrites, and where it started.
+struct Kept {
+    kind: ParameterType,
+    key_id: Option<String>,
+    tier: ParameterTier,
+    /// The latest version when the write started (0: a create).
+    from: i64,
+}
+
+/// The value as Parameter Store takes it: text, within the tier's limit.
+fn checked<'v>(
+    name: &SecretName,
+    value: &'v SecretBytes,
+    tier: &ParameterTier,
+) -> StoreResult<&'v str> {
+    let text = value.as_text().ok_or_else(|| {
+        StoreError::new(
+            StoreErrorKind::InvalidParameter,
+            format!(
+                "parameter {}: values are text, and this one is not UTF-8",
+                parameter(name)
+            ),
+        )
+    })?;
+    let max = match tier {
+        ParameterTier::Standard => STANDARD_MAX,
+        _ => ADVANCED_MAX,
+    };
+    if text.len() > max {
+        return Err(StoreError::new(
+            StoreErrorKind::TooLarge,
+            format!(
+                "parameter {}: {} bytes is over the {} tier's {max}",
+                parameter(name),
+                text.len(),
+                tier.as_str()
+            ),
+        ));
+    }
+    Ok(text)
+}
+
+impl SsmStore {
+    /// PutParameter with Overwrite, keeping type, key and tier.
+    pub(super) async fn overwrite(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+    ) -> StoreResult<VersionId> {
+        let meta = self.metadata(name).await?;
+        let kept = Kept {
+            kind: meta.r#type.unwrap_or(ParameterType::String),
+            key_id: meta.key_id,
+            tier: meta.tier.unwrap_or(ParameterTier::Standard),
+            from: meta.version,
+        };
+        self.put(name, value, kept, true).await
+    }
+
+    /// A new parameter of the configured type and key (standard tier).
+    pub(super) async fn create(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+    ) -> StoreResult<VersionId> {
+        let kept = Kept {
+            kind: self.create_type.clone(),
+            key_id: self.create_key_id.clone(),
+            tier: ParameterTier::Standard,
+            from: 0,
+        };
+        self.put(name, value, kept, false).await
+    }
+
+    async fn put(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+        kept: Kept,
+        overwrite: bool,
+    ) -> StoreResult<VersionId> {
+        let text = checked(name, value, &kept.tier)?;
+        let secure = kept.kind == ParameterType::SecureString;
+        let mut wait = std::time::Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            let (retry, timeout) = bounded(std::time::Duration::from_secs(5));
+            let config = aws_sdk_ssm::config::Builder::default()
+                .retry_config(retry)
+                .timeout_config(timeout);
+            let mut req = self
+                .client
+                .put_parameter()
+                .name(parameter(name))
+                .value(text)
+                .r#type(kept.kind.clone())
+                .overwrite(overwrite);
+            if secure {
+                req = req.set_key_id(kept.key_id.clone());
+            }
+            // The tier is named only when advanced: naming Standard on a
+            // create is the default, and keeping Advanced needs it named.
+            if kept.tier != ParameterTier::Standard {
+                req = req.tier(kept.tier.clone());
+            }
+            let err = match req.customize().config_override(config).send().await {
+                Ok(out) => return Ok(VersionId::new(out.version.to_string())),
+                Err(e) => classify(e),
+            };
+            if !err.is_transient() {
+                return Err(err);
+            }
+            // The answer was lost or refused for now: did it land?
+            match self.landed(name, text, kept.from).await {
+                Ok(Some(v)) => {
+                    tracing::warn!(secret = %name, version = %v,
+                        "the answer to PutParameter was lost; GetParameterHistory shows the version, so it succeeded");
+                    return Ok(v);
+                }
+                Ok(None) if attempt < MAX_ATTEMPTS => {}
+                // Not there after the last attempt, or cannot tell.
+                _ => return Err(err),
+            }
+            attempt += 1;
+            tokio::time::sleep(wait.mul_f64(fastrand::f64())).await;
+            wait *= 2;
+        }
+    }
+
+    /// GetParameterHistory (decrypted, compared here, never kept): the
+    /// first version after `from` that holds `text`.
+    async fn landed(
+        &self,
+        name: &SecretName,
+        text: &str,
+        from: i64,
+    ) -> StoreResult<Option<VersionId>> {
+        let mut pages = self.history(name, true).send();
+        while let Some(page) = pages.next().await {
+            let page = match page.map_err(classify) {
+                // No parameter yet: a create that did not land.
+                Err(e) if e.kind == StoreErrorKind::NotFound => return Ok(None),
+                other => other?,
+            };
+            if let Some(h) = page
+                .parameters()
+                .iter()
+                .find(|h| h.version > from && h.value() == Some(text))
+            {
+                return Ok(Some(VersionId::new(h.version.to_string())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// LabelParameterVersion (the label moves from any other version) or,
+    /// with no target, UnlabelParameterVersion.
+    pub(super) async fn label(
+        &self,
+        name: &SecretName,
+        label: &Label,
+        move_to: Option<&VersionId>,
+        remove_from: Option<&VersionId>,
+    ) -> StoreResult<()> {
+        let number = |id: &VersionId| {
+            version_number(id).ok_or_else(|| {
+                StoreError::new(StoreErrorKind::NotFound, format!("no version {id}"))
+            })
+        };
+        match (move_to, remove_from) {
+            (Some(to), _) => {
+                let out = self
+                    .client
+                    .label_parameter_version()
+                    .name(parameter(name))
+                    .parameter_version(number(to)?)
+                    .labels(label.as_str())
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                if !out.invalid_labels().is_empty() {
+                    return Err(StoreError::new(
+                        StoreErrorKind::InvalidParameter,
+                        format!(
+                            "label {label} refused by Parameter Store (letters, digits, '.', '-', '_'; up to 100; not starting with aws, ssm or a digit)"
+                        ),
+                    ));
+                }
+            }
+            (None, Some(from)) => {
+                self.client
+                    .unlabel_parameter_version()
+                    .name(parameter(name))
+                    .parameter_version(number(from)?)
+                    .labels(label.as_str())
+                    .send()
+                    .await
+                    .map_err(classify)?;
+            }
+            (None, None) => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_over_the_tier_limit_are_too_large() {
+        let n = SecretName::new("a/b");
+        let v = |len: usize| SecretBytes::new(vec![b'x'; len]);
+        assert!(checked(&n, &v(STANDARD_MAX), &ParameterTier::Standard).is_ok());
+        let e = checked(&n, &v(STANDARD_MAX + 1), &ParameterTier::Standard).unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::TooLarge);
+        assert!(checked(&n, &v(ADVANCED_MAX), &ParameterTier::Advanced).is_ok());
+        let e = checked(&n, &v(ADVANCED_MAX + 1), &ParameterTier::Advanced).unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::TooLarge);
+        let bin = SecretBytes::new(vec![0xff, 0xfe]);
+        let e = checked(&n, &bin, &ParameterTier::Standard).unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::InvalidParameter);
+    }
+}
