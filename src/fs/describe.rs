@@ -101,7 +101,7 @@ impl Descriptions {
             Err(e) if e.kind == StoreErrorKind::AccessDenied => {
                 if !self.warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(secret = %name,
-                        "secretsmanager:DescribeSecret is denied; falling back to GetSecretValue (a KMS decrypt per TTL and per listing); grant DescribeSecret to avoid it");
+                        "the metadata call is denied (secretsmanager:DescribeSecret; ssm:DescribeParameters and ssm:GetParameterHistory for Parameter Store); falling back to reading the value (a KMS decrypt per TTL and per listing); grant it to avoid that");
                 }
                 Ok(None)
             }

@@ -381,7 +381,7 @@ impl Core {
                     Err(e) => e.to_string(),
                 };
                 tracing::error!(secret = %name, version = %id, lookup = %lookup,
-                    "the answer to the put was lost: whether it was stored is unknown; the next read asks Secrets Manager");
+                    "the answer to the put was lost: whether it was stored is unknown; the next read asks the backend");
                 Err(lost.into())
             }
         }
