@@ -8,6 +8,7 @@ pub mod defaults;
 pub mod ids;
 mod load;
 pub mod schema;
+pub mod secret_spec;
 #[cfg(test)]
 mod tests;
 
@@ -16,7 +17,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::fs::FsConfig;
-use crate::store::SecretName;
 use crate::store::aws::AwsOptions;
 use defaults::*;
 use schema::{FileDuration, duration};
@@ -69,6 +69,12 @@ impl Cli {
         self.prefix = self.prefix.take().or(f.prefix);
         if self.secrets.is_empty() {
             self.secrets = f.secrets.unwrap_or_default();
+            for t in f.secret.unwrap_or_default() {
+                self.secrets.push(t.as_option()?);
+            }
+        }
+        if self.failover_regions.is_empty() {
+            self.failover_regions = f.failover_region.unwrap_or_default();
         }
         self.region = self.region.take().or(f.region);
         self.profile = self.profile.take().or(f.profile);
@@ -165,31 +171,23 @@ impl Cli {
             ));
         }
         let hooks = self.hooks()?;
-        let secrets = if self.secrets.is_empty() {
-            None
-        } else {
-            if let Some(bad) = self.secrets.iter().find(|s| !crate::tree::valid_path(s)) {
-                return Err(format!(
-                    "--secret '{bad}' cannot be a path (empty, '.' or '..' component)"
-                ));
-            }
-            if let Some(bad) = self.secrets.iter().find(|s| crate::tree::reserved(s)) {
-                return Err(format!(
-                    "--secret '{bad}': names under .secretsfs/ are reserved for the mount's own files"
-                ));
-            }
-            Some(
-                self.secrets
-                    .iter()
-                    .map(|s| SecretName::new(s.as_str()))
-                    .collect(),
-            )
-        };
+        let named = secret_spec::parse(&self.secrets)?;
+        let secrets = (!named.paths.is_empty()).then_some(named.paths);
         if secrets.is_some() && self.prefix.is_some() {
             return Err("--secret and --prefix cannot be combined".into());
         }
         if self.demo && self.local.is_none() {
             return Err("--demo needs --local DIR".into());
+        }
+        if self.local.is_some() && !(named.arns.is_empty() && self.failover_regions.is_empty()) {
+            return Err(
+                "--local cannot be combined with --failover-region or secrets by ARN".into(),
+            );
+        }
+        if let Some(r) = self.failover_regions.iter().find(|r| !region_name(r)) {
+            return Err(format!(
+                "--failover-region '{r}' is not a region name (such as eu-west-1)"
+            ));
         }
         let backend = match self.local {
             Some(dir) => Backend::Local {
@@ -201,6 +199,8 @@ impl Cli {
                 profile: self.profile,
                 endpoint_url: self.endpoint_url,
                 ca_bundle: self.ca_bundle,
+                failover_regions: self.failover_regions,
+                arns: named.arns,
             }),
         };
         let mut fs = FsConfig::new(ttl);
@@ -252,4 +252,12 @@ impl Cli {
             mlock: self.mlock,
         })
     }
+}
+
+/// A region's name as AWS spells them (lowercase letters, digits, '-').
+fn region_name(r: &str) -> bool {
+    !r.is_empty()
+        && r.contains('-')
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }

@@ -17,10 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::refusal::Refusal;
-use crate::store::SecretName;
-use crate::store::aws::{About, AwsOptions, AwsStore, TLS_HINT};
+use crate::stats::Stats;
+use crate::store::aws::{About, AwsOptions, AwsStore, Regions, TLS_HINT};
+use crate::store::{SecretName, SecretStore};
 
 mod check;
+mod failover;
 
 pub use check::{CHECK_CALL_BOUND, CHECK_CREDENTIALS_BOUND, Check, check};
 
@@ -39,25 +41,49 @@ pub enum Verdict {
 
 /// Opens the AWS store and checks it before anything is mounted.
 /// `first_secret`: the first `--secret`, which the check describes instead
-/// of listing (no ListSecrets call for a mount of named secrets).
+/// of listing (no ListSecrets call for a mount of named secrets). With
+/// failover regions or secrets by ARN the store is `Regions` (one client
+/// per region), and a primary that does not answer at start is accepted
+/// when a failover region does (failover.rs).
 pub async fn open_aws(
     opts: &AwsOptions,
     first_secret: Option<&SecretName>,
-) -> Result<Arc<AwsStore>, Refusal> {
+    stats: &Arc<Stats>,
+) -> Result<Arc<dyn SecretStore>, Refusal> {
     let store = Arc::new(AwsStore::connect(opts).await.map_err(Refusal::config)?);
-    let check = check(&store, first_secret).await;
-    match verdict(&check, store.about(), first_secret) {
+    let first = failover::first_id(opts, first_secret, store.about());
+    let first = first.as_ref();
+    let check = check(&store, first).await;
+    let mut primary_down = None;
+    match verdict(&check, store.about(), first) {
         Verdict::Mount(line) => tracing::info!("{line}"),
         Verdict::MountWarned(line) => tracing::warn!("{line}"),
         Verdict::MountAndRetry(line) => {
-            tracing::warn!("{line}");
-            let (store, first) = (store.clone(), first_secret.cloned());
-            tokio::spawn(async move { check_until_answered(&store, first.as_ref()).await });
+            match failover::answering(&store, &opts.failover_regions, first, &check).await {
+                Some(line) => {
+                    tracing::warn!("{line}");
+                    primary_down = Some(line);
+                }
+                None => {
+                    tracing::warn!("{line}");
+                    let (store, first) = (store.clone(), first.cloned());
+                    tokio::spawn(async move { check_until_answered(&store, first.as_ref()).await });
+                }
+            }
         }
         Verdict::Refuse(line) if restart_may_help(&check) => return Err(Refusal::failure(line)),
         Verdict::Refuse(line) => return Err(Refusal::config(line)),
     }
-    Ok(store)
+    if !opts.uses_regions() {
+        return Ok(store);
+    }
+    Ok(Arc::new(Regions::new(
+        store,
+        &opts.failover_regions,
+        opts.arns.clone(),
+        stats.clone(),
+        primary_down,
+    )))
 }
 
 /// A refusal a restart may cure: a credentials chain that was still trying

@@ -6,15 +6,21 @@
 //! (configuration chain, retries, TLS with a CA bundle, primed credentials),
 //! `errors.rs` judges every SDK error (into `StoreErrorKind` for reads and
 //! writes, into `CallFailure` for the start-up check), `probe.rs` makes the
-//! start-up check's calls, which `preflight/` orders and judges.
+//! start-up check's calls, which `preflight/` orders and judges;
+//! `regions.rs` puts one client per region behind the trait (failover
+//! regions, secrets by ARN, `arn.rs`).
 
+mod arn;
 mod client;
 mod errors;
 mod probe;
+mod regions;
 
-pub use client::{MAX_ATTEMPTS, read_ca_bundle};
+pub use arn::Arn;
+pub use client::{MAX_ATTEMPTS, QUICK_ATTEMPT, read_ca_bundle};
 pub use errors::{CallFailure, Cause, CredentialsFailure, REJECTED_CREDENTIALS, TLS_HINT};
 pub use errors::{HasStatus, cause, classify, one_line};
+pub use regions::{FAILOVER_AFTER, PROBE_FIRST, PROBE_MAX, Regions};
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -40,6 +46,18 @@ pub struct AwsOptions {
     pub endpoint_url: Option<String>,
     /// `--ca-bundle`: CA certificates trusted besides the system's.
     pub ca_bundle: Option<std::path::PathBuf>,
+    /// `--failover-region`: where reads go when the primary fails, in order.
+    pub failover_regions: Vec<String>,
+    /// `--secret PATH=ARN` and `[[secret]]` tables: the path each ARN is
+    /// mounted at (store/aws/regions.rs routes its calls).
+    pub arns: Vec<(SecretName, Arn)>,
+}
+
+impl AwsOptions {
+    /// More than one region's client may be called: the store is `Regions`.
+    pub fn uses_regions(&self) -> bool {
+        !self.failover_regions.is_empty() || !self.arns.is_empty()
+    }
 }
 
 pub struct AwsStore {

@@ -1,0 +1,471 @@
+//! Regions: reads that survive a regional outage (`--failover-region`) and
+//! secrets named by ARN in other regions and accounts (`--secret PATH=ARN`).
+//! The filesystem above sees only paths; the path <-> ARN mapping and the
+//! choice of region live here.
+//!
+//! - The chain: the primary region, then the failover regions in order,
+//!   one client each. A read goes to the first region not known to be
+//!   down; a transient failure there (refused, reset, 5xx, throttling after
+//!   the SDK's retries, or no answer within `FAILOVER_AFTER`) sends the same
+//!   call to the next one, whose answer is the read's. Any other answer
+//!   (AccessDenied, ResourceNotFound, KMS, another 4xx) is final: fail
+//!   closed, a secret deleted or revoked in the primary never comes back
+//!   from a replica.
+//! - `Health`: a region that failed is skipped by later reads (no timeout
+//!   paid per read) and probed in the background, 1 s after, then doubling
+//!   up to `PROBE_MAX`, until it answers; reads then go back to it. Each
+//!   switch of the region in use is logged once, with the reason.
+//! - Writes go to the primary only (replicas are read-only): while it is
+//!   known to be down they fail at once (EIO), with a log line that says so.
+//! - An ARN whose region is not the primary's is called in its own region
+//!   (a client made at first use), with no failover.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::AwsStore;
+use super::arn::Arn;
+use super::errors::CallFailure;
+use crate::stats::Stats;
+use crate::store::{
+    Description, Label, ListedVersion, SecretBytes, SecretName, SecretStore, SecretVersion,
+    Selector, StoreError, StoreErrorKind, StoreResult, VersionId,
+};
+
+/// How long a region that another may stand in for has to answer a read
+/// (its retries included) before the next region is asked. Below the
+/// cache's 1 s wait for a refresh, so that a refresh during a primary hang
+/// still brings a fresh value to the reader.
+pub const FAILOVER_AFTER: Duration = Duration::from_millis(800);
+/// The first wait before probing a region that failed, and the longest.
+pub const PROBE_FIRST: Duration = Duration::from_secs(1);
+pub const PROBE_MAX: Duration = Duration::from_secs(30);
+/// Each probe's bound.
+const PROBE_BOUND: Duration = Duration::from_secs(2);
+
+/// One region of the chain: its client and whether it is known to be down.
+struct Region {
+    name: String,
+    /// Tuned for failing over (`AwsStore::derived(_, true)`).
+    store: AwsStore,
+    down: parking_lot::Mutex<Option<Down>>,
+}
+
+/// Why a region is skipped, and since when.
+#[derive(Clone)]
+struct Down {
+    reason: String,
+    since: Instant,
+}
+
+/// A read call, the same whichever region makes it.
+enum Read<'a> {
+    List(Option<&'a str>),
+    Get(&'a Selector),
+    Versions,
+    Describe,
+}
+
+enum Answer {
+    List(Vec<SecretName>),
+    Get(Option<SecretVersion>),
+    Versions(Vec<ListedVersion>),
+    Describe(Description),
+}
+
+/// Where a secret's calls go.
+enum Route<'a> {
+    /// The chain, with this SecretId (a name, or an ARN in the primary's
+    /// region, rewritten for each replica's region).
+    Chain(&'a SecretName, Option<&'a Arn>),
+    /// An ARN in a region outside the chain.
+    Elsewhere(&'a Arn),
+}
+
+pub struct Regions {
+    /// The primary, then the failover regions in order.
+    chain: Vec<Arc<Region>>,
+    /// The primary's client with the default timeouts: every write.
+    writer: Arc<AwsStore>,
+    /// `--secret PATH=ARN`: the path the tree shows -> the ARN called.
+    arns: HashMap<SecretName, Arn>,
+    /// Clients of ARN regions outside the chain, made at first use.
+    elsewhere: parking_lot::Mutex<HashMap<String, Arc<AwsStore>>>,
+    stats: Arc<Stats>,
+    /// ARNs already said not to exist (one log line each).
+    missing: parking_lot::Mutex<std::collections::HashSet<SecretName>>,
+}
+
+impl Regions {
+    /// The chain over `primary` (whose region is the mount's) and
+    /// `failover` regions, and the ARNs by path. `primary_down`: the
+    /// start-up check found the primary unreachable (its cause), so reads
+    /// start on the next region.
+    pub fn new(
+        primary: Arc<AwsStore>,
+        failover: &[String],
+        arns: Vec<(SecretName, Arn)>,
+        stats: Arc<Stats>,
+        primary_down: Option<String>,
+    ) -> Self {
+        let here = primary.about().region.clone().unwrap_or_default();
+        let quick = !failover.is_empty();
+        let chain: Vec<Arc<Region>> = std::iter::once(&here)
+            .chain(failover.iter().filter(|r| **r != here))
+            .map(|r| {
+                Arc::new(Region {
+                    name: r.clone(),
+                    store: primary.derived(r, quick),
+                    down: parking_lot::Mutex::new(None),
+                })
+            })
+            .collect();
+        if let (Some(cause), true) = (primary_down, chain.len() > 1) {
+            mark_down(&chain[0], format!("unreachable at start ({cause})"));
+        }
+        Self {
+            chain,
+            writer: primary,
+            arns: arns.into_iter().collect(),
+            elsewhere: Default::default(),
+            stats,
+            missing: Default::default(),
+        }
+    }
+
+    fn route<'a>(&'a self, name: &'a SecretName) -> Route<'a> {
+        match self.arns.get(name) {
+            None => Route::Chain(name, None),
+            Some(arn) if arn.region() == self.chain[0].name => Route::Chain(name, Some(arn)),
+            Some(arn) => Route::Elsewhere(arn),
+        }
+    }
+
+    /// The client of an ARN's region outside the chain.
+    fn client_in(&self, region: &str) -> Arc<AwsStore> {
+        self.elsewhere
+            .lock()
+            .entry(region.to_string())
+            .or_insert_with(|| Arc::new(self.writer.derived(region, false)))
+            .clone()
+    }
+
+    /// A read: in an ARN's own region, or along the chain.
+    async fn read(&self, name: Option<&SecretName>, op: Read<'_>) -> StoreResult<Answer> {
+        let result = self.read_routed(name, op).await;
+        if let (Some(name), Err(e)) = (name, &result)
+            && e.kind == StoreErrorKind::NotFound
+            && let Some(arn) = self.arns.get(name)
+            && self.missing.lock().insert(name.clone())
+        {
+            tracing::warn!(
+                secret = %name,
+                "secret {arn} (mounted at {name}) does not exist in region {}: check the ARN (its account, region and six-character suffix)",
+                arn.region()
+            );
+        }
+        result
+    }
+
+    async fn read_routed(&self, name: Option<&SecretName>, op: Read<'_>) -> StoreResult<Answer> {
+        match name.map(|n| self.route(n)) {
+            Some(Route::Elsewhere(arn)) => {
+                let store = self.client_in(arn.region());
+                let id = SecretName::new(arn.to_string());
+                let result = call(&store, &id, &op).await;
+                self.count(arn.region(), &result);
+                result
+            }
+            Some(Route::Chain(name, arn)) => self.along_chain(Some((name, arn)), op).await,
+            None => self.along_chain(None, op).await,
+        }
+    }
+
+    /// The chain's regions not known to be down, in order (all of them
+    /// when every one is: one may be back before its probe says so).
+    fn candidates(&self) -> Vec<usize> {
+        let up: Vec<usize> = (0..self.chain.len())
+            .filter(|&i| self.chain[i].down.lock().is_none())
+            .collect();
+        if up.is_empty() {
+            (0..self.chain.len()).collect()
+        } else {
+            up
+        }
+    }
+
+    async fn along_chain(
+        &self,
+        secret: Option<(&SecretName, Option<&Arn>)>,
+        op: Read<'_>,
+    ) -> StoreResult<Answer> {
+        let candidates = self.candidates();
+        let last = candidates.len() - 1;
+        let mut failed = None;
+        for (n, &i) in candidates.iter().enumerate() {
+            let region = &self.chain[i];
+            let id = match secret {
+                Some((_, Some(arn))) => SecretName::new(arn.in_region(&region.name).to_string()),
+                Some((name, None)) => name.clone(),
+                None => SecretName::new(""),
+            };
+            let attempt = call(&region.store, &id, &op);
+            // ListSecrets' pages are bounded by the attempt timeout alone:
+            // a long listing is not a failure.
+            let result = if n < last && !matches!(op, Read::List(_)) {
+                match tokio::time::timeout(FAILOVER_AFTER, attempt).await {
+                    Ok(r) => r,
+                    Err(_) => Err(StoreError::new(
+                        StoreErrorKind::Transient,
+                        format!("no answer within {} ms", FAILOVER_AFTER.as_millis()),
+                    )),
+                }
+            } else {
+                attempt.await
+            };
+            self.count(&region.name, &result);
+            match result {
+                Err(e) if e.is_transient() && n < last => {
+                    mark_down(region, e.message.clone());
+                    failed = Some(e);
+                }
+                Err(e) if e.is_transient() => {
+                    mark_down(region, e.message.clone());
+                    return Err(e);
+                }
+                answered => {
+                    mark_up(region);
+                    self.served_by(i, failed.as_ref());
+                    return answered;
+                }
+            }
+        }
+        unreachable!("the last candidate always returns")
+    }
+
+    fn count<T>(&self, region: &str, result: &StoreResult<T>) {
+        let failed = matches!(result, Err(e) if e.kind != StoreErrorKind::NotFound);
+        self.stats.regions.call(region, failed);
+    }
+
+    /// Region `i` answered a read of the chain: a switch is logged once.
+    fn served_by(&self, i: usize, failed: Option<&StoreError>) {
+        let region = &self.chain[i].name;
+        let before = self.stats.regions.in_use();
+        if !self.stats.regions.use_region(region) {
+            return;
+        }
+        let before = before.unwrap_or_default();
+        let from = self.chain.iter().position(|r| r.name == before);
+        if from.is_some_and(|f| f < i) {
+            let reason = failed.map(|e| e.message.clone()).unwrap_or_else(|| {
+                let down = from.and_then(|f| self.chain[f].down.lock().clone());
+                down.map_or_else(|| "it failed".into(), |d| d.reason)
+            });
+            tracing::warn!(
+                region = %region,
+                from = %before,
+                "reads failed over from region {before} to {region}: {before} failed ({reason}); it is probed in the background"
+            );
+        } else {
+            tracing::info!(
+                region = %region,
+                from = %before,
+                "reads are back on region {region}: it answers again"
+            );
+        }
+    }
+
+    /// Where a write goes: the primary (or an ARN's own region), with its
+    /// SecretId; refused while the primary is known to be down.
+    fn writer_for(&self, name: &SecretName) -> StoreResult<(Arc<AwsStore>, SecretName)> {
+        match self.route(name) {
+            Route::Elsewhere(arn) => Ok((
+                self.client_in(arn.region()),
+                SecretName::new(arn.to_string()),
+            )),
+            Route::Chain(name, arn) => {
+                let primary = &self.chain[0];
+                if self.chain.len() > 1
+                    && let Some(down) = primary.down.lock().clone()
+                {
+                    let message = format!(
+                        "the primary region {} is down ({}, for {} s) and replicas cannot be written; {name} was not changed",
+                        primary.name,
+                        down.reason,
+                        down.since.elapsed().as_secs()
+                    );
+                    tracing::warn!(secret = %name, region = %primary.name, "{message}");
+                    return Err(StoreError::new(StoreErrorKind::Transient, message));
+                }
+                let id = arn.map_or_else(|| name.clone(), |a| SecretName::new(a.to_string()));
+                Ok((self.writer.clone(), id))
+            }
+        }
+    }
+
+    /// A write's result, counted under its region.
+    fn wrote<T>(&self, name: &SecretName, result: StoreResult<T>) -> StoreResult<T> {
+        let region = match self.route(name) {
+            Route::Elsewhere(arn) => arn.region().to_string(),
+            Route::Chain(..) => self.chain[0].name.clone(),
+        };
+        self.count(&region, &result);
+        result
+    }
+}
+
+/// One read call in one region.
+async fn call(store: &AwsStore, id: &SecretName, op: &Read<'_>) -> StoreResult<Answer> {
+    Ok(match op {
+        Read::List(prefix) => Answer::List(store.list_secrets(*prefix).await?),
+        Read::Get(selector) => Answer::Get(store.get_value(id, selector).await?),
+        Read::Versions => Answer::Versions(store.list_versions(id).await?),
+        Read::Describe => Answer::Describe(store.describe(id).await?),
+    })
+}
+
+/// `region` failed transiently: later reads skip it, and a probe watches
+/// for its return (started once per outage).
+fn mark_down(region: &Arc<Region>, reason: String) {
+    {
+        let mut down = region.down.lock();
+        if down.is_some() {
+            return;
+        }
+        *down = Some(Down {
+            reason,
+            since: Instant::now(),
+        });
+    }
+    let region = region.clone();
+    tokio::spawn(async move { probe_until_up(&region).await });
+}
+
+fn mark_up(region: &Region) {
+    if let Some(d) = region.down.lock().take() {
+        tracing::info!(
+            region = %region.name,
+            "region {} answers again after {} s",
+            region.name,
+            d.since.elapsed().as_secs()
+        );
+    }
+}
+
+/// Probes a region that failed (ListSecrets with one result, no retry),
+/// 1 s after, then doubling up to `PROBE_MAX`, until it answers; any
+/// answer that is not a 5xx, throttling or silence counts (AccessDenied
+/// too: the region is there).
+async fn probe_until_up(region: &Region) {
+    let mut wait = PROBE_FIRST;
+    loop {
+        tokio::time::sleep(wait).await;
+        if region.down.lock().is_none() {
+            return;
+        }
+        let (_, probe) = region.store.probe(None, PROBE_BOUND);
+        let answer = tokio::time::timeout(PROBE_BOUND + Duration::from_millis(500), probe).await;
+        let up = match answer {
+            Ok(Ok(())) => true,
+            Ok(Err(f)) => matches!(
+                f,
+                CallFailure::Denied(_) | CallFailure::NotFound | CallFailure::Rejected { .. }
+            ),
+            Err(_) => false,
+        };
+        tracing::debug!(region = %region.name, up, "probed a region that failed");
+        if up {
+            mark_up(region);
+            return;
+        }
+        wait = (wait * 2).min(PROBE_MAX);
+    }
+}
+
+fn unexpected() -> StoreError {
+    StoreError::new(StoreErrorKind::Other, "a region answered another call")
+}
+
+#[async_trait]
+impl SecretStore for Regions {
+    async fn list_secrets(&self, prefix: Option<&str>) -> StoreResult<Vec<SecretName>> {
+        match self.read(None, Read::List(prefix)).await? {
+            Answer::List(names) => Ok(names),
+            _ => Err(unexpected()),
+        }
+    }
+    async fn get_value(
+        &self,
+        name: &SecretName,
+        selector: &Selector,
+    ) -> StoreResult<Option<SecretVersion>> {
+        match self.read(Some(name), Read::Get(selector)).await? {
+            Answer::Get(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+    async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>> {
+        let listed = self.list_versions(name).await?;
+        Ok(listed.into_iter().map(|v| v.id).collect())
+    }
+    async fn list_versions(&self, name: &SecretName) -> StoreResult<Vec<ListedVersion>> {
+        match self.read(Some(name), Read::Versions).await? {
+            Answer::Versions(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+    async fn describe(&self, name: &SecretName) -> StoreResult<Description> {
+        match self.read(Some(name), Read::Describe).await? {
+            Answer::Describe(d) => Ok(d),
+            _ => Err(unexpected()),
+        }
+    }
+    async fn put_value(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+        token: &str,
+    ) -> StoreResult<VersionId> {
+        let (store, id) = self.writer_for(name)?;
+        self.wrote(name, store.put_value(&id, value, token).await)
+    }
+    async fn create_secret(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+        token: &str,
+    ) -> StoreResult<VersionId> {
+        let (store, id) = self.writer_for(name)?;
+        self.wrote(name, store.create_secret(&id, value, token).await)
+    }
+    async fn put_value_staged(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+        token: &str,
+        stages: &[Label],
+    ) -> StoreResult<VersionId> {
+        let (store, id) = self.writer_for(name)?;
+        self.wrote(
+            name,
+            store.put_value_staged(&id, value, token, stages).await,
+        )
+    }
+    async fn update_stage(
+        &self,
+        name: &SecretName,
+        label: &Label,
+        move_to: Option<&VersionId>,
+        remove_from: Option<&VersionId>,
+    ) -> StoreResult<()> {
+        let (store, id) = self.writer_for(name)?;
+        self.wrote(
+            name,
+            store.update_stage(&id, label, move_to, remove_from).await,
+        )
+    }
+}
