@@ -105,9 +105,10 @@ pub struct Cli {
     pub region: Option<String>,
     /// Where reads go when the region fails (refused, no answer, 5xx,
     /// throttling): a region holding replicas of the secrets; repeat for
-    /// more, tried in order. Writes still go to the region only [default:
-    /// none]
-    #[arg(long = "failover-region", value_name = "REGION")]
+    /// more, tried in order. REGION=URL gives it its own endpoint (else
+    /// the region's, or --endpoint-url when set). Writes still go to the
+    /// region only [default: none]
+    #[arg(long = "failover-region", value_name = "REGION[=URL]")]
     pub failover_regions: Vec<String>,
     /// AWS profile for settings and credentials [default: AWS_PROFILE, then
     /// `default`]

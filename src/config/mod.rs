@@ -184,11 +184,11 @@ impl Cli {
                 "--local cannot be combined with --failover-region or secrets by ARN".into(),
             );
         }
-        if let Some(r) = self.failover_regions.iter().find(|r| !region_name(r)) {
-            return Err(format!(
-                "--failover-region '{r}' is not a region name (such as eu-west-1)"
-            ));
-        }
+        let failover_regions = self
+            .failover_regions
+            .iter()
+            .map(|r| crate::store::aws::RegionSpec::parse(r))
+            .collect::<Result<Vec<_>, _>>()?;
         let backend = match self.local {
             Some(dir) => Backend::Local {
                 dir,
@@ -199,7 +199,7 @@ impl Cli {
                 profile: self.profile,
                 endpoint_url: self.endpoint_url,
                 ca_bundle: self.ca_bundle,
-                failover_regions: self.failover_regions,
+                failover_regions,
                 arns: named.arns,
             }),
         };
@@ -252,12 +252,4 @@ impl Cli {
             mlock: self.mlock,
         })
     }
-}
-
-/// A region's name as AWS spells them (lowercase letters, digits, '-').
-fn region_name(r: &str) -> bool {
-    !r.is_empty()
-        && r.contains('-')
-        && r.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }

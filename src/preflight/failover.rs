@@ -4,7 +4,7 @@
 
 use super::{Check, Verdict, check, verdict};
 use crate::store::SecretName;
-use crate::store::aws::{About, AwsOptions, AwsStore};
+use crate::store::aws::{About, AwsOptions, AwsStore, RegionSpec};
 
 /// What the check describes for the first `--secret`: its name, or its ARN
 /// when that is in the mount's region (an ARN elsewhere is not the
@@ -28,7 +28,7 @@ pub(super) fn first_id(
 /// region does (None: none does, or there is none).
 pub(super) async fn answering(
     primary: &AwsStore,
-    regions: &[String],
+    regions: &[RegionSpec],
     first: Option<&SecretName>,
     primary_check: &Check,
 ) -> Option<String> {
@@ -38,7 +38,8 @@ pub(super) async fn answering(
     };
     let here = primary.about().region.clone().unwrap_or_default();
     for r in regions {
-        let store = primary.in_region(r);
+        let store = primary.in_region(&r.name, r.endpoint.as_deref());
+        let r = &r.name;
         // A name is the same in every region; an ARN is not: list instead.
         let id = first.filter(|n| !n.as_str().starts_with("arn:"));
         let found = check(&store, id).await;

@@ -117,8 +117,8 @@ impl AwsStore {
 
 impl AwsStore {
     /// The same client (credentials, endpoint, TLS, timeouts) calling `region`.
-    pub fn in_region(&self, region: &str) -> AwsStore {
-        self.derived(region, false)
+    pub fn in_region(&self, region: &str, endpoint: Option<&str>) -> AwsStore {
+        self.derived(region, false, endpoint)
     }
 
     /// The same client (credentials, endpoint, TLS) calling `region`; with
@@ -126,12 +126,16 @@ impl AwsStore {
     /// attempt bounded by `QUICK_ATTEMPT` and retries 100 ms apart, so
     /// that a failing region is left for the next one soon after its
     /// retries, not after the default 15 s.
-    pub(super) fn derived(&self, region: &str, quick: bool) -> AwsStore {
+    /// `endpoint` replaces the one in use (`--failover-region REGION=URL`).
+    pub(super) fn derived(&self, region: &str, quick: bool, endpoint: Option<&str>) -> AwsStore {
         let mut builder = self
             .client
             .config()
             .to_builder()
             .region(aws_config::Region::new(region.to_string()));
+        if let Some(url) = endpoint {
+            builder = builder.endpoint_url(url);
+        }
         if quick {
             builder = builder
                 .retry_config(
@@ -149,7 +153,9 @@ impl AwsStore {
         }
         let mut about = self.about.clone();
         about.region = Some(region.to_string());
-        if self.about.endpoint.contains(".amazonaws.com")
+        if let Some(url) = endpoint {
+            about.endpoint = url.to_string();
+        } else if self.about.endpoint.contains(".amazonaws.com")
             && let Some(here) = self.about.region.as_deref()
         {
             about.endpoint = self.about.endpoint.replace(here, region);

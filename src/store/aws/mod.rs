@@ -47,10 +47,48 @@ pub struct AwsOptions {
     /// `--ca-bundle`: CA certificates trusted besides the system's.
     pub ca_bundle: Option<std::path::PathBuf>,
     /// `--failover-region`: where reads go when the primary fails, in order.
-    pub failover_regions: Vec<String>,
+    pub failover_regions: Vec<RegionSpec>,
     /// `--secret PATH=ARN` and `[[secret]]` tables: the path each ARN is
     /// mounted at (store/aws/regions.rs routes its calls).
     pub arns: Vec<(SecretName, Arn)>,
+}
+
+/// A failover region (`--failover-region REGION[=URL]`): its name, and its
+/// own endpoint when the primary's is set explicitly and not valid there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionSpec {
+    pub name: String,
+    pub endpoint: Option<String>,
+}
+
+impl RegionSpec {
+    /// `REGION` or `REGION=URL`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (name, endpoint) = match s.split_once('=') {
+            Some((n, url)) if url.starts_with("http://") || url.starts_with("https://") => {
+                (n, Some(url.to_string()))
+            }
+            Some(_) => {
+                return Err(format!(
+                    "--failover-region '{s}': the endpoint must be an http:// or https:// URL"
+                ));
+            }
+            None => (s, None),
+        };
+        let region_ok = name.contains('-')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !region_ok {
+            return Err(format!(
+                "--failover-region '{s}': '{name}' is not a region name (such as eu-west-1)"
+            ));
+        }
+        Ok(Self {
+            name: name.to_string(),
+            endpoint,
+        })
+    }
 }
 
 impl AwsOptions {

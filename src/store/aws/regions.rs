@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::AwsStore;
 use super::arn::Arn;
 use super::errors::CallFailure;
+use super::{AwsStore, RegionSpec};
 use crate::stats::Stats;
 use crate::store::{
     Description, Label, ListedVersion, SecretBytes, SecretName, SecretStore, SecretVersion,
@@ -106,19 +106,23 @@ impl Regions {
     /// start on the next region.
     pub fn new(
         primary: Arc<AwsStore>,
-        failover: &[String],
+        failover: &[RegionSpec],
         arns: Vec<(SecretName, Arn)>,
         stats: Arc<Stats>,
         primary_down: Option<String>,
     ) -> Self {
         let here = primary.about().region.clone().unwrap_or_default();
         let quick = !failover.is_empty();
-        let chain: Vec<Arc<Region>> = std::iter::once(&here)
-            .chain(failover.iter().filter(|r| **r != here))
+        let first = RegionSpec {
+            name: here.clone(),
+            endpoint: None,
+        };
+        let chain: Vec<Arc<Region>> = std::iter::once(&first)
+            .chain(failover.iter().filter(|r| r.name != here))
             .map(|r| {
                 Arc::new(Region {
-                    name: r.clone(),
-                    store: primary.derived(r, quick),
+                    name: r.name.clone(),
+                    store: primary.derived(&r.name, quick, r.endpoint.as_deref()),
                     down: parking_lot::Mutex::new(None),
                 })
             })
@@ -149,7 +153,7 @@ impl Regions {
         self.elsewhere
             .lock()
             .entry(region.to_string())
-            .or_insert_with(|| Arc::new(self.writer.derived(region, false)))
+            .or_insert_with(|| Arc::new(self.writer.derived(region, false, None)))
             .clone()
     }
 
@@ -307,13 +311,28 @@ impl Regions {
         }
     }
 
-    /// A write's result, counted under its region.
+    /// A write's result, counted under its region. A primary that fails
+    /// a write transiently is taken as down (with replicas, reads move on
+    /// and the log says writes cannot).
     fn wrote<T>(&self, name: &SecretName, result: StoreResult<T>) -> StoreResult<T> {
-        let region = match self.route(name) {
-            Route::Elsewhere(arn) => arn.region().to_string(),
-            Route::Chain(..) => self.chain[0].name.clone(),
+        let (region, chain) = match self.route(name) {
+            Route::Elsewhere(arn) => (arn.region().to_string(), false),
+            Route::Chain(..) => (self.chain[0].name.clone(), true),
         };
         self.count(&region, &result);
+        if let Err(e) = &result
+            && e.is_transient()
+            && chain
+            && self.chain.len() > 1
+        {
+            tracing::warn!(
+                secret = %name,
+                region = %region,
+                "the primary region {region} did not take the write ({}); replicas cannot be written, so {name} was not changed",
+                e.message
+            );
+            mark_down(&self.chain[0], e.message.clone());
+        }
         result
     }
 }
