@@ -247,6 +247,56 @@ fn reads_fail_over_to_the_replica_while_the_primary_refuses_connections() {
     );
 }
 
+/// The other order: the first read after the primary fails is a cached
+/// value's refresh, which pays the failover itself. For each kind of
+/// failure it gets the replica's value within the cache's 1 s refresh
+/// wait (or the cached value, stale, if the machine is slow), and then the
+/// replica's (fresh) value.
+#[test]
+fn a_cached_value_refreshed_first_in_an_outage_comes_from_the_replica() {
+    for kind in ["503", "hang", "refused"] {
+        let s = replicated(&format!("rg-first-{kind}"), "v1");
+        let primary = Proxy::start();
+        let replica = Proxy::start();
+        let m = Mount::aws()
+            .endpoint(primary.url())
+            .args(["--secret", &s, "--ttl", "1"])
+            .args(["--failover-region", &format!("{REPLICA}={}", replica.url())])
+            .start();
+        let rel = format!("{s}/current");
+        assert_eq!(m.read_string(&rel), "v1");
+        put(&s, "v2");
+        match kind {
+            "503" => {
+                let e = Fault::Error {
+                    status: 503,
+                    code: "ServiceUnavailable",
+                };
+                primary.fault_in(PRIMARY, "*", None, e, usize::MAX)
+            }
+            "hang" => {
+                let hang = Fault::Delay(Duration::from_secs(120));
+                primary.fault_in(PRIMARY, "*", None, hang, usize::MAX)
+            }
+            _ => primary.refuse(true),
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+        let (v, took) = timed_read(&m, &rel);
+        let v = v.unwrap();
+        eprintln!(
+            "failover latency, primary {kind}: cached read paying the failover {took:?} ({v})"
+        );
+        assert!(took < Duration::from_millis(1500), "{kind}: {took:?}");
+        assert!(["v1", "v2"].contains(&v.as_str()));
+        assert!(
+            wait_until(Duration::from_secs(5), || m.read_string(&rel) == "v2"),
+            "{kind}: {}",
+            m.log_text()
+        );
+        assert_eq!(regions(&m)["in_use"], REPLICA, "{kind}");
+    }
+}
+
 #[test]
 fn a_primary_down_at_start_mounts_on_the_failover_region() {
     let s = replicated("rg-start", "v1");
