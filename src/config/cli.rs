@@ -94,11 +94,11 @@ pub struct Cli {
     /// secret]
     #[arg(long)]
     pub prefix: Option<String>,
-    /// Expose exactly this secret; repeat for more. A name, or a full ARN
+    /// Expose exactly this secret; repeat for more: a name, or a full ARN
     /// (another account or region) shown at its name or at PATH with
     /// PATH=ARN. No ListSecrets call is made [default: every secret,
     /// listed]
-    #[arg(long = "secret", value_name = "NAME|[PATH=]ARN")]
+    #[arg(long = "secret", value_name = "SECRET")]
     pub secrets: Vec<String>,
     /// AWS region [default: AWS_REGION, then the profile's region]
     #[arg(long)]
@@ -107,7 +107,7 @@ pub struct Cli {
     /// throttling): a region holding replicas of the secrets; repeat for
     /// more, tried in order. REGION=URL gives it its own endpoint (else
     /// the region's, or --endpoint-url when set). Writes still go to the
-    /// region only [default: none]
+    /// primary region (--region) only [default: none]
     #[arg(long = "failover-region", value_name = "REGION[=URL]")]
     pub failover_regions: Vec<String>,
     /// AWS profile for settings and credentials [default: AWS_PROFILE, then
