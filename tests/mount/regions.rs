@@ -352,6 +352,40 @@ fn access_denied_and_not_found_from_the_primary_do_not_fail_over() {
     assert!(!m.log_text().contains("failed over"));
 }
 
+/// A secret with no replica: the failover region's "not found" does not
+/// make it vanish during the outage. Its cached value is served stale (as
+/// without failover); a cold read is EIO, not ENOENT.
+#[test]
+fn a_secret_not_replicated_is_served_stale_not_lost_during_the_outage() {
+    let (kept, cold) = (unique("rg-norep"), unique("rg-norep-cold"));
+    create(&kept, "v1");
+    create(&cold, "c1");
+    let proxy = Proxy::start();
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--secret", &kept, "--secret", &cold, "--ttl", "1"])
+        .args(["--failover-region", REPLICA])
+        .start();
+    let rel = format!("{kept}/current");
+    assert_eq!(m.read_string(&rel), "v1");
+    let e = Fault::Error {
+        status: 503,
+        code: "ServiceUnavailable",
+    };
+    proxy.fault_in(PRIMARY, "*", None, e, usize::MAX);
+    std::thread::sleep(Duration::from_millis(1100));
+    for _ in 0..3 {
+        assert_eq!(m.read_string(&rel), "v1");
+    }
+    assert!(m.stats()["stale_served"].as_u64().unwrap() >= 1);
+    let err = m.read(&format!("{cold}/current")).unwrap_err();
+    assert_eq!(errno_of(&err), libc::EIO, "{err}");
+    assert!(
+        proxy.count_in(REPLICA, "*") >= 1,
+        "the replica region was asked"
+    );
+}
+
 #[test]
 fn a_write_while_the_primary_is_down_fails_with_eio_and_stores_nothing() {
     let s = replicated("rg-write", "v1");

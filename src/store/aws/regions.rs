@@ -8,9 +8,11 @@
 //!   down; a transient failure there (refused, reset, 5xx, throttling after
 //!   the SDK's retries, or no answer within `FAILOVER_AFTER`) sends the same
 //!   call to the next one, whose answer is the read's. Any other answer
-//!   (AccessDenied, ResourceNotFound, KMS, another 4xx) is final: fail
-//!   closed, a secret deleted or revoked in the primary never comes back
-//!   from a replica.
+//!   from the primary (AccessDenied, ResourceNotFound, KMS, another 4xx)
+//!   is final: fail closed, a secret deleted or revoked in the primary
+//!   never comes back from a replica. A failover region's 4xx (no replica
+//!   there) is not final either way: the next region is asked, else the
+//!   primary's failure is the answer (a cached value is then served stale).
 //! - `Health`: a region that failed is skipped by later reads (no timeout
 //!   paid per read) and probed in the background, 1 s after, then doubling
 //!   up to `PROBE_MAX`, until it answers; reads then go back to it. Each
@@ -52,6 +54,8 @@ struct Region {
     /// Tuned for failing over (`AwsStore::derived(_, true)`).
     store: AwsStore,
     down: parking_lot::Mutex<Option<Down>>,
+    /// A denial here was logged (once per region).
+    denied_warned: std::sync::atomic::AtomicBool,
 }
 
 /// Why a region is skipped, and since when.
@@ -124,6 +128,7 @@ impl Regions {
                     name: r.name.clone(),
                     store: primary.derived(&r.name, quick, r.endpoint.as_deref()),
                     down: parking_lot::Mutex::new(None),
+                    denied_warned: Default::default(),
                 })
             })
             .collect();
@@ -208,7 +213,9 @@ impl Regions {
     ) -> StoreResult<Answer> {
         let candidates = self.candidates();
         let last = candidates.len() - 1;
+        // The first transient failure, and the failover regions' 4xx.
         let mut failed = None;
+        let mut refusals = Vec::new();
         for (n, &i) in candidates.iter().enumerate() {
             let region = &self.chain[i];
             let id = match secret {
@@ -232,13 +239,21 @@ impl Regions {
             };
             self.count(&region.name, &result);
             match result {
-                Err(e) if e.is_transient() && n < last => {
-                    mark_down(region, e.message.clone());
-                    failed = Some(e);
-                }
                 Err(e) if e.is_transient() => {
-                    mark_down(region, e.message.clone());
-                    return Err(e);
+                    // With no other region, nothing is skipped: no probe.
+                    if self.chain.len() > 1 {
+                        mark_down(region, e.message.clone());
+                    }
+                    failed.get_or_insert(e);
+                }
+                // A failover region's 4xx (no replica there, access or key
+                // not granted there) does not outrank the primary's
+                // failure: the next region, else the primary's transient
+                // error (so a cached value is served stale, as without
+                // failover).
+                Err(e) if i > 0 => {
+                    self.replica_refused(region, secret.map(|(n, _)| n), &e);
+                    refusals.push(format!("{}: {}", region.name, e.message));
                 }
                 answered => {
                     mark_up(region);
@@ -247,7 +262,48 @@ impl Regions {
                 }
             }
         }
-        unreachable!("the last candidate always returns")
+        let primary = &self.chain[0];
+        let mut err = failed.unwrap_or_else(|| {
+            let why = primary
+                .down
+                .lock()
+                .clone()
+                .map(|d| d.reason)
+                .unwrap_or_default();
+            StoreError::new(
+                StoreErrorKind::Transient,
+                format!("the primary region {} is down ({why})", primary.name),
+            )
+        });
+        if !refusals.is_empty() {
+            err.message = format!("{}; failover: {}", err.message, refusals.join("; "));
+        }
+        Err(err)
+    }
+
+    /// A failover region answered a read with a 4xx: logged at debug for
+    /// a missing replica, once per region as a warning for a denial.
+    fn replica_refused(&self, region: &Region, name: Option<&SecretName>, e: &StoreError) {
+        let name = name.map(SecretName::as_str).unwrap_or("(listing)");
+        let denied = matches!(
+            e.kind,
+            StoreErrorKind::AccessDenied | StoreErrorKind::DecryptionFailure
+        );
+        if denied
+            && !region
+                .denied_warned
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                region = %region.name,
+                secret = %name,
+                "failover region {} refused a read of {name} ({}): grant the IAM actions and the KMS key there too (docs/regions.md)",
+                region.name,
+                e.message
+            );
+        } else {
+            tracing::debug!(region = %region.name, secret = %name, error = %e, "failover region has no answer for this read");
+        }
     }
 
     fn count<T>(&self, region: &str, result: &StoreResult<T>) {
