@@ -84,56 +84,8 @@ pub fn parse(entries: &[String]) -> Result<Secrets, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Backend, Cli, Config};
-    use clap::Parser;
-
-    fn config(args: &[&str]) -> Result<Config, String> {
-        let cli = Cli::try_parse_from(std::iter::once("secretsfs").chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?;
-        cli.into_config()
-    }
-
-    #[test]
-    fn failover_regions_and_arns_come_from_flags_options_and_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.toml");
-        std::fs::write(
-            &file,
-            format!(
-                "failover_region = [\"eu-central-1\"]\n[[secret]]\narn = \"{ARN}\"\npath = \"shared/db\"\n[[secret]]\nname = \"plain\"\n"
-            ),
-        )
-        .unwrap();
-        let c = config(&["--config", file.to_str().unwrap(), "/m"]).unwrap();
-        let Backend::Aws(aws) = &c.backend else {
-            panic!("aws")
-        };
-        assert_eq!(aws.failover_regions[0].name, "eu-central-1");
-        assert_eq!(aws.arns[0].0.as_str(), "shared/db");
-        let paths: Vec<&str> =
-            c.fs.secrets
-                .as_ref()
-                .unwrap()
-                .iter()
-                .map(|s| s.as_str())
-                .collect();
-        assert_eq!(paths, ["shared/db", "plain"]);
-        let c = config(&["-o", "failover_region=us-west-2=http://127.0.0.1:9", "/m"]).unwrap();
-        let Backend::Aws(aws) = &c.backend else {
-            panic!("aws")
-        };
-        assert_eq!(
-            aws.failover_regions[0].endpoint.as_deref(),
-            Some("http://127.0.0.1:9")
-        );
-        let e = config(&["--failover-region", "Europe", "/m"]).unwrap_err();
-        assert!(e.contains("not a region name"), "{e}");
-        let e = config(&["--local", "/tmp/x", "--failover-region", "eu-west-1", "/m"]).unwrap_err();
-        assert!(e.contains("--local cannot"), "{e}");
-    }
 
     const ARN: &str = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:team/db-AbCdEf";
-
     #[test]
     fn names_arns_and_paths_for_arns() {
         let s = parse(&["a=b".into(), ARN.into(), format!("shared/db={ARN}")]).unwrap();

@@ -176,9 +176,10 @@ fn mount_args(cached: &str, cold: &[String; 2]) -> Vec<String> {
     a
 }
 
-#[test]
-fn reads_fail_over_to_the_replica_while_the_primary_answers_503() {
-    let (cached, cold) = setup("503");
+/// The scenario with one proxy for both regions, which gives the
+/// primary's requests (told apart by their signing region) `fault`.
+fn survives_fault(kind: &str, fault: Fault) {
+    let (cached, cold) = setup(kind);
     let proxy = Proxy::start();
     let m = Mount::aws()
         .endpoint(proxy.url())
@@ -186,39 +187,33 @@ fn reads_fail_over_to_the_replica_while_the_primary_answers_503() {
         .args(["--failover-region", REPLICA])
         .start();
     let outage = Outage {
-        kind: "503",
-        start: Box::new(|| {
-            let e = Fault::Error {
-                status: 503,
-                code: "ServiceUnavailable",
-            };
-            proxy.fault_in(PRIMARY, "*", None, e, usize::MAX)
-        }),
+        kind,
+        start: Box::new(|| proxy.fault_in(PRIMARY, "*", None, fault.clone(), usize::MAX)),
         heal: Box::new(|| proxy.clear_faults()),
         primary_calls: Box::new(|| proxy.count_in(PRIMARY, "*")),
     };
     survives(&m, outage, &cached, [&cold[0], &cold[1]]);
 }
 
+fn unavailable() -> Fault {
+    Fault::Error {
+        status: 503,
+        code: "ServiceUnavailable",
+    }
+}
+
+fn hang() -> Fault {
+    Fault::Delay(Duration::from_secs(120))
+}
+
+#[test]
+fn reads_fail_over_to_the_replica_while_the_primary_answers_503() {
+    survives_fault("503", unavailable());
+}
+
 #[test]
 fn reads_fail_over_to_the_replica_while_the_primary_hangs() {
-    let (cached, cold) = setup("hang");
-    let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(mount_args(&cached, &cold))
-        .args(["--failover-region", REPLICA])
-        .start();
-    let outage = Outage {
-        kind: "hang",
-        start: Box::new(|| {
-            let hang = Fault::Delay(Duration::from_secs(120));
-            proxy.fault_in(PRIMARY, "*", None, hang, usize::MAX)
-        }),
-        heal: Box::new(|| proxy.clear_faults()),
-        primary_calls: Box::new(|| proxy.count_in(PRIMARY, "*")),
-    };
-    survives(&m, outage, &cached, [&cold[0], &cold[1]]);
+    survives_fault("hang", hang());
 }
 
 /// The primary behind its own endpoint (a proxy that stops listening), the
@@ -267,17 +262,8 @@ fn a_cached_value_refreshed_first_in_an_outage_comes_from_the_replica() {
         assert_eq!(m.read_string(&rel), "v1");
         put(&s, "v2");
         match kind {
-            "503" => {
-                let e = Fault::Error {
-                    status: 503,
-                    code: "ServiceUnavailable",
-                };
-                primary.fault_in(PRIMARY, "*", None, e, usize::MAX)
-            }
-            "hang" => {
-                let hang = Fault::Delay(Duration::from_secs(120));
-                primary.fault_in(PRIMARY, "*", None, hang, usize::MAX)
-            }
+            "503" => primary.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX),
+            "hang" => primary.fault_in(PRIMARY, "*", None, hang(), usize::MAX),
             _ => primary.refuse(true),
         }
         std::thread::sleep(Duration::from_millis(1100));
@@ -368,11 +354,7 @@ fn a_secret_not_replicated_is_served_stale_not_lost_during_the_outage() {
         .start();
     let rel = format!("{kept}/current");
     assert_eq!(m.read_string(&rel), "v1");
-    let e = Fault::Error {
-        status: 503,
-        code: "ServiceUnavailable",
-    };
-    proxy.fault_in(PRIMARY, "*", None, e, usize::MAX);
+    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
     std::thread::sleep(Duration::from_millis(1100));
     for _ in 0..3 {
         assert_eq!(m.read_string(&rel), "v1");
@@ -396,11 +378,7 @@ fn a_write_while_the_primary_is_down_fails_with_eio_and_stores_nothing() {
         .start();
     let rel = format!("{s}/current");
     assert_eq!(m.read_string(&rel), "v1");
-    let e = Fault::Error {
-        status: 503,
-        code: "ServiceUnavailable",
-    };
-    proxy.fault_in(PRIMARY, "*", None, e, usize::MAX);
+    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
     let before = (versions_in(PRIMARY, &s), versions_in(REPLICA, &s));
     let r = write_file(&m.p(&rel), b"new", libc::O_WRONLY | libc::O_TRUNC);
     assert_eq!(r, Err(libc::EIO), "{}", m.log_text());
