@@ -53,3 +53,38 @@ pub(super) async fn answering(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::aws::Arn;
+
+    #[test]
+    fn the_check_describes_a_name_or_an_arn_of_the_mounts_region_else_lists() {
+        let arn = |r: &str| {
+            Arn::parse(&format!(
+                "arn:aws:secretsmanager:{r}:111122223333:secret:db-AbCdEf"
+            ))
+            .unwrap()
+        };
+        let opts = AwsOptions {
+            arns: vec![
+                (SecretName::new("here"), arn("us-east-1")),
+                (SecretName::new("there"), arn("eu-west-1")),
+            ],
+            ..Default::default()
+        };
+        let about = About {
+            region: Some("us-east-1".into()),
+            ..Default::default()
+        };
+        let id = |p: &str| first_id(&opts, Some(&SecretName::new(p)), &about);
+        assert_eq!(id("plain"), Some(SecretName::new("plain")));
+        assert_eq!(
+            id("here"),
+            Some(SecretName::new(arn("us-east-1").to_string()))
+        );
+        assert_eq!(id("there"), None);
+        assert_eq!(first_id(&opts, None, &about), None);
+    }
+}

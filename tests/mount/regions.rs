@@ -475,3 +475,58 @@ fn an_arn_that_does_not_exist_is_enoent_with_a_clear_log_line() {
         "{log}"
     );
 }
+
+/// A secret by ARN, declared in a `[[secret]]` table, works in every view:
+/// json/, stages/, a template naming its path, and writes through json/.
+#[test]
+fn a_secret_by_arn_works_in_json_stages_and_templates_from_the_config_file() {
+    let name = unique("rg-arn-json");
+    let arn = rt()
+        .block_on(
+            sdk_in(REPLICA)
+                .create_secret()
+                .name(&name)
+                .secret_string(r#"{"user":"u1","pw":"p1"}"#)
+                .send(),
+        )
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.j2"),
+        r#"{% set d = secret("shared/j") | from_json -%}{{ d.user }}"#,
+    )
+    .unwrap();
+    let conf = dir.path().join("secretsfs.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[secret]]\narn = \"{arn}\"\npath = \"shared/j\"\n\n[[template]]\nname = \"t\"\nsource = \"{}\"\n",
+            dir.path().join("t.j2").display()
+        ),
+    )
+    .unwrap();
+    let m = Mount::aws()
+        .args(["--config", conf.to_str().unwrap()])
+        .start();
+    assert_eq!(m.read_string("shared/j/json/user"), "u1");
+    assert_eq!(
+        m.read_string("shared/j/stages/AWSCURRENT"),
+        r#"{"user":"u1","pw":"p1"}"#
+    );
+    assert_eq!(m.read_string(".secretsfs/rendered/t"), "u1");
+    write_file(
+        &m.p("shared/j/json/user"),
+        b"u2",
+        libc::O_WRONLY | libc::O_TRUNC,
+    )
+    .unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&value_in(REPLICA, &arn)).unwrap();
+    assert_eq!(stored["user"], "u2");
+    assert_eq!(stored["pw"], "p1");
+    assert!(wait_until(Duration::from_secs(5), || m
+        .read_string(".secretsfs/rendered/t")
+        == "u2"));
+}
