@@ -530,3 +530,47 @@ fn a_secret_by_arn_works_in_json_stages_and_templates_from_the_config_file() {
         .read_string(".secretsfs/rendered/t")
         == "u2"));
 }
+
+/// During the outage a listing comes from the failover region, and shows
+/// the replicas of the primary's secrets only, not the secrets that live
+/// in that region alone.
+#[test]
+fn a_listing_during_the_outage_shows_the_primarys_secrets_from_the_replica() {
+    let dir = unique("rg-ls");
+    let kept = replicated(&format!("{dir}/a"), "v1");
+    let local_only = format!("{dir}/only-there");
+    rt().block_on(
+        sdk_in(REPLICA)
+            .create_secret()
+            .name(&local_only)
+            .secret_string("x")
+            .send(),
+    )
+    .unwrap();
+    let proxy = Proxy::start();
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--prefix", &format!("{dir}/"), "--ttl", "1"])
+        .args(["--failover-region", REPLICA])
+        .start();
+    let shown = |m: &Mount| {
+        let mut l = ls(&m.p(&dir));
+        l.sort();
+        l
+    };
+    let leaf = kept.rsplit('/').next().unwrap().to_string();
+    assert_eq!(shown(&m), [leaf.clone()]);
+    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let _ = shown(&m);
+            proxy.count_in(REPLICA, "ListSecrets") >= 1
+        }),
+        "{}",
+        m.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(shown(&m), [leaf.clone()]);
+    assert_eq!(shown(&m), [leaf]);
+    assert_eq!(m.read_string(&format!("{kept}/current")), "v1");
+}

@@ -169,22 +169,15 @@ impl AwsStore {
     }
 }
 
-/// One entry of ListSecretVersionIds: its id, CreatedDate and labels.
-fn listed_version(v: &SecretVersionsListEntry) -> Option<ListedVersion> {
-    Some(ListedVersion {
-        id: VersionId::new(v.version_id()?),
-        created: v.created_date().map(|d| to_system_time(Some(d))),
-        stages: v.version_stages().to_vec(),
-    })
-}
-fn to_system_time(t: Option<&aws_sdk_secretsmanager::primitives::DateTime>) -> SystemTime {
-    t.and_then(|d| SystemTime::try_from(*d).ok())
-        .unwrap_or(SystemTime::UNIX_EPOCH)
-}
-
-#[async_trait]
-impl SecretStore for AwsStore {
-    async fn list_secrets(&self, prefix: Option<&str>) -> StoreResult<Vec<SecretName>> {
+impl AwsStore {
+    /// ListSecrets (every page) of the names starting with `prefix`;
+    /// with `primary`, only replicas of that region's secrets (a failover
+    /// region lists what the primary would).
+    pub(super) async fn list_names(
+        &self,
+        prefix: Option<&str>,
+        primary: Option<&str>,
+    ) -> StoreResult<Vec<SecretName>> {
         let mut req = self.client.list_secrets().max_results(100);
         if let Some(p) = prefix.filter(|p| !p.is_empty()) {
             req = req.filters(
@@ -202,6 +195,9 @@ impl SecretStore for AwsStore {
                 if s.deleted_date().is_some() {
                     continue;
                 }
+                if primary.is_some_and(|p| s.primary_region() != Some(p)) {
+                    continue;
+                }
                 if let Some(n) = s.name() {
                     // The service's name filter is looser than a prefix match.
                     if prefix.is_none_or(|p| n.starts_with(p)) {
@@ -211,6 +207,26 @@ impl SecretStore for AwsStore {
             }
         }
         Ok(names)
+    }
+}
+
+/// One entry of ListSecretVersionIds: its id, CreatedDate and labels.
+fn listed_version(v: &SecretVersionsListEntry) -> Option<ListedVersion> {
+    Some(ListedVersion {
+        id: VersionId::new(v.version_id()?),
+        created: v.created_date().map(|d| to_system_time(Some(d))),
+        stages: v.version_stages().to_vec(),
+    })
+}
+fn to_system_time(t: Option<&aws_sdk_secretsmanager::primitives::DateTime>) -> SystemTime {
+    t.and_then(|d| SystemTime::try_from(*d).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+#[async_trait]
+impl SecretStore for AwsStore {
+    async fn list_secrets(&self, prefix: Option<&str>) -> StoreResult<Vec<SecretName>> {
+        self.list_names(prefix, None).await
     }
 
     async fn get_value(

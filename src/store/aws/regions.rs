@@ -184,7 +184,7 @@ impl Regions {
             Some(Route::Elsewhere(arn)) => {
                 let store = self.client_in(arn.region());
                 let id = SecretName::new(arn.to_string());
-                let result = call(&store, &id, &op).await;
+                let result = call(&store, &id, &op, None).await;
                 self.count(arn.region(), &result);
                 result
             }
@@ -223,7 +223,9 @@ impl Regions {
                 Some((name, None)) => name.clone(),
                 None => SecretName::new(""),
             };
-            let attempt = call(&region.store, &id, &op);
+            // A failover region lists the replicas of the primary's secrets.
+            let replicas_of = (i > 0).then_some(self.chain[0].name.as_str());
+            let attempt = call(&region.store, &id, &op, replicas_of);
             // ListSecrets' pages are bounded by the attempt timeout alone:
             // a long listing is not a failure.
             let result = if n < last && !matches!(op, Read::List(_)) {
@@ -393,10 +395,16 @@ impl Regions {
     }
 }
 
-/// One read call in one region.
-async fn call(store: &AwsStore, id: &SecretName, op: &Read<'_>) -> StoreResult<Answer> {
+/// One read call in one region; a listing keeps only the replicas of
+/// `replicas_of`'s secrets, when given.
+async fn call(
+    store: &AwsStore,
+    id: &SecretName,
+    op: &Read<'_>,
+    replicas_of: Option<&str>,
+) -> StoreResult<Answer> {
     Ok(match op {
-        Read::List(prefix) => Answer::List(store.list_secrets(*prefix).await?),
+        Read::List(prefix) => Answer::List(store.list_names(*prefix, replicas_of).await?),
         Read::Get(selector) => Answer::Get(store.get_value(id, selector).await?),
         Read::Versions => Answer::Versions(store.list_versions(id).await?),
         Read::Describe => Answer::Describe(store.describe(id).await?),
