@@ -338,6 +338,34 @@ fn access_denied_and_not_found_from_the_primary_do_not_fail_over() {
     assert!(!m.log_text().contains("failed over"));
 }
 
+/// Throttling fails over once the SDK's retries are spent (3 attempts on
+/// the primary), and does not slow the whole daemon down: the replica
+/// answered.
+#[test]
+fn throttling_fails_over_after_the_sdks_retries() {
+    let s = replicated("rg-throttle", "v1");
+    let proxy = Proxy::start();
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--secret", &s, "--failover-region", REPLICA])
+        .start();
+    let throttled = Fault::Error {
+        status: 400,
+        code: "ThrottlingException",
+    };
+    proxy.fault_in(PRIMARY, "GetSecretValue", Some(&s), throttled, usize::MAX);
+    let (v, took) = timed_read(&m, &format!("{s}/current"));
+    assert_eq!(v.unwrap(), "v1");
+    eprintln!("failover latency, primary throttling: first cold read {took:?}");
+    assert_eq!(
+        proxy.count_in(PRIMARY, "GetSecretValue"),
+        3,
+        "the SDK's attempts"
+    );
+    assert!(proxy.count_in(REPLICA, "GetSecretValue") >= 1);
+    assert_eq!(m.stats()["throttle_backoff_ms"], 0);
+}
+
 /// A secret with no replica: the failover region's "not found" does not
 /// make it vanish during the outage. Its cached value is served stale (as
 /// without failover); a cold read is EIO, not ENOENT.
