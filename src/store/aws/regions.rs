@@ -52,7 +52,7 @@ const PROBE_BOUND: Duration = Duration::from_secs(2);
 struct Region {
     name: String,
     /// Tuned for failing over (`AwsStore::derived(_, true)`).
-    store: AwsStore,
+    store: Box<dyn RegionStore>,
     down: parking_lot::Mutex<Option<Down>>,
     /// A denial here was logged (once per region).
     denied_warned: std::sync::atomic::AtomicBool,
@@ -93,7 +93,9 @@ pub struct Regions {
     /// The primary, then the failover regions in order.
     chain: Vec<Arc<Region>>,
     /// The primary's client with the default timeouts: every write.
-    writer: Arc<AwsStore>,
+    writer: Arc<dyn SecretStore>,
+    /// What the clients of ARN regions are made from.
+    base: Arc<AwsStore>,
     /// `--secret PATH=ARN`: the path the tree shows -> the ARN called.
     arns: HashMap<SecretName, Arn>,
     /// Clients of ARN regions outside the chain, made at first use.
@@ -117,27 +119,50 @@ impl Regions {
     ) -> Self {
         let here = primary.about().region.clone().unwrap_or_default();
         let quick = !failover.is_empty();
-        let first = RegionSpec {
-            name: here.clone(),
-            endpoint: None,
-        };
-        let chain: Vec<Arc<Region>> = std::iter::once(&first)
-            .chain(failover.iter().filter(|r| r.name != here))
-            .map(|r| {
+        let chain: Vec<(String, Box<dyn RegionStore>)> = std::iter::once((here.clone(), None))
+            .chain(
+                failover
+                    .iter()
+                    .filter(|r| r.name != here)
+                    .map(|r| (r.name.clone(), r.endpoint.as_deref())),
+            )
+            .map(|(name, endpoint)| {
+                let store: Box<dyn RegionStore> = Box::new(primary.derived(&name, quick, endpoint));
+                (name, store)
+            })
+            .collect();
+        let writer: Arc<dyn SecretStore> = primary.clone();
+        let regions = Self::over(chain, writer, primary, arns, stats);
+        if let (Some(cause), true) = (primary_down, regions.chain.len() > 1) {
+            mark_down(&regions.chain[0], format!("unreachable at start ({cause})"));
+        }
+        regions
+    }
+
+    /// The chain of these regions' stores (the primary first), writes to
+    /// `writer`, clients of ARN regions made from `base`.
+    fn over(
+        chain: Vec<(String, Box<dyn RegionStore>)>,
+        writer: Arc<dyn SecretStore>,
+        base: Arc<AwsStore>,
+        arns: Vec<(SecretName, Arn)>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        let chain = chain
+            .into_iter()
+            .map(|(name, store)| {
                 Arc::new(Region {
-                    name: r.name.clone(),
-                    store: primary.derived(&r.name, quick, r.endpoint.as_deref()),
+                    name,
+                    store,
                     down: parking_lot::Mutex::new(None),
                     denied_warned: Default::default(),
                 })
             })
             .collect();
-        if let (Some(cause), true) = (primary_down, chain.len() > 1) {
-            mark_down(&chain[0], format!("unreachable at start ({cause})"));
-        }
         Self {
             chain,
-            writer: primary,
+            writer,
+            base,
             arns: arns.into_iter().collect(),
             elsewhere: Default::default(),
             stats,
@@ -158,7 +183,7 @@ impl Regions {
         self.elsewhere
             .lock()
             .entry(region.to_string())
-            .or_insert_with(|| Arc::new(self.writer.derived(region, false, None)))
+            .or_insert_with(|| Arc::new(self.base.derived(region, false, None)))
             .clone()
     }
 
@@ -184,7 +209,7 @@ impl Regions {
             Some(Route::Elsewhere(arn)) => {
                 let store = self.client_in(arn.region());
                 let id = SecretName::new(arn.to_string());
-                let result = call(&store, &id, &op, None).await;
+                let result = store.read(&id, &op, None).await;
                 self.count(arn.region(), &result);
                 result
             }
@@ -225,7 +250,7 @@ impl Regions {
             };
             // A failover region lists the replicas of the primary's secrets.
             let replicas_of = (i > 0).then_some(self.chain[0].name.as_str());
-            let attempt = call(&region.store, &id, &op, replicas_of);
+            let attempt = region.store.read(&id, &op, replicas_of);
             // ListSecrets' pages are bounded by the attempt timeout alone:
             // a long listing is not a failure.
             let result = if n < last && !matches!(op, Read::List(_)) {
@@ -343,10 +368,10 @@ impl Regions {
 
     /// Where a write goes: the primary (or an ARN's own region), with its
     /// SecretId; refused while the primary is known to be down.
-    fn writer_for(&self, name: &SecretName) -> StoreResult<(Arc<AwsStore>, SecretName)> {
+    fn writer_for(&self, name: &SecretName) -> StoreResult<(Arc<dyn SecretStore>, SecretName)> {
         match self.route(name) {
             Route::Elsewhere(arn) => Ok((
-                self.client_in(arn.region()),
+                self.client_in(arn.region()) as Arc<dyn SecretStore>,
                 SecretName::new(arn.to_string()),
             )),
             Route::Chain(name, arn) => {
@@ -395,20 +420,51 @@ impl Regions {
     }
 }
 
-/// One read call in one region; a listing keeps only the replicas of
-/// `replicas_of`'s secrets, when given.
-async fn call(
-    store: &AwsStore,
-    id: &SecretName,
-    op: &Read<'_>,
-    replicas_of: Option<&str>,
-) -> StoreResult<Answer> {
-    Ok(match op {
-        Read::List(prefix) => Answer::List(store.list_names(*prefix, replicas_of).await?),
-        Read::Get(selector) => Answer::Get(store.get_value(id, selector).await?),
-        Read::Versions => Answer::Versions(store.list_versions(id).await?),
-        Read::Describe => Answer::Describe(store.describe(id).await?),
-    })
+/// One region's client, as the chain uses it: a read call, and the probe
+/// of a region that failed. `AwsStore` in the daemon; test doubles below.
+#[async_trait]
+trait RegionStore: Send + Sync + 'static {
+    /// One read call; a listing keeps only the replicas of `replicas_of`'s
+    /// secrets, when given.
+    async fn read(
+        &self,
+        id: &SecretName,
+        op: &Read<'_>,
+        replicas_of: Option<&str>,
+    ) -> StoreResult<Answer>;
+    /// Whether the region answers now (ListSecrets with one result, no
+    /// retry): any answer that is not a 5xx, throttling or silence counts
+    /// (AccessDenied too: the region is there).
+    async fn answers(&self) -> bool;
+}
+
+#[async_trait]
+impl RegionStore for AwsStore {
+    async fn read(
+        &self,
+        id: &SecretName,
+        op: &Read<'_>,
+        replicas_of: Option<&str>,
+    ) -> StoreResult<Answer> {
+        Ok(match op {
+            Read::List(prefix) => Answer::List(self.list_names(*prefix, replicas_of).await?),
+            Read::Get(selector) => Answer::Get(self.get_value(id, selector).await?),
+            Read::Versions => Answer::Versions(self.list_versions(id).await?),
+            Read::Describe => Answer::Describe(self.describe(id).await?),
+        })
+    }
+
+    async fn answers(&self) -> bool {
+        let (_, probe) = self.probe(None, PROBE_BOUND);
+        match tokio::time::timeout(PROBE_BOUND + Duration::from_millis(500), probe).await {
+            Ok(Ok(())) => true,
+            Ok(Err(f)) => matches!(
+                f,
+                CallFailure::Denied(_) | CallFailure::NotFound | CallFailure::Rejected { .. }
+            ),
+            Err(_) => false,
+        }
+    }
 }
 
 /// `region` failed transiently: later reads skip it, and a probe watches
@@ -439,10 +495,8 @@ fn mark_up(region: &Region) {
     }
 }
 
-/// Probes a region that failed (ListSecrets with one result, no retry),
-/// 1 s after, then doubling up to `PROBE_MAX`, until it answers; any
-/// answer that is not a 5xx, throttling or silence counts (AccessDenied
-/// too: the region is there).
+/// Probes a region that failed (`RegionStore::answers`), 1 s after, then
+/// doubling up to `PROBE_MAX`, until it answers.
 async fn probe_until_up(region: &Region) {
     let mut wait = PROBE_FIRST;
     loop {
@@ -450,16 +504,7 @@ async fn probe_until_up(region: &Region) {
         if region.down.lock().is_none() {
             return;
         }
-        let (_, probe) = region.store.probe(None, PROBE_BOUND);
-        let answer = tokio::time::timeout(PROBE_BOUND + Duration::from_millis(500), probe).await;
-        let up = match answer {
-            Ok(Ok(())) => true,
-            Ok(Err(f)) => matches!(
-                f,
-                CallFailure::Denied(_) | CallFailure::NotFound | CallFailure::Rejected { .. }
-            ),
-            Err(_) => false,
-        };
+        let up = region.store.answers().await;
         tracing::debug!(region = %region.name, up, "probed a region that failed");
         if up {
             mark_up(region);
@@ -550,5 +595,251 @@ impl SecretStore for Regions {
             name,
             store.update_stage(&id, label, move_to, remove_from).await,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Stage;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// How a test region answers.
+    #[derive(Clone, Copy)]
+    enum Then {
+        Value(&'static str),
+        Fail(StoreErrorKind),
+        Hang,
+    }
+
+    struct Fake {
+        then: parking_lot::Mutex<Then>,
+        calls: AtomicUsize,
+    }
+
+    impl Fake {
+        fn new(then: Then) -> Arc<Self> {
+            Arc::new(Self {
+                then: parking_lot::Mutex::new(then),
+                calls: AtomicUsize::new(0),
+            })
+        }
+        fn set(&self, then: Then) {
+            *self.then.lock() = then;
+        }
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+        async fn answer(&self) -> StoreResult<&'static str> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let then = *self.then.lock();
+            match then {
+                Then::Value(v) => Ok(v),
+                Then::Fail(kind) => Err(StoreError::new(kind, "injected")),
+                Then::Hang => std::future::pending().await,
+            }
+        }
+    }
+
+    #[async_trait]
+    impl RegionStore for Arc<Fake> {
+        async fn read(
+            &self,
+            _: &SecretName,
+            op: &Read<'_>,
+            _: Option<&str>,
+        ) -> StoreResult<Answer> {
+            let v = self.answer().await?;
+            Ok(match op {
+                Read::Get(_) => Answer::Get(Some(SecretVersion::new(
+                    VersionId::new("v1"),
+                    SecretBytes::new(v.as_bytes().to_vec()),
+                    std::time::SystemTime::UNIX_EPOCH,
+                ))),
+                _ => Answer::Describe(Description::default()),
+            })
+        }
+        async fn answers(&self) -> bool {
+            matches!(*self.then.lock(), Then::Value(_))
+        }
+    }
+
+    /// Writes: counted, always accepted.
+    #[derive(Default)]
+    struct Writer {
+        puts: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl SecretStore for Writer {
+        async fn list_secrets(&self, _: Option<&str>) -> StoreResult<Vec<SecretName>> {
+            Ok(Vec::new())
+        }
+        async fn get_value(
+            &self,
+            _: &SecretName,
+            _: &Selector,
+        ) -> StoreResult<Option<SecretVersion>> {
+            Ok(None)
+        }
+        async fn list_version_ids(&self, _: &SecretName) -> StoreResult<Vec<VersionId>> {
+            Ok(Vec::new())
+        }
+        async fn describe(&self, _: &SecretName) -> StoreResult<Description> {
+            Ok(Description::default())
+        }
+        async fn put_value(
+            &self,
+            _: &SecretName,
+            _: &SecretBytes,
+            t: &str,
+        ) -> StoreResult<VersionId> {
+            self.puts.fetch_add(1, Ordering::SeqCst);
+            Ok(VersionId::new(t))
+        }
+        async fn create_secret(
+            &self,
+            n: &SecretName,
+            v: &SecretBytes,
+            t: &str,
+        ) -> StoreResult<VersionId> {
+            self.put_value(n, v, t).await
+        }
+    }
+
+    struct Rig {
+        regions: Regions,
+        primary: Arc<Fake>,
+        replica: Arc<Fake>,
+        writer: Arc<Writer>,
+        stats: Arc<Stats>,
+    }
+
+    async fn rig(primary: Then, replica: Then) -> Rig {
+        let base = AwsStore::connect(&super::super::AwsOptions {
+            region: Some("us-east-1".into()),
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let (p, r) = (Fake::new(primary), Fake::new(replica));
+        let writer = Arc::new(Writer::default());
+        let stats = Arc::new(Stats::default());
+        let chain: Vec<(String, Box<dyn RegionStore>)> = vec![
+            ("us-east-1".into(), Box::new(p.clone())),
+            ("eu-west-1".into(), Box::new(r.clone())),
+        ];
+        let regions = Regions::over(
+            chain,
+            writer.clone(),
+            Arc::new(base),
+            Vec::new(),
+            stats.clone(),
+        );
+        Rig {
+            regions,
+            primary: p,
+            replica: r,
+            writer,
+            stats,
+        }
+    }
+
+    async fn get(r: &Rig) -> StoreResult<String> {
+        let v = r
+            .regions
+            .get_value(&SecretName::new("s"), &Selector::Stage(Stage::Current))
+            .await?;
+        Ok(v.unwrap().value.as_text().unwrap().to_string())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_failure_is_answered_by_the_replica_and_later_reads_skip_the_primary() {
+        let r = rig(Then::Value("p"), Then::Value("r")).await;
+        assert_eq!(get(&r).await.unwrap(), "p");
+        r.primary.set(Then::Fail(StoreErrorKind::Transient));
+        assert_eq!(get(&r).await.unwrap(), "r");
+        assert_eq!(get(&r).await.unwrap(), "r");
+        assert_eq!(r.primary.calls(), 2, "the primary is skipped once down");
+        let shown = r.stats.regions.json().unwrap();
+        assert_eq!(shown["in_use"], "eu-west-1");
+        assert_eq!(shown["switches"], 1);
+        assert_eq!(shown["errors"]["us-east-1"], 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_4xx_from_the_primary_is_final() {
+        for kind in [
+            StoreErrorKind::AccessDenied,
+            StoreErrorKind::NotFound,
+            StoreErrorKind::DecryptionFailure,
+            StoreErrorKind::InvalidRequest,
+        ] {
+            let r = rig(Then::Fail(kind), Then::Value("r")).await;
+            assert_eq!(get(&r).await.unwrap_err().kind, kind);
+            assert_eq!(r.replica.calls(), 0, "{kind:?} never fails over");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_primary_costs_the_failover_bound_once() {
+        let r = rig(Then::Hang, Then::Value("r")).await;
+        let t = tokio::time::Instant::now();
+        assert_eq!(get(&r).await.unwrap(), "r");
+        assert_eq!(t.elapsed(), FAILOVER_AFTER);
+        let t = tokio::time::Instant::now();
+        assert_eq!(get(&r).await.unwrap(), "r");
+        assert_eq!(t.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_primary_is_probed_with_backoff_and_used_again_when_it_answers() {
+        let r = rig(Then::Fail(StoreErrorKind::Throttled), Then::Value("r")).await;
+        assert_eq!(get(&r).await.unwrap(), "r");
+        // Probes at 1, 3 and 7 s find it failing; healed at 8 s, the probe
+        // at 15 s finds it.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert_eq!(get(&r).await.unwrap(), "r");
+        r.primary.set(Then::Value("p"));
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(get(&r).await.unwrap(), "r", "not probed again yet");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(get(&r).await.unwrap(), "p");
+        let shown = r.stats.regions.json().unwrap();
+        assert_eq!(shown["in_use"], "us-east-1");
+        assert_eq!(shown["switches"], 1, "the first region set is no switch");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replicas_4xx_gives_the_primarys_transient_error() {
+        let r = rig(
+            Then::Fail(StoreErrorKind::Transient),
+            Then::Fail(StoreErrorKind::NotFound),
+        )
+        .await;
+        let e = get(&r).await.unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Transient, "{e}");
+        assert!(e.message.contains("eu-west-1"), "{e}");
+        // Primary known down: the error still says it, not NotFound.
+        let e = get(&r).await.unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Transient, "{e}");
+        assert!(
+            e.message.contains("primary region us-east-1 is down"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_go_to_the_primary_and_are_refused_while_it_is_down() {
+        let r = rig(Then::Value("p"), Then::Value("r")).await;
+        let (name, value) = (SecretName::new("s"), SecretBytes::new(b"x".to_vec()));
+        r.regions.put_value(&name, &value, "t1").await.unwrap();
+        r.primary.set(Then::Fail(StoreErrorKind::Transient));
+        assert_eq!(get(&r).await.unwrap(), "r");
+        let e = r.regions.put_value(&name, &value, "t2").await.unwrap_err();
+        assert!(e.is_transient());
+        assert!(e.message.contains("replicas cannot be written"), "{e}");
+        assert_eq!(r.writer.puts.load(Ordering::SeqCst), 1);
     }
 }
