@@ -419,6 +419,10 @@ fn a_write_while_the_primary_is_down_fails_with_eio_and_stores_nothing() {
         log.contains("primary region us-east-1") && log.contains("replicas cannot be written"),
         "{log}"
     );
+    assert!(
+        !log.contains("whether it was stored is unknown"),
+        "never sent: {log}"
+    );
     // Reads still work, from the replica.
     assert_eq!(m.read_string(&rel), "v1");
 }

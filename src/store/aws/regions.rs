@@ -385,8 +385,10 @@ impl Regions {
                         down.reason,
                         down.since.elapsed().as_secs()
                     );
-                    tracing::warn!(secret = %name, region = %primary.name, "{message}");
-                    return Err(StoreError::new(StoreErrorKind::Transient, message));
+                    // Logged by the request that failed (its error is this
+                    // message). Not transient: the put was never sent, so there is
+                    // no "did it land?" to ask (EIO all the same).
+                    return Err(StoreError::new(StoreErrorKind::Other, message));
                 }
                 let id = arn.map_or_else(|| name.clone(), |a| SecretName::new(a.to_string()));
                 Ok((self.writer.clone(), id))
@@ -838,7 +840,11 @@ mod tests {
         r.primary.set(Then::Fail(StoreErrorKind::Transient));
         assert_eq!(get(&r).await.unwrap(), "r");
         let e = r.regions.put_value(&name, &value, "t2").await.unwrap_err();
-        assert!(e.is_transient());
+        assert_eq!(
+            e.kind,
+            StoreErrorKind::Other,
+            "never sent: not a lost answer"
+        );
         assert!(e.message.contains("replicas cannot be written"), "{e}");
         assert_eq!(r.writer.puts.load(Ordering::SeqCst), 1);
     }
