@@ -13,7 +13,6 @@ use crate::fuse::{FuseAdapter, NotifyInvalidator};
 use crate::mount::{self, How, MountSpec};
 use crate::refusal::Refusal;
 use crate::stats::Stats;
-use crate::store::aws::AwsStore;
 use crate::store::local::LocalStore;
 use crate::store::ssm::SsmStore;
 use crate::store::{Instrumented, SecretName, SecretStore};
@@ -78,14 +77,12 @@ pub fn sd_notify(state: &str) {
 async fn open_store(
     backend: &Backend,
     first_secret: Option<&SecretName>,
+    stats: &Arc<Stats>,
 ) -> Result<Arc<dyn SecretStore>, Refusal> {
     Ok(match backend {
         // Checked before anything is mounted (preflight/): a configuration
         // error ends the start here, with its one line.
-        Backend::Aws(opts) => {
-            let store: Arc<AwsStore> = crate::preflight::open_aws(opts, first_secret).await?;
-            store
-        }
+        Backend::Aws(opts) => crate::preflight::open_aws(opts, first_secret, stats).await?,
         Backend::Ssm(opts) => {
             let store: Arc<SsmStore> = crate::preflight::open_ssm(opts, first_secret).await?;
             store
@@ -290,7 +287,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), Refusal> {
     }
     let stats = Arc::new(Stats::default());
     let first_secret = cfg.fs.secrets.as_deref().and_then(|s| s.first());
-    let store = rt.block_on(open_store(&cfg.backend, first_secret))?;
+    let store = rt.block_on(open_store(&cfg.backend, first_secret, &stats))?;
     let store: Arc<dyn SecretStore> =
         Arc::new(Instrumented::new(store, stats.clone(), cfg.max_calls));
     let (invalidator, inval_rx) = NotifyInvalidator::channel();

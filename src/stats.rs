@@ -6,6 +6,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+mod regions;
+pub use regions::RegionStats;
+
 #[derive(Clone, Copy, Debug)]
 pub enum ApiOp {
     ListSecrets,
@@ -136,6 +139,8 @@ macro_rules! counters {
         #[derive(Default, Debug)]
         pub struct Stats {
             $($(#[$doc])* $field: $ty,)*
+            /// Calls per region, the region in use, switches (stats/regions.rs).
+            pub regions: RegionStats,
         }
 
         const ROWS: &[Row] = &[$(
@@ -399,6 +404,7 @@ impl Stats {
         for (row, values) in rows {
             show(&mut out, row, values);
         }
+        self.regions.prometheus(&mut out);
         let build = format!(
             "{{version=\"{}\",store=\"{}\",mountpoint=\"{}\"}}",
             escape(info.version),
@@ -443,6 +449,9 @@ impl Stats {
                 ),
             };
             doc.insert(key.into(), shown);
+        }
+        if let Some(regions) = self.regions.json() {
+            doc.insert("regions".into(), regions);
         }
         doc.insert("pid".into(), std::process::id().into());
         // The kernel's word on the hardening, for operators and tests.

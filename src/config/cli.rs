@@ -94,14 +94,22 @@ pub struct Cli {
     /// ssm, a parameter path: /app/) [default: every secret]
     #[arg(long)]
     pub prefix: Option<String>,
-    /// Expose exactly this secret (with --source ssm, a parameter name:
-    /// /app/db/url); repeat for more. No ListSecrets call is made [default:
-    /// every secret, listed]
-    #[arg(long = "secret", value_name = "NAME")]
+    /// Expose exactly this secret; repeat for more: a name, or a full ARN
+    /// (another account or region) shown at its name or at PATH with
+    /// PATH=ARN; with --source ssm, a parameter name (/app/db/url). No
+    /// ListSecrets call is made [default: every secret, listed]
+    #[arg(long = "secret", value_name = "SECRET")]
     pub secrets: Vec<String>,
     /// AWS region [default: AWS_REGION, then the profile's region]
     #[arg(long)]
     pub region: Option<String>,
+    /// Where reads go when the region fails (refused, no answer, 5xx,
+    /// throttling): a region holding replicas of the secrets; repeat for
+    /// more, tried in order. REGION=URL gives it its own endpoint (else
+    /// the region's, or --endpoint-url when set). Writes still go to the
+    /// primary region (--region) only [default: none]
+    #[arg(long = "failover-region", value_name = "REGION[=URL]")]
+    pub failover_regions: Vec<String>,
     /// AWS profile for settings and credentials [default: AWS_PROFILE, then
     /// `default`]
     #[arg(long)]
@@ -302,6 +310,7 @@ impl Cli {
                 "prefix" => self.prefix = Some(need(value)?),
                 "secret" => self.secrets.push(need(value)?),
                 "region" => self.region = Some(need(value)?),
+                "failover_region" => self.failover_regions.push(need(value)?),
                 "profile" => self.profile = Some(need(value)?),
                 "endpoint_url" => self.endpoint_url = Some(need(value)?),
                 "ca_bundle" => self.ca_bundle = Some(need(value)?.into()),

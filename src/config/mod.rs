@@ -8,6 +8,7 @@ pub mod defaults;
 pub mod ids;
 mod load;
 pub mod schema;
+pub mod secret_spec;
 #[cfg(test)]
 mod tests;
 
@@ -16,7 +17,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::fs::FsConfig;
-use crate::store::SecretName;
 use crate::store::aws::AwsOptions;
 use crate::store::ssm::SsmOptions;
 use defaults::*;
@@ -75,6 +75,12 @@ impl Cli {
         self.prefix = self.prefix.take().or(f.prefix);
         if self.secrets.is_empty() {
             self.secrets = f.secrets.unwrap_or_default();
+            for t in f.secret.unwrap_or_default() {
+                self.secrets.push(t.as_option()?);
+            }
+        }
+        if self.failover_regions.is_empty() {
+            self.failover_regions = f.failover_region.unwrap_or_default();
         }
         self.region = self.region.take().or(f.region);
         self.profile = self.profile.take().or(f.profile);
@@ -204,37 +210,37 @@ impl Cli {
             ));
         }
         let hooks = self.hooks()?;
-        let secrets = if self.secrets.is_empty() {
-            None
-        } else {
-            if let Some(bad) = self.secrets.iter().find(|s| !crate::tree::valid_path(s)) {
-                return Err(format!(
-                    "--secret '{bad}' cannot be a path (empty, '.' or '..' component)"
-                ));
-            }
-            if let Some(bad) = self.secrets.iter().find(|s| crate::tree::reserved(s)) {
-                return Err(format!(
-                    "--secret '{bad}': names under .secretsfs/ are reserved for the mount's own files"
-                ));
-            }
-            Some(
-                self.secrets
-                    .iter()
-                    .map(|s| SecretName::new(s.as_str()))
-                    .collect(),
-            )
-        };
+        let named = secret_spec::parse(&self.secrets)?;
+        let secrets = (!named.paths.is_empty()).then_some(named.paths);
         if secrets.is_some() && self.prefix.is_some() {
             return Err("--secret and --prefix cannot be combined".into());
         }
         if self.demo && self.local.is_none() {
             return Err("--demo needs --local DIR".into());
         }
+        if self.local.is_some() && !(named.arns.is_empty() && self.failover_regions.is_empty()) {
+            return Err(
+                "--local cannot be combined with --failover-region or secrets by ARN".into(),
+            );
+        }
+        if ssm && !(named.arns.is_empty() && self.failover_regions.is_empty()) {
+            return Err(
+                "--failover-region and secrets by ARN are Secrets Manager's: not with --source ssm"
+                    .into(),
+            );
+        }
+        let failover_regions = self
+            .failover_regions
+            .iter()
+            .map(|r| crate::store::aws::RegionSpec::parse(r))
+            .collect::<Result<Vec<_>, _>>()?;
         let aws = AwsOptions {
             region: self.region,
             profile: self.profile,
             endpoint_url: self.endpoint_url,
             ca_bundle: self.ca_bundle,
+            failover_regions,
+            arns: named.arns,
         };
         let backend = match self.local {
             Some(dir) => Backend::Local {

@@ -17,6 +17,9 @@ pub struct FileConfig {
     pub ttl: Option<FileDuration>,
     pub prefix: Option<String>,
     pub secrets: Option<Vec<String>>,
+    /// `[[secret]]`: a secret by name, or by ARN at a path.
+    pub secret: Option<Vec<super::secret_spec::SecretTable>>,
+    pub failover_region: Option<Vec<String>>,
     pub region: Option<String>,
     pub profile: Option<String>,
     pub endpoint_url: Option<String>,

@@ -343,7 +343,7 @@ fn source_ssm_names_parameters_by_path_and_keeps_the_create_settings() {
     assert_eq!(o.create_key_id.as_deref(), Some("alias/k"));
     assert_eq!(
         c.fs.secrets.as_deref().unwrap()[0],
-        SecretName::new("app/db/url")
+        crate::store::SecretName::new("app/db/url")
     );
     assert!(matches!(parse(&["/mnt"]).unwrap().backend, Backend::Aws(_)));
     let e = parse(&["--source", "ssm", "--local", "/tmp/x", "/mnt"]).unwrap_err();
@@ -353,3 +353,50 @@ fn source_ssm_names_parameters_by_path_and_keeps_the_create_settings() {
     let e = parse(&["-o", "source=sms", "/mnt"]).unwrap_err();
     assert!(e.contains("secretsmanager or ssm"), "{e}");
 }
+
+#[test]
+fn failover_and_arns_are_not_for_parameter_store() {
+    let e = parse(&["--source", "ssm", "--failover-region", "eu-west-1", "/m"]).unwrap_err();
+    assert!(e.contains("not with --source ssm"), "{e}");
+}
+
+#[test]
+fn failover_regions_and_arns_come_from_flags_options_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "failover_region = [\"eu-central-1\"]\n[[secret]]\narn = \"{ARN}\"\npath = \"shared/db\"\n[[secret]]\nname = \"plain\"\n"
+        ),
+    )
+    .unwrap();
+    let c = parse(&["--config", file.to_str().unwrap(), "/m"]).unwrap();
+    let Backend::Aws(aws) = &c.backend else {
+        panic!("aws")
+    };
+    assert_eq!(aws.failover_regions[0].name, "eu-central-1");
+    assert_eq!(aws.arns[0].0.as_str(), "shared/db");
+    let paths: Vec<&str> =
+        c.fs.secrets
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+    assert_eq!(paths, ["shared/db", "plain"]);
+    let c = parse(&["-o", "failover_region=us-west-2=http://127.0.0.1:9", "/m"]).unwrap();
+    let Backend::Aws(aws) = &c.backend else {
+        panic!("aws")
+    };
+    assert_eq!(
+        aws.failover_regions[0].endpoint.as_deref(),
+        Some("http://127.0.0.1:9")
+    );
+    let e = parse(&["--failover-region", "Europe", "/m"]).unwrap_err();
+    assert!(e.contains("not a region name"), "{e}");
+    let e = parse(&["--local", "/tmp/x", "--failover-region", "eu-west-1", "/m"]).unwrap_err();
+    assert!(e.contains("--local cannot"), "{e}");
+}
+
+const ARN: &str = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:team/db-AbCdEf";

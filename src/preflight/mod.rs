@@ -17,11 +17,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::refusal::Refusal;
-use crate::store::SecretName;
-use crate::store::aws::{About, AwsOptions, AwsStore, Probe, TLS_HINT};
+use crate::stats::Stats;
+use crate::store::aws::{About, AwsOptions, AwsStore, Probe, Regions, TLS_HINT};
 use crate::store::ssm::{SsmOptions, SsmStore};
+use crate::store::{SecretName, SecretStore};
 
 mod check;
+mod failover;
 
 pub use check::{CHECK_CALL_BOUND, CHECK_CREDENTIALS_BOUND, Check, check};
 
@@ -40,29 +42,60 @@ pub enum Verdict {
 
 /// Opens the AWS store and checks it before anything is mounted.
 /// `first_secret`: the first `--secret`, which the check describes instead
-/// of listing (no ListSecrets call for a mount of named secrets).
+/// of listing (no ListSecrets call for a mount of named secrets). With
+/// failover regions or secrets by ARN the store is `Regions` (one client
+/// per region), and a primary that does not answer at start is accepted
+/// when a failover region does (failover.rs).
 pub async fn open_aws(
     opts: &AwsOptions,
     first_secret: Option<&SecretName>,
-) -> Result<Arc<AwsStore>, Refusal> {
+    stats: &Arc<Stats>,
+) -> Result<Arc<dyn SecretStore>, Refusal> {
     let store = Arc::new(AwsStore::connect(opts).await.map_err(Refusal::config)?);
-    checked(store, first_secret).await
+    let first = failover::first_id(opts, first_secret, store.about());
+    let first = first.as_ref();
+    let check = check(&*store, first).await;
+    let mut primary_down = None;
+    match verdict(&check, store.about(), first) {
+        Verdict::Mount(line) => tracing::info!("{line}"),
+        Verdict::MountWarned(line) => tracing::warn!("{line}"),
+        Verdict::MountAndRetry(line) => {
+            match failover::answering(&store, &opts.failover_regions, first, &check).await {
+                Some(line) => {
+                    tracing::warn!("{line}");
+                    primary_down = Some(line);
+                }
+                None => {
+                    tracing::warn!("{line}");
+                    let (store, first) = (store.clone(), first.cloned());
+                    tokio::spawn(
+                        async move { check_until_answered(&*store, first.as_ref()).await },
+                    );
+                }
+            }
+        }
+        Verdict::Refuse(line) if restart_may_help(&check) => return Err(Refusal::failure(line)),
+        Verdict::Refuse(line) => return Err(Refusal::config(line)),
+    }
+    if !opts.uses_regions() {
+        return Ok(store);
+    }
+    Ok(Arc::new(Regions::new(
+        store,
+        &opts.failover_regions,
+        opts.arns.clone(),
+        stats.clone(),
+        primary_down,
+    )))
 }
 
-/// Opens the Parameter Store source and checks it as `open_aws` does.
+/// Opens the Parameter Store source and checks it as `open_aws` does
+/// (no failover there).
 pub async fn open_ssm(
     opts: &SsmOptions,
     first_secret: Option<&SecretName>,
 ) -> Result<Arc<SsmStore>, Refusal> {
     let store = Arc::new(SsmStore::connect(opts).await.map_err(Refusal::config)?);
-    checked(store, first_secret).await
-}
-
-/// The start-up check of an opened AWS source, and what follows from it.
-async fn checked<S: Probe>(
-    store: Arc<S>,
-    first_secret: Option<&SecretName>,
-) -> Result<Arc<S>, Refusal> {
     let check = check(&*store, first_secret).await;
     match verdict(&check, store.about(), first_secret) {
         Verdict::Mount(line) => tracing::info!("{line}"),

@@ -21,6 +21,8 @@ pub enum Fault {
 }
 
 struct Rule {
+    /// Only requests signed for this region (SigV4 credential scope).
+    region: Option<String>,
     target: String,
     needle: Option<String>,
     fault: Fault,
@@ -30,7 +32,11 @@ struct Rule {
 struct State {
     upstream: u16,
     rules: Mutex<Vec<Rule>>,
-    log: Mutex<Vec<(String, Vec<u8>)>>,
+    /// Each request's target, body and signing region.
+    log: Mutex<Vec<(String, Vec<u8>, String)>>,
+    /// While set, connections are refused (no listener) and open ones
+    /// closed at their next request.
+    refusing: AtomicBool,
     /// Requests being handled now, and the most ever at once.
     open: AtomicUsize,
     peak: AtomicUsize,
@@ -59,6 +65,18 @@ pub struct Proxy {
     pub port: u16,
     state: Arc<State>,
     rt: Option<tokio::runtime::Runtime>,
+    /// The accept loop (aborted while refusing: the port is then closed).
+    accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The region a request is signed for: the SigV4 credential scope in its
+/// Authorization header (`Credential=AKID/20261206/eu-west-1/secretsmanager/aws4_request`).
+fn signing_region(msg: &Message) -> String {
+    msg.header("authorization")
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').nth(2))
+        .unwrap_or_default()
+        .to_string()
 }
 
 struct Message {
@@ -142,13 +160,17 @@ async fn serve(state: Arc<State>, mut client: TcpStream) -> std::io::Result<()> 
             .header("x-amz-target")
             .map(|t| t.rsplit('.').next().unwrap_or(t).to_string())
             .unwrap_or_default();
+        if state.refusing.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let _open = Open::new(&state);
         let body = req.body().to_vec();
+        let region = signing_region(&req);
         state
             .log
             .lock()
             .unwrap()
-            .push((target.clone(), body.clone()));
+            .push((target.clone(), body.clone(), region.clone()));
         if state.soak.outage.load(Ordering::SeqCst) {
             state.soak.counts[INJ_OUTAGE].fetch_add(1, Ordering::SeqCst);
             client
@@ -163,6 +185,7 @@ async fn serve(state: Arc<State>, mut client: TcpStream) -> std::io::Result<()> 
                 .iter_mut()
                 .find(|r| {
                     r.remaining > 0
+                        && r.region.as_deref().is_none_or(|reg| reg == region)
                         && (r.target == target || r.target == "*")
                         && r.needle.as_deref().is_none_or(|n| text.contains(n))
                 })
@@ -199,6 +222,15 @@ async fn serve(state: Arc<State>, mut client: TcpStream) -> std::io::Result<()> 
     Ok(())
 }
 
+async fn accept(listener: TcpListener, state: Arc<State>) {
+    while let Ok((conn, _)) = listener.accept().await {
+        let st = state.clone();
+        tokio::spawn(async move {
+            let _ = serve(st, conn).await;
+        });
+    }
+}
+
 impl Proxy {
     pub fn start() -> Proxy {
         let upstream = super::moto_port();
@@ -215,24 +247,68 @@ impl Proxy {
             upstream,
             rules: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
+            refusing: AtomicBool::new(false),
             open: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             soak: Soak::default(),
         });
-        let st = state.clone();
-        rt.spawn(async move {
-            while let Ok((conn, _)) = listener.accept().await {
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let _ = serve(st, conn).await;
-                });
-            }
-        });
+        let accepting = rt.spawn(accept(listener, state.clone()));
         Proxy {
             port,
             state,
             rt: Some(rt),
+            accepting: Mutex::new(Some(accepting)),
         }
+    }
+
+    /// While `on`, the port is closed (connections are refused) and open
+    /// connections are closed at their next request; off: listening again
+    /// on the same port.
+    pub fn refuse(&self, on: bool) {
+        let rt = self.rt.as_ref().expect("running");
+        let mut accepting = self.accepting.lock().unwrap();
+        self.state.refusing.store(on, Ordering::SeqCst);
+        if on {
+            if let Some(task) = accepting.take() {
+                task.abort();
+                // The listener is closed once the aborted task is dropped.
+                let _ = rt.block_on(task);
+            }
+        } else if accepting.is_none() {
+            let listener = rt
+                .block_on(TcpListener::bind(("127.0.0.1", self.port)))
+                .expect("bind the proxy's port again");
+            *accepting = Some(rt.spawn(accept(listener, self.state.clone())));
+        }
+    }
+
+    /// Like `fault`, for requests signed for `region` only.
+    pub fn fault_in(
+        &self,
+        region: &str,
+        target: &str,
+        needle: Option<&str>,
+        fault: Fault,
+        times: usize,
+    ) {
+        self.state.rules.lock().unwrap().push(Rule {
+            region: Some(region.to_string()),
+            target: target.to_string(),
+            needle: needle.map(str::to_string),
+            fault,
+            remaining: times,
+        });
+    }
+
+    /// Calls of `target` ("*": any) signed for `region`.
+    pub fn count_in(&self, region: &str, target: &str) -> usize {
+        self.state
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _, r)| r == region && (target == "*" || t == target))
+            .count()
     }
 
     pub fn url(&self) -> String {
@@ -243,6 +319,7 @@ impl Proxy {
     /// operation) whose body contains `needle` (a secret's name, say).
     pub fn fault(&self, target: &str, needle: Option<&str>, fault: Fault, times: usize) {
         self.state.rules.lock().unwrap().push(Rule {
+            region: None,
             target: target.to_string(),
             needle: needle.map(str::to_string),
             fault,
@@ -272,8 +349,8 @@ impl Proxy {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(t, _)| t == target)
-            .map(|(_, b)| serde_json::from_slice(b).unwrap_or(serde_json::Value::Null))
+            .filter(|(t, _, _)| t == target)
+            .map(|(_, b, _)| serde_json::from_slice(b).unwrap_or(serde_json::Value::Null))
             .collect()
     }
 

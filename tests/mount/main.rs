@@ -20,6 +20,7 @@ mod operability;
 mod operator;
 mod packaging;
 mod read;
+mod regions;
 mod reliability;
 mod review18;
 mod review18b;

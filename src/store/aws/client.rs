@@ -148,6 +148,62 @@ impl AwsStore {
     }
 }
 
+impl AwsStore {
+    /// The same client (credentials, endpoint, TLS, timeouts) calling `region`.
+    pub fn in_region(&self, region: &str, endpoint: Option<&str>) -> AwsStore {
+        self.derived(region, false, endpoint)
+    }
+
+    /// The same client (credentials, endpoint, TLS) calling `region`; with
+    /// `quick`, tuned for a region that another may stand in for: each
+    /// attempt bounded by `QUICK_ATTEMPT` and retries 100 ms apart, so
+    /// that a failing region is left for the next one soon after its
+    /// retries, not after the default 15 s.
+    /// `endpoint` replaces the one in use (`--failover-region REGION=URL`).
+    pub(super) fn derived(&self, region: &str, quick: bool, endpoint: Option<&str>) -> AwsStore {
+        let mut builder = self
+            .client
+            .config()
+            .to_builder()
+            .region(aws_config::Region::new(region.to_string()));
+        if let Some(url) = endpoint {
+            builder = builder.endpoint_url(url);
+        }
+        if quick {
+            builder = builder
+                .retry_config(
+                    RetryConfig::standard()
+                        .with_max_attempts(MAX_ATTEMPTS)
+                        .with_initial_backoff(Duration::from_millis(100)),
+                )
+                .timeout_config(
+                    TimeoutConfig::builder()
+                        .connect_timeout(Duration::from_secs(1))
+                        .operation_attempt_timeout(QUICK_ATTEMPT)
+                        .operation_timeout(Duration::from_secs(15))
+                        .build(),
+                );
+        }
+        let mut about = self.about.clone();
+        about.region = Some(region.to_string());
+        if let Some(url) = endpoint {
+            about.endpoint = url.to_string();
+        } else if self.about.endpoint.contains(".amazonaws.com")
+            && let Some(here) = self.about.region.as_deref()
+        {
+            about.endpoint = self.about.endpoint.replace(here, region);
+        }
+        AwsStore {
+            client: Client::from_conf(builder.build()),
+            credentials: self.credentials.clone(),
+            about,
+        }
+    }
+}
+
+/// Each attempt's bound on a region another may stand in for.
+pub const QUICK_ATTEMPT: Duration = Duration::from_secs(2);
+
 /// Why the instance metadata service gave no region, on one line, when it
 /// was asked (the region chain's last source): the SDK logs that only as a
 /// multi-line warning, which the default log level leaves out. Asked again

@@ -6,18 +6,24 @@
 //! (configuration chain, retries, TLS with a CA bundle, primed credentials),
 //! `errors.rs` judges every SDK error (into `StoreErrorKind` for reads and
 //! writes, into `CallFailure` for the start-up check), `probe.rs` makes the
-//! start-up check's calls, which `preflight/` orders and judges.
+//! start-up check's calls, which `preflight/` orders and judges;
+//! `regions.rs` puts one client per region behind the trait (failover
+//! regions, secrets by ARN, `arn.rs`).
 
+mod arn;
 pub(super) mod client;
 pub(super) mod errors;
 mod probe;
+mod regions;
 
-pub use client::{MAX_ATTEMPTS, read_ca_bundle};
+pub use arn::Arn;
+pub use client::{MAX_ATTEMPTS, QUICK_ATTEMPT, read_ca_bundle};
 pub(in crate::store) use errors::judge_call;
 pub use errors::{CallFailure, Cause, CredentialsFailure, REJECTED_CREDENTIALS, TLS_HINT};
 pub use errors::{HasStatus, cause, classify, one_line};
 pub use probe::Probe;
 pub(in crate::store) use probe::{bounded, prime};
+pub use regions::{FAILOVER_AFTER, PROBE_FIRST, PROBE_MAX, Regions};
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -43,6 +49,56 @@ pub struct AwsOptions {
     pub endpoint_url: Option<String>,
     /// `--ca-bundle`: CA certificates trusted besides the system's.
     pub ca_bundle: Option<std::path::PathBuf>,
+    /// `--failover-region`: where reads go when the primary fails, in order.
+    pub failover_regions: Vec<RegionSpec>,
+    /// `--secret PATH=ARN` and `[[secret]]` tables: the path each ARN is
+    /// mounted at (store/aws/regions.rs routes its calls).
+    pub arns: Vec<(SecretName, Arn)>,
+}
+
+/// A failover region (`--failover-region REGION[=URL]`): its name, and its
+/// own endpoint when the primary's is set explicitly and not valid there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionSpec {
+    pub name: String,
+    pub endpoint: Option<String>,
+}
+
+impl RegionSpec {
+    /// `REGION` or `REGION=URL`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (name, endpoint) = match s.split_once('=') {
+            Some((n, url)) if url.starts_with("http://") || url.starts_with("https://") => {
+                (n, Some(url.to_string()))
+            }
+            Some(_) => {
+                return Err(format!(
+                    "--failover-region '{s}': the endpoint must be an http:// or https:// URL"
+                ));
+            }
+            None => (s, None),
+        };
+        let region_ok = name.contains('-')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !region_ok {
+            return Err(format!(
+                "--failover-region '{s}': '{name}' is not a region name (such as eu-west-1)"
+            ));
+        }
+        Ok(Self {
+            name: name.to_string(),
+            endpoint,
+        })
+    }
+}
+
+impl AwsOptions {
+    /// More than one region's client may be called: the store is `Regions`.
+    pub fn uses_regions(&self) -> bool {
+        !self.failover_regions.is_empty() || !self.arns.is_empty()
+    }
 }
 
 pub struct AwsStore {
@@ -114,22 +170,15 @@ impl AwsStore {
     }
 }
 
-/// One entry of ListSecretVersionIds: its id, CreatedDate and labels.
-fn listed_version(v: &SecretVersionsListEntry) -> Option<ListedVersion> {
-    Some(ListedVersion {
-        id: VersionId::new(v.version_id()?),
-        created: v.created_date().map(|d| to_system_time(Some(d))),
-        stages: v.version_stages().to_vec(),
-    })
-}
-fn to_system_time(t: Option<&aws_sdk_secretsmanager::primitives::DateTime>) -> SystemTime {
-    t.and_then(|d| SystemTime::try_from(*d).ok())
-        .unwrap_or(SystemTime::UNIX_EPOCH)
-}
-
-#[async_trait]
-impl SecretStore for AwsStore {
-    async fn list_secrets(&self, prefix: Option<&str>) -> StoreResult<Vec<SecretName>> {
+impl AwsStore {
+    /// ListSecrets (every page) of the names starting with `prefix`;
+    /// with `primary`, only replicas of that region's secrets (a failover
+    /// region lists what the primary would).
+    pub(super) async fn list_names(
+        &self,
+        prefix: Option<&str>,
+        primary: Option<&str>,
+    ) -> StoreResult<Vec<SecretName>> {
         let mut req = self.client.list_secrets().max_results(100);
         if let Some(p) = prefix.filter(|p| !p.is_empty()) {
             req = req.filters(
@@ -147,6 +196,9 @@ impl SecretStore for AwsStore {
                 if s.deleted_date().is_some() {
                     continue;
                 }
+                if primary.is_some_and(|p| s.primary_region() != Some(p)) {
+                    continue;
+                }
                 if let Some(n) = s.name() {
                     // The service's name filter is looser than a prefix match.
                     if prefix.is_none_or(|p| n.starts_with(p)) {
@@ -156,6 +208,26 @@ impl SecretStore for AwsStore {
             }
         }
         Ok(names)
+    }
+}
+
+/// One entry of ListSecretVersionIds: its id, CreatedDate and labels.
+fn listed_version(v: &SecretVersionsListEntry) -> Option<ListedVersion> {
+    Some(ListedVersion {
+        id: VersionId::new(v.version_id()?),
+        created: v.created_date().map(|d| to_system_time(Some(d))),
+        stages: v.version_stages().to_vec(),
+    })
+}
+fn to_system_time(t: Option<&aws_sdk_secretsmanager::primitives::DateTime>) -> SystemTime {
+    t.and_then(|d| SystemTime::try_from(*d).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+#[async_trait]
+impl SecretStore for AwsStore {
+    async fn list_secrets(&self, prefix: Option<&str>) -> StoreResult<Vec<SecretName>> {
+        self.list_names(prefix, None).await
     }
 
     async fn get_value(

@@ -1,0 +1,852 @@
+//! Regions: reads that survive a regional outage (`--failover-region`) and
+//! secrets named by ARN in other regions and accounts (`--secret PATH=ARN`).
+//! The filesystem above sees only paths; the path <-> ARN mapping and the
+//! choice of region live here.
+//!
+//! - The chain: the primary region, then the failover regions in order,
+//!   one client each. A read goes to the first region not known to be
+//!   down; a transient failure there (refused, reset, 5xx, throttling after
+//!   the SDK's retries, or no answer within `FAILOVER_AFTER`) sends the same
+//!   call to the next one, whose answer is the read's. Any other answer
+//!   from the primary (AccessDenied, ResourceNotFound, KMS, another 4xx)
+//!   is final: fail closed, a secret deleted or revoked in the primary
+//!   never comes back from a replica. A failover region's 4xx (no replica
+//!   there) is not final either way: the next region is asked, else the
+//!   primary's failure is the answer (a cached value is then served stale).
+//! - `Health`: a region that failed is skipped by later reads (no timeout
+//!   paid per read) and probed in the background, 1 s after, then doubling
+//!   up to `PROBE_MAX`, until it answers; reads then go back to it. Each
+//!   switch of the region in use is logged once, with the reason.
+//! - Writes go to the primary only (replicas are read-only): while it is
+//!   known to be down they fail at once (EIO), with a log line that says so.
+//! - An ARN whose region is not the primary's is called in its own region
+//!   (a client made at first use), with no failover.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::Probe;
+use super::arn::Arn;
+use super::errors::CallFailure;
+use super::{AwsStore, RegionSpec};
+use crate::stats::Stats;
+use crate::store::{
+    Description, Label, ListedVersion, SecretBytes, SecretName, SecretStore, SecretVersion,
+    Selector, StoreError, StoreErrorKind, StoreResult, VersionId,
+};
+
+/// How long a region that another may stand in for has to answer a read
+/// (its retries included) before the next region is asked. Below the
+/// cache's 1 s wait for a refresh, so that a refresh during a primary hang
+/// still brings a fresh value to the reader.
+pub const FAILOVER_AFTER: Duration = Duration::from_millis(800);
+/// The first wait before probing a region that failed, and the longest.
+pub const PROBE_FIRST: Duration = Duration::from_secs(1);
+pub const PROBE_MAX: Duration = Duration::from_secs(30);
+/// Each probe's bound.
+const PROBE_BOUND: Duration = Duration::from_secs(2);
+
+/// One region of the chain: its client and whether it is known to be down.
+struct Region {
+    name: String,
+    /// Tuned for failing over (`AwsStore::derived(_, true)`).
+    store: Box<dyn RegionStore>,
+    down: parking_lot::Mutex<Option<Down>>,
+    /// A denial here was logged (once per region).
+    denied_warned: std::sync::atomic::AtomicBool,
+}
+
+/// Why a region is skipped, and since when.
+#[derive(Clone)]
+struct Down {
+    reason: String,
+    since: Instant,
+}
+
+/// A read call, the same whichever region makes it.
+enum Read<'a> {
+    List(Option<&'a str>),
+    Get(&'a Selector),
+    Versions,
+    Describe,
+}
+
+enum Answer {
+    List(Vec<SecretName>),
+    Get(Option<SecretVersion>),
+    Versions(Vec<ListedVersion>),
+    Describe(Description),
+}
+
+/// Where a secret's calls go.
+enum Route<'a> {
+    /// The chain, with this SecretId (a name, or an ARN in the primary's
+    /// region, rewritten for each replica's region).
+    Chain(&'a SecretName, Option<&'a Arn>),
+    /// An ARN in a region outside the chain.
+    Elsewhere(&'a Arn),
+}
+
+pub struct Regions {
+    /// The primary, then the failover regions in order.
+    chain: Vec<Arc<Region>>,
+    /// The primary's client with the default timeouts: every write.
+    writer: Arc<dyn SecretStore>,
+    /// What the clients of ARN regions are made from.
+    base: Arc<AwsStore>,
+    /// `--secret PATH=ARN`: the path the tree shows -> the ARN called.
+    arns: HashMap<SecretName, Arn>,
+    /// Clients of ARN regions outside the chain, made at first use.
+    elsewhere: parking_lot::Mutex<HashMap<String, Arc<AwsStore>>>,
+    stats: Arc<Stats>,
+    /// ARNs already said not to exist (one log line each).
+    missing: parking_lot::Mutex<std::collections::HashSet<SecretName>>,
+}
+
+impl Regions {
+    /// The chain over `primary` (whose region is the mount's) and
+    /// `failover` regions, and the ARNs by path. `primary_down`: the
+    /// start-up check found the primary unreachable (its cause), so reads
+    /// start on the next region.
+    pub fn new(
+        primary: Arc<AwsStore>,
+        failover: &[RegionSpec],
+        arns: Vec<(SecretName, Arn)>,
+        stats: Arc<Stats>,
+        primary_down: Option<String>,
+    ) -> Self {
+        let here = primary.about().region.clone().unwrap_or_default();
+        let quick = !failover.is_empty();
+        let chain: Vec<(String, Box<dyn RegionStore>)> = std::iter::once((here.clone(), None))
+            .chain(
+                failover
+                    .iter()
+                    .filter(|r| r.name != here)
+                    .map(|r| (r.name.clone(), r.endpoint.as_deref())),
+            )
+            .map(|(name, endpoint)| {
+                let store: Box<dyn RegionStore> = Box::new(primary.derived(&name, quick, endpoint));
+                (name, store)
+            })
+            .collect();
+        let writer: Arc<dyn SecretStore> = primary.clone();
+        let regions = Self::over(chain, writer, primary, arns, stats);
+        if let (Some(cause), true) = (primary_down, regions.chain.len() > 1) {
+            mark_down(&regions.chain[0], format!("unreachable at start ({cause})"));
+        }
+        regions
+    }
+
+    /// The chain of these regions' stores (the primary first), writes to
+    /// `writer`, clients of ARN regions made from `base`.
+    fn over(
+        chain: Vec<(String, Box<dyn RegionStore>)>,
+        writer: Arc<dyn SecretStore>,
+        base: Arc<AwsStore>,
+        arns: Vec<(SecretName, Arn)>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        let chain = chain
+            .into_iter()
+            .map(|(name, store)| {
+                Arc::new(Region {
+                    name,
+                    store,
+                    down: parking_lot::Mutex::new(None),
+                    denied_warned: Default::default(),
+                })
+            })
+            .collect();
+        Self {
+            chain,
+            writer,
+            base,
+            arns: arns.into_iter().collect(),
+            elsewhere: Default::default(),
+            stats,
+            missing: Default::default(),
+        }
+    }
+
+    fn route<'a>(&'a self, name: &'a SecretName) -> Route<'a> {
+        match self.arns.get(name) {
+            None => Route::Chain(name, None),
+            Some(arn) if arn.region() == self.chain[0].name => Route::Chain(name, Some(arn)),
+            Some(arn) => Route::Elsewhere(arn),
+        }
+    }
+
+    /// The client of an ARN's region outside the chain.
+    fn client_in(&self, region: &str) -> Arc<AwsStore> {
+        self.elsewhere
+            .lock()
+            .entry(region.to_string())
+            .or_insert_with(|| Arc::new(self.base.derived(region, false, None)))
+            .clone()
+    }
+
+    /// A read: in an ARN's own region, or along the chain.
+    async fn read(&self, name: Option<&SecretName>, op: Read<'_>) -> StoreResult<Answer> {
+        let result = self.read_routed(name, op).await;
+        if let (Some(name), Err(e)) = (name, &result)
+            && e.kind == StoreErrorKind::NotFound
+            && let Some(arn) = self.arns.get(name)
+            && self.missing.lock().insert(name.clone())
+        {
+            tracing::warn!(
+                secret = %name,
+                "secret {arn} (mounted at {name}) does not exist in region {}: check the ARN (its account, region and six-character suffix)",
+                arn.region()
+            );
+        }
+        result
+    }
+
+    async fn read_routed(&self, name: Option<&SecretName>, op: Read<'_>) -> StoreResult<Answer> {
+        match name.map(|n| self.route(n)) {
+            Some(Route::Elsewhere(arn)) => {
+                let store = self.client_in(arn.region());
+                let id = SecretName::new(arn.to_string());
+                let result = store.read(&id, &op, None).await;
+                self.count(arn.region(), &result);
+                result
+            }
+            Some(Route::Chain(name, arn)) => self.along_chain(Some((name, arn)), op).await,
+            None => self.along_chain(None, op).await,
+        }
+    }
+
+    /// The chain's regions not known to be down, in order (all of them
+    /// when every one is: one may be back before its probe says so).
+    fn candidates(&self) -> Vec<usize> {
+        let up: Vec<usize> = (0..self.chain.len())
+            .filter(|&i| self.chain[i].down.lock().is_none())
+            .collect();
+        if up.is_empty() {
+            (0..self.chain.len()).collect()
+        } else {
+            up
+        }
+    }
+
+    async fn along_chain(
+        &self,
+        secret: Option<(&SecretName, Option<&Arn>)>,
+        op: Read<'_>,
+    ) -> StoreResult<Answer> {
+        let candidates = self.candidates();
+        let last = candidates.len() - 1;
+        // The first transient failure, and the failover regions' 4xx.
+        let mut failed = None;
+        let mut refusals = Vec::new();
+        for (n, &i) in candidates.iter().enumerate() {
+            let region = &self.chain[i];
+            let id = match secret {
+                Some((_, Some(arn))) => SecretName::new(arn.in_region(&region.name).to_string()),
+                Some((name, None)) => name.clone(),
+                None => SecretName::new(""),
+            };
+            // A failover region lists the replicas of the primary's secrets.
+            let replicas_of = (i > 0).then_some(self.chain[0].name.as_str());
+            let attempt = region.store.read(&id, &op, replicas_of);
+            // ListSecrets' pages are bounded by the attempt timeout alone:
+            // a long listing is not a failure.
+            let result = if n < last && !matches!(op, Read::List(_)) {
+                match tokio::time::timeout(FAILOVER_AFTER, attempt).await {
+                    Ok(r) => r,
+                    Err(_) => Err(StoreError::new(
+                        StoreErrorKind::Transient,
+                        format!("no answer within {} ms", FAILOVER_AFTER.as_millis()),
+                    )),
+                }
+            } else {
+                attempt.await
+            };
+            self.count(&region.name, &result);
+            match result {
+                Err(e) if e.is_transient() => {
+                    // With no other region, nothing is skipped: no probe.
+                    if self.chain.len() > 1 {
+                        mark_down(region, e.message.clone());
+                    }
+                    failed.get_or_insert(e);
+                }
+                // A failover region's 4xx (no replica there, access or key
+                // not granted there) does not outrank the primary's
+                // failure: the next region, else the primary's transient
+                // error (so a cached value is served stale, as without
+                // failover).
+                Err(e) if i > 0 => {
+                    self.replica_refused(region, secret.map(|(n, _)| n), &e);
+                    refusals.push(format!("{}: {}", region.name, e.message));
+                }
+                answered => {
+                    mark_up(region);
+                    self.served_by(i, failed.as_ref());
+                    return answered;
+                }
+            }
+        }
+        let primary = &self.chain[0];
+        let mut err = failed.unwrap_or_else(|| {
+            let why = primary
+                .down
+                .lock()
+                .clone()
+                .map(|d| d.reason)
+                .unwrap_or_default();
+            StoreError::new(
+                StoreErrorKind::Transient,
+                format!("the primary region {} is down ({why})", primary.name),
+            )
+        });
+        if !refusals.is_empty() {
+            err.message = format!("{}; failover: {}", err.message, refusals.join("; "));
+        }
+        Err(err)
+    }
+
+    /// A failover region answered a read with a 4xx: logged at debug for
+    /// a missing replica, once per region as a warning for a denial.
+    fn replica_refused(&self, region: &Region, name: Option<&SecretName>, e: &StoreError) {
+        let name = name.map(SecretName::as_str).unwrap_or("(listing)");
+        let denied = matches!(
+            e.kind,
+            StoreErrorKind::AccessDenied | StoreErrorKind::DecryptionFailure
+        );
+        if denied
+            && !region
+                .denied_warned
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                region = %region.name,
+                secret = %name,
+                "failover region {} refused a read of {name} ({}): grant the IAM actions and the KMS key there too (docs/regions.md)",
+                region.name,
+                e.message
+            );
+        } else {
+            tracing::debug!(region = %region.name, secret = %name, error = %e, "failover region has no answer for this read");
+        }
+    }
+
+    fn count<T>(&self, region: &str, result: &StoreResult<T>) {
+        let failed = matches!(result, Err(e) if e.kind != StoreErrorKind::NotFound);
+        self.stats.regions.call(region, failed);
+    }
+
+    /// Region `i` answered a read of the chain: a switch is logged once.
+    fn served_by(&self, i: usize, failed: Option<&StoreError>) {
+        let region = &self.chain[i].name;
+        let before = self.stats.regions.in_use();
+        if !self.stats.regions.use_region(region) {
+            return;
+        }
+        let before = before.unwrap_or_default();
+        let from = self.chain.iter().position(|r| r.name == before);
+        if from.is_some_and(|f| f < i) {
+            let reason = failed.map(|e| e.message.clone()).unwrap_or_else(|| {
+                let down = from.and_then(|f| self.chain[f].down.lock().clone());
+                down.map_or_else(|| "it failed".into(), |d| d.reason)
+            });
+            tracing::warn!(
+                region = %region,
+                from = %before,
+                "reads failed over from region {before} to {region}: {before} failed ({reason}); it is probed in the background"
+            );
+        } else {
+            tracing::info!(
+                region = %region,
+                from = %before,
+                "reads are back on region {region}: it answers again"
+            );
+        }
+    }
+
+    /// Where a write goes: the primary (or an ARN's own region), with its
+    /// SecretId; refused while the primary is known to be down.
+    fn writer_for(&self, name: &SecretName) -> StoreResult<(Arc<dyn SecretStore>, SecretName)> {
+        match self.route(name) {
+            Route::Elsewhere(arn) => Ok((
+                self.client_in(arn.region()) as Arc<dyn SecretStore>,
+                SecretName::new(arn.to_string()),
+            )),
+            Route::Chain(name, arn) => {
+                let primary = &self.chain[0];
+                if self.chain.len() > 1
+                    && let Some(down) = primary.down.lock().clone()
+                {
+                    let message = format!(
+                        "the primary region {} is down ({}, for {} s) and replicas cannot be written; {name} was not changed",
+                        primary.name,
+                        down.reason,
+                        down.since.elapsed().as_secs()
+                    );
+                    // Logged by the request that failed (its error is this
+                    // message). Not transient: the put was never sent, so there is
+                    // no "did it land?" to ask (EIO all the same).
+                    return Err(StoreError::new(StoreErrorKind::Other, message));
+                }
+                let id = arn.map_or_else(|| name.clone(), |a| SecretName::new(a.to_string()));
+                Ok((self.writer.clone(), id))
+            }
+        }
+    }
+
+    /// A write's result, counted under its region. A primary that fails
+    /// a write transiently is taken as down (with replicas, reads move on
+    /// and the log says writes cannot).
+    fn wrote<T>(&self, name: &SecretName, result: StoreResult<T>) -> StoreResult<T> {
+        let (region, chain) = match self.route(name) {
+            Route::Elsewhere(arn) => (arn.region().to_string(), false),
+            Route::Chain(..) => (self.chain[0].name.clone(), true),
+        };
+        self.count(&region, &result);
+        if let Err(e) = &result
+            && e.is_transient()
+            && chain
+            && self.chain.len() > 1
+        {
+            tracing::warn!(
+                secret = %name,
+                region = %region,
+                "the primary region {region} did not take the write ({}); replicas cannot be written, so {name} was not changed",
+                e.message
+            );
+            mark_down(&self.chain[0], e.message.clone());
+        }
+        result
+    }
+}
+
+/// One region's client, as the chain uses it: a read call, and the probe
+/// of a region that failed. `AwsStore` in the daemon; test doubles below.
+#[async_trait]
+trait RegionStore: Send + Sync + 'static {
+    /// One read call; a listing keeps only the replicas of `replicas_of`'s
+    /// secrets, when given.
+    async fn read(
+        &self,
+        id: &SecretName,
+        op: &Read<'_>,
+        replicas_of: Option<&str>,
+    ) -> StoreResult<Answer>;
+    /// Whether the region answers now (ListSecrets with one result, no
+    /// retry): any answer that is not a 5xx, throttling or silence counts
+    /// (AccessDenied too: the region is there).
+    async fn answers(&self) -> bool;
+}
+
+#[async_trait]
+impl RegionStore for AwsStore {
+    async fn read(
+        &self,
+        id: &SecretName,
+        op: &Read<'_>,
+        replicas_of: Option<&str>,
+    ) -> StoreResult<Answer> {
+        Ok(match op {
+            Read::List(prefix) => Answer::List(self.list_names(*prefix, replicas_of).await?),
+            Read::Get(selector) => Answer::Get(self.get_value(id, selector).await?),
+            Read::Versions => Answer::Versions(self.list_versions(id).await?),
+            Read::Describe => Answer::Describe(self.describe(id).await?),
+        })
+    }
+
+    async fn answers(&self) -> bool {
+        let (_, probe) = self.probe(None, PROBE_BOUND);
+        match tokio::time::timeout(PROBE_BOUND + Duration::from_millis(500), probe).await {
+            Ok(Ok(())) => true,
+            Ok(Err(f)) => matches!(
+                f,
+                CallFailure::Denied(_) | CallFailure::NotFound | CallFailure::Rejected { .. }
+            ),
+            Err(_) => false,
+        }
+    }
+}
+
+/// `region` failed transiently: later reads skip it, and a probe watches
+/// for its return (started once per outage).
+fn mark_down(region: &Arc<Region>, reason: String) {
+    {
+        let mut down = region.down.lock();
+        if down.is_some() {
+            return;
+        }
+        *down = Some(Down {
+            reason,
+            since: Instant::now(),
+        });
+    }
+    let region = region.clone();
+    tokio::spawn(async move { probe_until_up(&region).await });
+}
+
+fn mark_up(region: &Region) {
+    if let Some(d) = region.down.lock().take() {
+        tracing::info!(
+            region = %region.name,
+            "region {} answers again after {} s",
+            region.name,
+            d.since.elapsed().as_secs()
+        );
+    }
+}
+
+/// Probes a region that failed (`RegionStore::answers`), 1 s after, then
+/// doubling up to `PROBE_MAX`, until it answers.
+async fn probe_until_up(region: &Region) {
+    let mut wait = PROBE_FIRST;
+    loop {
+        tokio::time::sleep(wait).await;
+        if region.down.lock().is_none() {
+            return;
+        }
+        let up = region.store.answers().await;
+        tracing::debug!(region = %region.name, up, "probed a region that failed");
+        if up {
+            mark_up(region);
+            return;
+        }
+        wait = (wait * 2).min(PROBE_MAX);
+    }
+}
+
+fn unexpected() -> StoreError {
+    StoreError::new(StoreErrorKind::Other, "a region answered another call")
+}
+
+#[async_trait]
+impl SecretStore for Regions {
+    async fn list_secrets(&self, prefix: Option<&str>) -> StoreResult<Vec<SecretName>> {
+        match self.read(None, Read::List(prefix)).await? {
+            Answer::List(names) => Ok(names),
+            _ => Err(unexpected()),
+        }
+    }
+    async fn get_value(
+        &self,
+        name: &SecretName,
+        selector: &Selector,
+    ) -> StoreResult<Option<SecretVersion>> {
+        match self.read(Some(name), Read::Get(selector)).await? {
+            Answer::Get(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+    async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>> {
+        let listed = self.list_versions(name).await?;
+        Ok(listed.into_iter().map(|v| v.id).collect())
+    }
+    async fn list_versions(&self, name: &SecretName) -> StoreResult<Vec<ListedVersion>> {
+        match self.read(Some(name), Read::Versions).await? {
+            Answer::Versions(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+    async fn describe(&self, name: &SecretName) -> StoreResult<Description> {
+        match self.read(Some(name), Read::Describe).await? {
+            Answer::Describe(d) => Ok(d),
+            _ => Err(unexpected()),
+        }
+    }
+    async fn put_value(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+        token: &str,
+    ) -> StoreResult<VersionId> {
+        let (store, id) = self.writer_for(name)?;
+        self.wrote(name, store.put_value(&id, value, token).await)
+    }
+    async fn create_secret(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+        token: &str,
+    ) -> StoreResult<VersionId> {
+        let (store, id) = self.writer_for(name)?;
+        self.wrote(name, store.create_secret(&id, value, token).await)
+    }
+    async fn put_value_staged(
+        &self,
+        name: &SecretName,
+        value: &SecretBytes,
+        token: &str,
+        stages: &[Label],
+    ) -> StoreResult<VersionId> {
+        let (store, id) = self.writer_for(name)?;
+        self.wrote(
+            name,
+            store.put_value_staged(&id, value, token, stages).await,
+        )
+    }
+    async fn update_stage(
+        &self,
+        name: &SecretName,
+        label: &Label,
+        move_to: Option<&VersionId>,
+        remove_from: Option<&VersionId>,
+    ) -> StoreResult<()> {
+        let (store, id) = self.writer_for(name)?;
+        self.wrote(
+            name,
+            store.update_stage(&id, label, move_to, remove_from).await,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Stage;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// How a test region answers.
+    #[derive(Clone, Copy)]
+    enum Then {
+        Value(&'static str),
+        Fail(StoreErrorKind),
+        Hang,
+    }
+
+    struct Fake {
+        then: parking_lot::Mutex<Then>,
+        calls: AtomicUsize,
+    }
+
+    impl Fake {
+        fn new(then: Then) -> Arc<Self> {
+            Arc::new(Self {
+                then: parking_lot::Mutex::new(then),
+                calls: AtomicUsize::new(0),
+            })
+        }
+        fn set(&self, then: Then) {
+            *self.then.lock() = then;
+        }
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+        async fn answer(&self) -> StoreResult<&'static str> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let then = *self.then.lock();
+            match then {
+                Then::Value(v) => Ok(v),
+                Then::Fail(kind) => Err(StoreError::new(kind, "injected")),
+                Then::Hang => std::future::pending().await,
+            }
+        }
+    }
+
+    #[async_trait]
+    impl RegionStore for Arc<Fake> {
+        async fn read(
+            &self,
+            _: &SecretName,
+            op: &Read<'_>,
+            _: Option<&str>,
+        ) -> StoreResult<Answer> {
+            let v = self.answer().await?;
+            Ok(match op {
+                Read::Get(_) => Answer::Get(Some(SecretVersion::new(
+                    VersionId::new("v1"),
+                    SecretBytes::new(v.as_bytes().to_vec()),
+                    std::time::SystemTime::UNIX_EPOCH,
+                ))),
+                _ => Answer::Describe(Description::default()),
+            })
+        }
+        async fn answers(&self) -> bool {
+            matches!(*self.then.lock(), Then::Value(_))
+        }
+    }
+
+    /// Writes: counted, always accepted.
+    #[derive(Default)]
+    struct Writer {
+        puts: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl SecretStore for Writer {
+        async fn list_secrets(&self, _: Option<&str>) -> StoreResult<Vec<SecretName>> {
+            Ok(Vec::new())
+        }
+        async fn get_value(
+            &self,
+            _: &SecretName,
+            _: &Selector,
+        ) -> StoreResult<Option<SecretVersion>> {
+            Ok(None)
+        }
+        async fn list_version_ids(&self, _: &SecretName) -> StoreResult<Vec<VersionId>> {
+            Ok(Vec::new())
+        }
+        async fn describe(&self, _: &SecretName) -> StoreResult<Description> {
+            Ok(Description::default())
+        }
+        async fn put_value(
+            &self,
+            _: &SecretName,
+            _: &SecretBytes,
+            t: &str,
+        ) -> StoreResult<VersionId> {
+            self.puts.fetch_add(1, Ordering::SeqCst);
+            Ok(VersionId::new(t))
+        }
+        async fn create_secret(
+            &self,
+            n: &SecretName,
+            v: &SecretBytes,
+            t: &str,
+        ) -> StoreResult<VersionId> {
+            self.put_value(n, v, t).await
+        }
+    }
+
+    struct Rig {
+        regions: Regions,
+        primary: Arc<Fake>,
+        replica: Arc<Fake>,
+        writer: Arc<Writer>,
+        stats: Arc<Stats>,
+    }
+
+    async fn rig(primary: Then, replica: Then) -> Rig {
+        let base = AwsStore::connect(&super::super::AwsOptions {
+            region: Some("us-east-1".into()),
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let (p, r) = (Fake::new(primary), Fake::new(replica));
+        let writer = Arc::new(Writer::default());
+        let stats = Arc::new(Stats::default());
+        let chain: Vec<(String, Box<dyn RegionStore>)> = vec![
+            ("us-east-1".into(), Box::new(p.clone())),
+            ("eu-west-1".into(), Box::new(r.clone())),
+        ];
+        let regions = Regions::over(
+            chain,
+            writer.clone(),
+            Arc::new(base),
+            Vec::new(),
+            stats.clone(),
+        );
+        Rig {
+            regions,
+            primary: p,
+            replica: r,
+            writer,
+            stats,
+        }
+    }
+
+    async fn get(r: &Rig) -> StoreResult<String> {
+        let v = r
+            .regions
+            .get_value(&SecretName::new("s"), &Selector::Stage(Stage::Current))
+            .await?;
+        Ok(v.unwrap().value.as_text().unwrap().to_string())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_failure_is_answered_by_the_replica_and_later_reads_skip_the_primary() {
+        let r = rig(Then::Value("p"), Then::Value("r")).await;
+        assert_eq!(get(&r).await.unwrap(), "p");
+        r.primary.set(Then::Fail(StoreErrorKind::Transient));
+        assert_eq!(get(&r).await.unwrap(), "r");
+        assert_eq!(get(&r).await.unwrap(), "r");
+        assert_eq!(r.primary.calls(), 2, "the primary is skipped once down");
+        let shown = r.stats.regions.json().unwrap();
+        assert_eq!(shown["in_use"], "eu-west-1");
+        assert_eq!(shown["switches"], 1);
+        assert_eq!(shown["errors"]["us-east-1"], 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_4xx_from_the_primary_is_final() {
+        for kind in [
+            StoreErrorKind::AccessDenied,
+            StoreErrorKind::NotFound,
+            StoreErrorKind::DecryptionFailure,
+            StoreErrorKind::InvalidRequest,
+        ] {
+            let r = rig(Then::Fail(kind), Then::Value("r")).await;
+            assert_eq!(get(&r).await.unwrap_err().kind, kind);
+            assert_eq!(r.replica.calls(), 0, "{kind:?} never fails over");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_primary_costs_the_failover_bound_once() {
+        let r = rig(Then::Hang, Then::Value("r")).await;
+        let t = tokio::time::Instant::now();
+        assert_eq!(get(&r).await.unwrap(), "r");
+        assert_eq!(t.elapsed(), FAILOVER_AFTER);
+        let t = tokio::time::Instant::now();
+        assert_eq!(get(&r).await.unwrap(), "r");
+        assert_eq!(t.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_primary_is_probed_with_backoff_and_used_again_when_it_answers() {
+        let r = rig(Then::Fail(StoreErrorKind::Throttled), Then::Value("r")).await;
+        assert_eq!(get(&r).await.unwrap(), "r");
+        // Probes at 1, 3 and 7 s find it failing; healed at 8 s, the probe
+        // at 15 s finds it.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert_eq!(get(&r).await.unwrap(), "r");
+        r.primary.set(Then::Value("p"));
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(get(&r).await.unwrap(), "r", "not probed again yet");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(get(&r).await.unwrap(), "p");
+        let shown = r.stats.regions.json().unwrap();
+        assert_eq!(shown["in_use"], "us-east-1");
+        assert_eq!(shown["switches"], 1, "the first region set is no switch");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replicas_4xx_gives_the_primarys_transient_error() {
+        let r = rig(
+            Then::Fail(StoreErrorKind::Transient),
+            Then::Fail(StoreErrorKind::NotFound),
+        )
+        .await;
+        let e = get(&r).await.unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Transient, "{e}");
+        assert!(e.message.contains("eu-west-1"), "{e}");
+        // Primary known down: the error still says it, not NotFound.
+        let e = get(&r).await.unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Transient, "{e}");
+        assert!(
+            e.message.contains("primary region us-east-1 is down"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_go_to_the_primary_and_are_refused_while_it_is_down() {
+        let r = rig(Then::Value("p"), Then::Value("r")).await;
+        let (name, value) = (SecretName::new("s"), SecretBytes::new(b"x".to_vec()));
+        r.regions.put_value(&name, &value, "t1").await.unwrap();
+        r.primary.set(Then::Fail(StoreErrorKind::Transient));
+        assert_eq!(get(&r).await.unwrap(), "r");
+        let e = r.regions.put_value(&name, &value, "t2").await.unwrap_err();
+        assert_eq!(
+            e.kind,
+            StoreErrorKind::Other,
+            "never sent: not a lost answer"
+        );
+        assert!(e.message.contains("replicas cannot be written"), "{e}");
+        assert_eq!(r.writer.puts.load(Ordering::SeqCst), 1);
+    }
+}
