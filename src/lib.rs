@@ -7,6 +7,7 @@
 /// build.rs). Here at the root, so that every module may name it.
 pub const VERSION: &str = env!("SECRETSFS_VERSION");
 
+pub mod access;
 pub mod cache;
 pub mod config;
 pub mod daemon;

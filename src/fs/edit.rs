@@ -200,6 +200,7 @@ impl Fs {
         if name.len() > names::NAME_MAX {
             return Err(Error::NameTooLong);
         }
+        self.access_create(parent, name, caller).await?; // [[access]] hook
         let node = self.node(parent)?;
         if let Node::StagesDir(s) = &node {
             return self.create_stage(s, name, flags, mode, caller).await;

@@ -4,6 +4,7 @@
 //! handles, the kernel's view per inode, writes, and temporary files. Data
 //! flows one way: fuse.rs -> fs -> those parts -> cache -> store.
 
+mod access_hooks;
 mod coherence;
 mod describe;
 mod edit;
@@ -103,6 +104,8 @@ pub struct FsConfig {
     pub trim_newline: bool,
     /// The ownership rules at start (SIGHUP replaces the Fs's copy).
     pub rules: Arc<crate::rules::Rules>,
+    /// `[[access]]` rules and the access log (src/access).
+    pub access: Arc<crate::access::Access>,
 }
 
 /// How long a reader of an expired value waits for its refresh before it
@@ -142,6 +145,7 @@ impl FsConfig {
             templates: Vec::new(),
             trim_newline: false,
             rules: Arc::default(),
+            access: Arc::default(),
         }
     }
 
@@ -843,6 +847,7 @@ impl Fs {
                     self.names.listing_or_empty().await.0.children(&p)
                 };
                 children.extend(self.names.extra_children(&p));
+                let children = self.access_listable(&p, children, caller).await; // [[access]] hook
                 for c in children {
                     if info.secret && OWN_FILES.contains(&c.as_str()) {
                         continue;
@@ -945,7 +950,8 @@ impl Fs {
 
     /// Opens a file. A read handle pins one version from open to close.
     pub async fn open(&self, ino: Ino, flags: i32, pid: u32) -> Result<Opened> {
-        if self.cfg.read_only {
+        // [[access]] hook: read-only mounts with access rules keep open mode.
+        if self.cfg.read_only && !self.cfg.access.open_mode() {
             // ENOSYS puts the kernel in no-open mode: cached pages are then
             // served with no round trip to the daemon.
             return Err(Error::NotImplemented);

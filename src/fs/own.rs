@@ -164,6 +164,7 @@ impl Fs {
     /// open(2) with the caller known: the refresh file is checked here
     /// (the mount's owner or root, writing), the rest is `open`.
     pub async fn open_as(&self, ino: Ino, flags: i32, caller: Caller) -> Result<Opened> {
+        self.access_open(ino, caller).await?; // [[access]] hook
         if !matches!(self.inodes.node(ino), Some(Node::RefreshFile)) {
             return self.open(ino, flags, caller.pid).await;
         }

@@ -273,6 +273,7 @@ impl Fs {
         };
         tracing::info!(secret = %name, label = ?l, version = %id,
             "new version stored with this label");
+        self.cfg.access.committed(name.as_str(), id.as_str()); // [[access]] hook
         self.stats.staged_put();
         let new = Arc::new(SecretVersion::new(id.clone(), value, SystemTime::now()));
         self.values

@@ -402,6 +402,7 @@ impl Fs {
             Err(e) => return Err(e.into()),
         };
         tracing::info!(secret = %name, version = %id, "new version stored");
+        self.cfg.access.committed(name.as_str(), id.as_str()); // [[access]] hook
         let new = Arc::new(SecretVersion::new(id, value, SystemTime::now()));
         self.after_put(name, new, old).await;
         if create {

@@ -278,6 +278,16 @@ impl Fs {
         })
     }
 
+    /// The secrets the render an open would serve now reads, for the
+    /// `[[access]]` check.
+    pub(super) async fn rendered_secrets(&self, name: &str) -> Result<Vec<String>> {
+        let (_, r) = self.rendered(name).await?;
+        let mut secrets: Vec<String> = r.deps.iter().map(|((s, _), _)| s.to_string()).collect();
+        secrets.sort();
+        secrets.dedup();
+        Ok(secrets)
+    }
+
     /// A read with no handle (a read-only mount, in no-open mode).
     pub(super) async fn read_rendered(
         &self,
