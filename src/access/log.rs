@@ -161,8 +161,8 @@ impl AccessLog {
             );
         }
         self.line(&r, |r, w| {
-            let u = w.unit.as_deref();
-            let exe = w.exe.as_deref();
+            let u = w.unit.as_deref().unwrap_or("");
+            let exe = w.exe.as_deref().unwrap_or("");
             if r.allowed {
                 tracing::info!(secret = %r.secret, file = %r.file, result = r.result(), pid = w.pid, exe, unit = u, uid = w.uid, gid = w.gid, "open");
             } else {
@@ -174,8 +174,8 @@ impl AccessLog {
     /// A write committed as version `version`: always logged.
     pub fn commit(&self, r: &Record, version: &str) {
         self.line(r, |r, w| {
-            let u = w.unit.as_deref();
-            let exe = w.exe.as_deref();
+            let u = w.unit.as_deref().unwrap_or("");
+            let exe = w.exe.as_deref().unwrap_or("");
             tracing::info!(secret = %r.secret, file = %r.file, result = "committed", version, pid = w.pid, exe, unit = u, uid = w.uid, gid = w.gid, "write committed");
         });
     }
@@ -220,8 +220,8 @@ impl AccessLog {
         let secs = self.window.as_secs();
         for (r, count) in counted {
             self.line(&r, |r, w| {
-                let u = w.unit.as_deref();
-                let exe = w.exe.as_deref();
+                let u = w.unit.as_deref().unwrap_or("");
+                let exe = w.exe.as_deref().unwrap_or("");
                 tracing::info!(secret = %r.secret, result = r.result(), count, period_secs = secs, pid = w.pid, exe, unit = u, uid = w.uid, gid = w.gid, "opens repeated");
             });
         }
