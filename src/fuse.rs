@@ -432,19 +432,16 @@ impl Filesystem for FuseAdapter {
             return reply.error(Errno::EINVAL);
         }
         let fs = self.fs.clone();
-        self.reply_empty(
-            "rename",
-            At::Name(parent.0, name.clone()),
-            crate::access::as_writer(
-                caller(req),
-                self.fs.path_in(Ino(newparent.0), &newname),
-                async move {
-                    fs.rename(Ino(parent.0), &name, Ino(newparent.0), &newname)
-                        .await
-                },
-            ),
-            reply,
-        );
+        let who = caller(req);
+        let target = self.fs.path_in(Ino(newparent.0), &newname);
+        let at = At::Name(parent.0, name.clone());
+        let fut = async move {
+            let (from, to) = ((Ino(parent.0), &*name), (Ino(newparent.0), &*newname));
+            fs.access_rename(from, to, who).await?; // [[access]] hook
+            fs.rename(from.0, from.1, to.0, to.1).await
+        };
+        let fut = crate::access::as_writer(who, target, fut);
+        self.reply_empty("rename", at, fut, reply);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {

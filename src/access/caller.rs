@@ -2,12 +2,18 @@
 //! executable, its systemd unit and its groups. /proc is read off the FUSE
 //! threads, in a blocking job bounded by `PROC_WAIT` (reading a task's
 //! /proc files can block while it exits: the killed-writer check met it),
-//! and what is read is kept per (pid, start time) for `CACHE_FOR`, so a
-//! hot loop of opens by one process costs one read of /proc/PID/stat each.
+//! and what is read is kept per (pid, start time) for `CACHE_FOR`. With
+//! it a pidfd of the process: while the pidfd says the process has not
+//! exited, its pid is still its own, so a hot loop of opens is answered
+//! from memory with one poll(2) and no /proc read, on the FUSE thread
+//! (no hand-over to another thread). A thread other than its process's
+//! leader has no pidfd (before Linux 6.9): its hits read /proc/PID/stat,
+//! off the FUSE thread.
 //! A process that cannot be inspected (gone, /proc unreadable, too slow)
 //! is `None`: callers refuse it.
 
 use std::collections::HashMap;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,8 +23,9 @@ use parking_lot::Mutex;
 pub const PROC_WAIT: Duration = Duration::from_secs(1);
 /// How long what /proc said of a (pid, start time) is trusted.
 pub const CACHE_FOR: Duration = Duration::from_secs(2);
-/// Most processes remembered at once (expired ones go first).
-const MAX_CACHED: usize = 4096;
+/// Most processes remembered at once (expired ones go first); each may
+/// hold a pidfd, so this stays well below the usual 1024 descriptors.
+const MAX_CACHED: usize = 256;
 
 /// What /proc says of a process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +46,8 @@ struct Cached {
     start: u64,
     at: Instant,
     info: Arc<ProcInfo>,
+    /// The process itself (None: not a thread-group leader, or no pidfd).
+    pidfd: Option<OwnedFd>,
 }
 
 /// The per-(pid, start time) cache of `ProcInfo`.
@@ -51,6 +60,9 @@ impl Inspector {
     /// The process behind thread `pid`, read off this thread and bounded;
     /// None if it cannot be inspected.
     pub async fn inspect(self: &Arc<Self>, pid: u32) -> Option<Arc<ProcInfo>> {
+        if let Some(info) = self.held(pid) {
+            return Some(info);
+        }
         let me = self.clone();
         let job = tokio::task::spawn_blocking(move || me.inspect_blocking(pid));
         match tokio::time::timeout(PROC_WAIT, job).await {
@@ -60,6 +72,15 @@ impl Inspector {
                 None
             }
         }
+    }
+
+    /// A fresh entry whose process has not exited (its pidfd says so,
+    /// without blocking): no /proc read at all.
+    pub fn held(&self, pid: u32) -> Option<Arc<ProcInfo>> {
+        let cache = self.cache.lock();
+        let c = cache.get(&pid)?;
+        let fd = c.pidfd.as_ref()?;
+        (c.at.elapsed() < CACHE_FOR && !exited(fd)).then(|| c.info.clone())
     }
 
     /// The blocking part: one read of /proc/PID/stat on a hit.
@@ -76,8 +97,9 @@ impl Inspector {
             return Some(c.info.clone());
         }
         let info = Arc::new(read_info(pid)?);
+        let pidfd = pidfd_open(pid);
         // The pid may have been reused while we read: the same start time
-        // after the reads says they were all of one process.
+        // after the reads (and the pidfd) says they were all of one process.
         if start_time(pid)? != start {
             return None;
         }
@@ -93,6 +115,7 @@ impl Inspector {
             start,
             at,
             info: info.clone(),
+            pidfd,
         };
         cache.insert(pid, cached);
         Some(info)
@@ -102,6 +125,25 @@ impl Inspector {
     fn len(&self) -> usize {
         self.cache.lock().len()
     }
+}
+
+/// A pidfd of process `pid` (None for a thread that is not its process's
+/// leader, or a kernel without pidfds).
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new
+    // descriptor or -1; nix has no wrapper for it.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: `fd` was just returned to us open, and nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether the process of a pidfd has exited (poll says readable); an
+/// error counts as exited.
+fn exited(fd: &OwnedFd) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0))
 }
 
 fn proc_file(pid: u32, name: &str) -> Option<String> {
@@ -203,6 +245,23 @@ mod tests {
         assert_eq!(i.len(), 1);
         let again = i.inspect(std::process::id()).await.unwrap();
         assert!(Arc::ptr_eq(&me, &again), "a hit in the cache");
+        assert!(i.held(std::process::id()).is_some(), "held by its pidfd");
+    }
+
+    #[tokio::test]
+    async fn an_exited_process_is_not_held_by_its_pidfd() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let i = Arc::new(Inspector::default());
+        assert!(i.inspect(pid).await.is_some());
+        assert!(i.held(pid).is_some());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(i.held(pid).is_none(), "exited: its pid may be another's");
+        assert_eq!(i.inspect(pid).await, None);
     }
 
     #[tokio::test]

@@ -234,7 +234,14 @@ impl Access {
             return Ok(());
         }
         if !ruled {
-            // Nothing to decide: the open goes on, the log line follows.
+            // Nothing to decide: the open goes on, the log line follows
+            // (at once when the caller is held in memory).
+            if let (Some(log), Some(info)) = (&self.log, self.inspector.held(caller.pid)) {
+                for s in t.secrets {
+                    log.open_of(record(s, t.file, true, caller, Some(&info)));
+                }
+                return Ok(());
+            }
             let (log, inspector) = (self.log.clone(), self.inspector.clone());
             let (file, secrets) = (t.file.to_string(), t.secrets.to_vec());
             tokio::spawn(async move {

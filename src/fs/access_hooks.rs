@@ -70,6 +70,18 @@ impl Fs {
         self.cfg.access.check_open(t, caller, &self.stats).await
     }
 
+    /// At rename (an editor's save, a promotion of `stages/<label>` onto
+    /// `current`): the secrets of both directories must allow the caller.
+    pub async fn access_rename(
+        &self,
+        from: (Ino, &str),
+        to: (Ino, &str),
+        caller: Caller,
+    ) -> Result<()> {
+        self.access_create(from.0, from.1, caller).await?;
+        self.access_create(to.0, to.1, caller).await
+    }
+
     /// A directory's children less the secrets whose rules hide them
     /// from this caller.
     pub(super) async fn access_listable(

@@ -208,6 +208,15 @@ fn a_copy_of_cat_at_the_allowed_path_reads_and_the_system_cat_does_not() {
         .output()
         .unwrap();
     assert!(denied(&out), "{out:?}");
+    // So does a promotion, which is a rename, not an open.
+    put_staged(&s, "Staged-V4lue", "AWSPENDING");
+    let secret_dir = m.p(&s);
+    let out = Command::new("/bin/mv")
+        .args(["stages/AWSPENDING", "current"])
+        .current_dir(&secret_dir)
+        .output()
+        .unwrap();
+    assert!(denied(&out), "{out:?}");
     assert_eq!(current_string(&s), "Exe-Rul3d-Value");
 }
 
