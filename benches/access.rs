@@ -12,7 +12,6 @@
 //! SECRETSFS_FLOOR=DIR names another floor directory.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::path::{Path, PathBuf};
