@@ -6,8 +6,9 @@
 //! it a pidfd of the process: while the pidfd says the process has not
 //! exited, its pid is still its own, so a hot loop of opens is answered
 //! from memory with one poll(2) and no /proc read, on the FUSE thread
-//! (no hand-over to another thread). A thread other than its process's
-//! leader has no pidfd (before Linux 6.9): its hits read /proc/PID/stat,
+//! (no hand-over to another thread). The pidfd is the thread's (FUSE
+//! sends a thread's id) on Linux 6.9 and later; before that a thread other
+//! than its process's leader has none, and its hits read /proc/PID/stat,
 //! off the FUSE thread.
 //! A process that cannot be inspected (gone, /proc unreadable, too slow)
 //! is `None`: callers refuse it.
@@ -127,15 +128,23 @@ impl Inspector {
     }
 }
 
-/// A pidfd of process `pid` (None for a thread that is not its process's
-/// leader, or a kernel without pidfds).
+/// pidfd_open's flag for a pidfd of one thread (Linux 6.9), whose poll
+/// says when that thread exits; its value is O_EXCL's.
+const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+
+/// A pidfd of thread `pid` (Linux 6.9), else of process `pid` (None for a
+/// thread that is not its process's leader on older kernels, or a kernel
+/// without pidfds).
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new
-    // descriptor or -1; nix has no wrapper for it.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: `fd` was just returned to us open, and nothing else owns it.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    let open = |flags: libc::c_uint| {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new
+        // descriptor or -1; nix has no wrapper for it.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, flags) };
+        let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+        // SAFETY: `fd` was just returned to us open, and nothing else owns it.
+        Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    open(PIDFD_THREAD).or_else(|| open(0))
 }
 
 /// Whether the process of a pidfd has exited (poll says readable); an
@@ -246,6 +255,26 @@ mod tests {
         let again = i.inspect(std::process::id()).await.unwrap();
         assert!(Arc::ptr_eq(&me, &again), "a hit in the cache");
         assert!(i.held(std::process::id()).is_some(), "held by its pidfd");
+    }
+
+    #[tokio::test]
+    async fn a_thread_is_its_process_and_not_held_once_it_exits() {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tid_tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+            go_rx.recv().unwrap();
+        });
+        let tid = tid_rx.recv().unwrap();
+        let i = Arc::new(Inspector::default());
+        let info = i.inspect(tid).await.unwrap();
+        assert_eq!(info.tgid, std::process::id());
+        go_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert!(
+            i.held(tid).is_none(),
+            "the thread exited: its id may be another's"
+        );
     }
 
     #[tokio::test]
