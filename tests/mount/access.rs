@@ -37,6 +37,8 @@ impl Setup {
             "c.toml",
             &config.replace("ALLOWED", &s.allowed().display().to_string()),
         );
+        // The template every config names; a test may write its own.
+        s.write("t.j2", "static\n");
         s
     }
     fn write(&self, name: &str, text: &str) {
@@ -59,6 +61,11 @@ impl Setup {
             .args(["--config", &config])
             .args(args.iter().copied())
             .start()
+    }
+    /// A mount of the secrets under `u/` with the access log in `log()`.
+    fn mount_logged(&self, u: &str) -> Mount {
+        let log = self.log().display().to_string();
+        self.mount(&["--prefix", &format!("{u}/"), "--access-log", &log])
     }
 }
 
@@ -181,7 +188,6 @@ fn a_copy_of_cat_at_the_allowed_path_reads_and_the_system_cat_does_not() {
     let other = format!("{u}/prod/db/other");
     create(&other, "free");
     let setup = Setup::new(&config(&s, "exe = \"ALLOWED/*\"", "hide = true"));
-    setup.write("t.j2", "static\n");
     let m = setup.mount(&["--prefix", &format!("{u}/")]);
     let current = m.p(&format!("{s}/current")).display().to_string();
 
@@ -226,7 +232,6 @@ fn a_read_only_mount_with_rules_still_checks_every_open() {
     let s = format!("{u}/ro/secret");
     create(&s, "R0-Rul3d");
     let setup = Setup::new(&config(&s, "exe = \"ALLOWED/*\"", ""));
-    setup.write("t.j2", "static\n");
     let m = setup.mount(&["--prefix", &format!("{u}/"), "--read-only"]);
     let current = m.p(&format!("{s}/current")).display().to_string();
     for _ in 0..3 {
@@ -258,14 +263,8 @@ fn the_access_log_names_who_opened_and_wrote_and_never_a_value() {
     create(&w, "Wr1tten-Old-Val");
     let unit = Unit::new(&format!("{u}.service"));
     let setup = Setup::new(&config(&s, "exe = \"ALLOWED/*\"", ""));
-    setup.write("t.j2", "static\n");
     let log = setup.log();
-    let m = setup.mount(&[
-        "--prefix",
-        &format!("{u}/"),
-        "--access-log",
-        log.to_str().unwrap(),
-    ]);
+    let m = setup.mount_logged(&u);
     let current = m.p(&format!("{s}/current")).display().to_string();
     let ok = unit.run(&[&setup.tool("cat"), &current]);
     assert!(ok.status.success(), "{ok:?}");
@@ -316,14 +315,8 @@ fn a_storm_of_opens_by_one_process_is_a_bounded_number_of_lines() {
     let s = format!("{u}/hot");
     create(&s, "St0rm-Val");
     let setup = Setup::new(&config(&s, "user = 0", ""));
-    setup.write("t.j2", "static\n");
     let log = setup.log();
-    let m = setup.mount(&[
-        "--prefix",
-        &format!("{u}/"),
-        "--access-log",
-        log.to_str().unwrap(),
-    ]);
+    let m = setup.mount_logged(&u);
     let path = m.p(&format!("{s}/current"));
     for _ in 0..10_000 {
         drop(std::fs::File::open(&path).unwrap());
