@@ -328,3 +328,47 @@ fn a_storm_of_opens_by_one_process_is_a_bounded_number_of_lines() {
     assert!(lines.len() <= 2, "{lines:#?}");
     assert_eq!(lines[0]["fields"]["pid"], std::process::id());
 }
+
+fn sighup(m: &Mount) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(m.pid() as i32, libc::SIGHUP) };
+}
+
+#[test]
+fn sighup_applies_new_rules_and_a_read_only_mount_without_them_refuses_them() {
+    let u = unique("ach");
+    let s = format!("{u}/reload/secret");
+    create(&s, "Rel0ad-Val");
+    let rule = config(&s, "exe = \"ALLOWED/*\"", "");
+    // Read-write: the new rule applies at once.
+    let rw = Setup::new("");
+    let m = rw.mount(&["--prefix", &format!("{u}/")]);
+    assert!(cat(&m, &format!("{s}/current")).status.success());
+    rw.write(
+        "c.toml",
+        &rule.replace("ALLOWED", &rw.allowed().display().to_string()),
+    );
+    sighup(&m);
+    let refused = || denied(&cat(&m, &format!("{s}/current")));
+    assert!(
+        wait_until(Duration::from_secs(10), refused),
+        "{}",
+        m.log_text()
+    );
+    // Read-only, started without rules (no-open mode): refused, one line.
+    let ro = Setup::new("");
+    let m = ro.mount(&["--prefix", &format!("{u}/"), "--read-only"]);
+    ro.write(
+        "c.toml",
+        &rule.replace("ALLOWED", &ro.allowed().display().to_string()),
+    );
+    sighup(&m);
+    let said = || m.log_text().contains("access rules not reloaded");
+    assert!(
+        wait_until(Duration::from_secs(10), said),
+        "{}",
+        m.log_text()
+    );
+    assert!(m.log_text().contains("need a restart"));
+    assert!(cat(&m, &format!("{s}/current")).status.success());
+}
