@@ -75,6 +75,26 @@ impl Record {
 
 type Key = (u32, String, bool);
 
+/// One line of the access log, in its own dispatcher: the record's secret
+/// and caller, then `extra` fields, then the message.
+macro_rules! line {
+    ($log:expr, $level:ident, $r:expr, $msg:literal, $($extra:tt)*) => {{
+        let (r, w) = (&$r, &$r.who);
+        tracing::dispatcher::with_default(&$log.dispatch, || {
+            tracing::$level!(
+                secret = %r.secret,
+                pid = w.pid,
+                exe = w.exe.as_deref().unwrap_or(""),
+                unit = w.unit.as_deref().unwrap_or(""),
+                uid = w.uid,
+                gid = w.gid,
+                $($extra)*,
+                $msg
+            )
+        })
+    }};
+}
+
 struct Storm {
     first: Record,
     /// Opens since the last line, not logged one by one.
@@ -160,28 +180,16 @@ impl AccessLog {
                 },
             );
         }
-        self.line(&r, |r, w| {
-            let u = w.unit.as_deref().unwrap_or("");
-            let exe = w.exe.as_deref().unwrap_or("");
-            if r.allowed {
-                tracing::info!(secret = %r.secret, file = %r.file, result = r.result(), pid = w.pid, exe, unit = u, uid = w.uid, gid = w.gid, "open");
-            } else {
-                tracing::warn!(secret = %r.secret, file = %r.file, result = r.result(), pid = w.pid, exe, unit = u, uid = w.uid, gid = w.gid, "open");
-            }
-        });
+        if r.allowed {
+            line!(self, info, r, "open", file = %r.file, result = "allowed");
+        } else {
+            line!(self, warn, r, "open", file = %r.file, result = "denied");
+        }
     }
 
     /// A write committed as version `version`: always logged.
     pub fn commit(&self, r: &Record, version: &str) {
-        self.line(r, |r, w| {
-            let u = w.unit.as_deref().unwrap_or("");
-            let exe = w.exe.as_deref().unwrap_or("");
-            tracing::info!(secret = %r.secret, file = %r.file, result = "committed", version, pid = w.pid, exe, unit = u, uid = w.uid, gid = w.gid, "write committed");
-        });
-    }
-
-    fn line(&self, r: &Record, emit: impl FnOnce(&Record, &Who)) {
-        tracing::dispatcher::with_default(&self.dispatch, || emit(r, &r.who));
+        line!(self, info, r, "write committed", file = %r.file, result = "committed", version);
     }
 
     /// Once, from the first open: a task that logs each storm's count
@@ -219,11 +227,15 @@ impl AccessLog {
         });
         let secs = self.window.as_secs();
         for (r, count) in counted {
-            self.line(&r, |r, w| {
-                let u = w.unit.as_deref().unwrap_or("");
-                let exe = w.exe.as_deref().unwrap_or("");
-                tracing::info!(secret = %r.secret, result = r.result(), count, period_secs = secs, pid = w.pid, exe, unit = u, uid = w.uid, gid = w.gid, "opens repeated");
-            });
+            line!(
+                self,
+                info,
+                r,
+                "opens repeated",
+                result = r.result(),
+                count,
+                period_secs = secs
+            );
         }
         let unfollowed = self.unfollowed.swap(0, Relaxed);
         if unfollowed > 0 {
