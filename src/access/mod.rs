@@ -300,6 +300,11 @@ impl Access {
             log.commit(&r, version);
             return;
         };
+        if let Some(info) = self.inspector.held(caller.pid) {
+            // Seen at its open, and still there: logged at once.
+            log.commit(&record(secret, &file, true, caller, Some(&info)), version);
+            return;
+        }
         let (secret, version) = (secret.to_string(), version.to_string());
         let inspector = self.inspector.clone();
         tokio::spawn(async move {
