@@ -176,6 +176,10 @@ fn reload_on_sighup(rt: &tokio::runtime::Runtime, fs: Arc<Fs>, config: Option<Pa
                 Ok(r) => {
                     tracing::info!(rules = r.rules.len(), "SIGHUP: ownership rules reloaded");
                     fs.set_rules(r.rules);
+                    match fs.set_access_rules(r.access) {
+                        Ok(()) => tracing::info!("SIGHUP: access rules reloaded"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: access rules not reloaded"),
+                    }
                     fs.reload_templates(r.templates);
                     fs.warn_unmatched_rules().await;
                 }

@@ -106,6 +106,16 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
+/// [[access]] hook: a commit `fut` makes is logged as the requester's.
+fn writer<T, F: Future<Output = T>>(
+    fs: &Fs,
+    req: &Request,
+    ino: u64,
+    fut: F,
+) -> impl Future<Output = T> + use<T, F> {
+    crate::access::as_writer(caller(req), fs.path_of(Ino(ino)), fut)
+}
+
 fn name_str(name: &OsStr) -> Option<String> {
     name.to_str().map(str::to_string)
 }
@@ -407,7 +417,7 @@ impl Filesystem for FuseAdapter {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -422,15 +432,16 @@ impl Filesystem for FuseAdapter {
             return reply.error(Errno::EINVAL);
         }
         let fs = self.fs.clone();
-        self.reply_empty(
-            "rename",
-            At::Name(parent.0, name.clone()),
-            async move {
-                fs.rename(Ino(parent.0), &name, Ino(newparent.0), &newname)
-                    .await
-            },
-            reply,
-        );
+        let who = caller(req);
+        let target = self.fs.path_in(Ino(newparent.0), &newname);
+        let at = At::Name(parent.0, name.clone());
+        let fut = async move {
+            let (from, to) = ((Ino(parent.0), &*name), (Ino(newparent.0), &*newname));
+            fs.access_rename(from, to, who).await?; // [[access]] hook
+            fs.rename(from.0, from.1, to.0, to.1).await
+        };
+        let fut = crate::access::as_writer(who, target, fut);
+        self.reply_empty("rename", at, fut, reply);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -512,25 +523,21 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         let pid = req.pid();
         let commits = self.fs.may_commit(fh.0);
-        self.reply_empty(
-            "flush",
-            ino.0,
-            async move {
-                let closer = if commits {
-                    inspect_closer(pid).await
-                } else {
-                    Closer::by(pid)
-                };
-                fs.flush(fh.0, closer).await
-            },
-            reply,
-        );
+        let fut = async move {
+            let closer = if commits {
+                inspect_closer(pid).await
+            } else {
+                Closer::by(pid)
+            };
+            fs.flush(fh.0, closer).await
+        };
+        self.reply_empty("flush", ino.0, writer(&self.fs, req, ino.0, fut), reply);
     }
 
     fn release(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -538,19 +545,21 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.run(async move { fs.release(fh.0).await }, move |()| reply.ok());
+        let fut = writer(&self.fs, req, ino.0, async move { fs.release(fh.0).await });
+        self.run(fut, move |()| reply.ok());
     }
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.reply_empty("fsync", ino.0, async move { fs.fsync(fh.0).await }, reply);
+        let fut = writer(&self.fs, req, ino.0, async move { fs.fsync(fh.0).await });
+        self.reply_empty("fsync", ino.0, fut, reply);
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

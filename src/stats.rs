@@ -252,6 +252,11 @@ counters! {
             => counter "stage_moves_total",
             "Staged versions promoted to AWSCURRENT (rename onto current).",
             json 15 "stage_moves";
+        /// Opens refused by `[[access]]` rules (src/access).
+        access_denied: AtomicU64
+            => counter "access_denied_total",
+            "Opens refused by [[access]] rules (the caller matched none).",
+            json 20 "access_denied";
     }
     // The metrics file shows the mount's own gauges here.
     {
@@ -341,6 +346,12 @@ impl Stats {
     }
     pub fn stage_moved(&self) {
         self.stage_moves.fetch_add(1, Relaxed);
+    }
+    pub fn access_denied(&self) {
+        self.access_denied.fetch_add(1, Relaxed);
+    }
+    pub fn access_denials(&self) -> u64 {
+        self.access_denied.load(Relaxed)
     }
     pub fn fs_error(&self) {
         self.fs_errors.fetch_add(1, Relaxed);
@@ -529,6 +540,7 @@ mod tests {
         times(16, &|| s.hook_run(HookResult::Ok));
         times(17, &|| s.hook_run(HookResult::Failed));
         times(18, &|| s.hook_run(HookResult::TimedOut));
+        times(19, &|| s.access_denied());
         let info = Info {
             version: "1.2.3",
             uptime: std::time::Duration::from_secs(3_661),
@@ -603,6 +615,7 @@ mod tests {
   "renders": 10,
   "render_failures": 11,
   "refreshes": 12,
+  "access_denied": 19,
   "pid": PID,
   "dumpable": DUMPABLE,
   "version": "1.2.3",
@@ -695,6 +708,9 @@ secretsfs_staged_puts_total 13
 # HELP secretsfs_stage_moves_total Staged versions promoted to AWSCURRENT (rename onto current).
 # TYPE secretsfs_stage_moves_total counter
 secretsfs_stage_moves_total 14
+# HELP secretsfs_access_denied_total Opens refused by [[access]] rules (the caller matched none).
+# TYPE secretsfs_access_denied_total counter
+secretsfs_access_denied_total 19
 # HELP secretsfs_cache_entries Values cached.
 # TYPE secretsfs_cache_entries gauge
 secretsfs_cache_entries 19

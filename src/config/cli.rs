@@ -185,6 +185,11 @@ pub struct Cli {
     /// for log shippers) [default: text]
     #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
+    /// Log each open of a secret's file and each committed write (who,
+    /// which file, allowed or denied; never a value) to journald, stderr
+    /// or a file (absolute path), one JSON line each [default: none]
+    #[arg(long, value_name = "DEST")]
+    pub access_log: Option<String>,
     /// Mount over a mountpoint that is not empty (its files are hidden
     /// while mounted); refused otherwise
     #[arg(long)]
@@ -229,6 +234,9 @@ pub struct Cli {
     /// The config file's `[[rule]]`s, checked.
     #[arg(skip)]
     pub rules: Option<crate::rules::Rules>,
+    /// The config file's `[[access]]` rules, checked.
+    #[arg(skip)]
+    pub access: Option<crate::access::AccessRules>,
 }
 
 /// Options mount(8) and fstab pass along that are the kernel's business or
@@ -339,6 +347,7 @@ impl Cli {
                 "demo" => self.demo = true,
                 "nonempty" => self.nonempty = true,
                 "log_format" => self.log_format = Some(need(value)?),
+                "access_log" => self.access_log = Some(need(value)?),
                 "allow_other" => self.allow_other = true,
                 "read_only" | "ro" => self.read_only = true,
                 "mlock" => self.mlock = true,

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::ids::NameOrNumber;
 use super::schema::{self, FileConfig};
+use crate::access::AccessRules;
 use crate::fs::TemplateDef;
 use crate::rules::Rules;
 
@@ -18,6 +19,7 @@ pub struct Loaded {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub rules: Rules,
+    pub access: AccessRules,
     pub templates: Vec<TemplateDef>,
 }
 
@@ -25,6 +27,7 @@ pub struct Loaded {
 #[derive(Debug)]
 pub struct Reloaded {
     pub rules: Rules,
+    pub access: AccessRules,
     pub templates: Vec<TemplateDef>,
 }
 
@@ -44,11 +47,13 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
     let gid = settings.gid.as_ref().map(NameOrNumber::gid).transpose();
     let gid = gid.map_err(|e| fail(format!("gid: {e}")))?;
     let rules = Rules::build(&settings.rule.take().unwrap_or_default()).map_err(fail)?;
+    let access = AccessRules::build(&settings.access.take().unwrap_or_default()).map_err(fail)?;
     Ok(Loaded {
         settings,
         uid,
         gid,
         rules,
+        access,
         templates,
     })
 }
@@ -58,7 +63,14 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
 /// need a restart).
 pub fn reload(path: &Path) -> Result<Reloaded, String> {
     let Loaded {
-        rules, templates, ..
+        rules,
+        access,
+        templates,
+        ..
     } = load(path)?;
-    Ok(Reloaded { rules, templates })
+    Ok(Reloaded {
+        rules,
+        access,
+        templates,
+    })
 }

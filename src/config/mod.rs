@@ -71,6 +71,8 @@ impl Cli {
         let f = loaded.settings;
         self.templates = loaded.templates;
         self.rules = Some(loaded.rules);
+        self.access = Some(loaded.access);
+        self.access_log = self.access_log.take().or(f.access_log);
         self.ttl = self.ttl.take().or(f.ttl.map(FileDuration::text));
         self.prefix = self.prefix.take().or(f.prefix);
         if self.secrets.is_empty() {
@@ -264,6 +266,7 @@ impl Cli {
         fs.read_only = self.read_only;
         fs.trim_newline = self.trim_newline;
         fs.rules = std::sync::Arc::new(self.rules.take().unwrap_or_default());
+        fs.access = crate::access::from_config(self.access.take(), self.access_log.as_deref())?;
         fs.allow_create = self.allow_create || matches!(backend, Backend::Local { .. });
         fs.max_stale = match &self.max_stale {
             Some(v) => Some(duration("max_stale", v)?),

@@ -1,5 +1,5 @@
 //! The config file's tables, once: the mount options (keys as the long
-//! options), `[[hook]]`, `[[rule]]` and `[[template]]`, parsed strictly with
+//! options), `[[hook]]`, `[[rule]]`, `[[access]]` and `[[template]]`, parsed strictly with
 //! serde (an unknown key is an error, with the known key nearest to it).
 //! A leaf below fs and rules: it imports only ids.rs and refusal.rs.
 
@@ -49,6 +49,9 @@ pub struct FileConfig {
     pub trim_newline: Option<bool>,
     /// Ownership rules, in order (src/rules.rs).
     pub rule: Option<Vec<RuleSpec>>,
+    /// Access rules by caller, and the access log (src/access).
+    pub access: Option<Vec<AccessSpec>>,
+    pub access_log: Option<String>,
     pub context: Option<String>,
     pub fscontext: Option<String>,
     pub defcontext: Option<String>,
@@ -75,6 +78,42 @@ pub struct RuleSpec {
     pub group: Option<NameOrNumber>,
     pub mode: Option<Mode>,
     pub trim_newline: Option<bool>,
+}
+
+/// `[[access]]`: the callers that may open the files of the secrets whose
+/// names match `pattern` (checked by src/access): each condition given
+/// must hold; each takes one value or a list (any of them).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSpec {
+    pub pattern: String,
+    /// systemd units (globs), e.g. "nginx.service".
+    pub unit: Option<OneOrMany<String>>,
+    /// Executables' paths (globs), e.g. "/usr/sbin/nginx".
+    pub exe: Option<OneOrMany<String>>,
+    pub user: Option<OneOrMany<NameOrNumber>>,
+    pub group: Option<OneOrMany<NameOrNumber>>,
+    /// The secret's name is left out of others' listings.
+    pub hide: Option<bool>,
+}
+
+/// One value, or a list of them.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Clone> OneOrMany<T> {
+    /// The values given (none when the key is absent).
+    pub fn list(v: &Option<Self>) -> Vec<T> {
+        match v {
+            None => Vec::new(),
+            Some(OneOrMany::One(t)) => vec![t.clone()],
+            Some(OneOrMany::Many(ts)) => ts.clone(),
+        }
+    }
 }
 
 /// `[[template]]`: a rendered file (checked by src/fs/templates/def.rs).

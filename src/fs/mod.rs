@@ -30,7 +30,7 @@ mod settings;
 mod stages;
 mod temp;
 mod templates;
-mod types;
+pub(crate) mod types;
 mod views;
 mod write;
 mod write_state;
@@ -235,11 +235,19 @@ impl Fs {
     /// open(2) with the caller known. A read handle pins one version from
     /// open to close.
     pub async fn open_as(&self, ino: Ino, flags: i32, caller: Caller) -> Result<Opened> {
-        let node = self.core.inodes.node(ino);
+        let core = &self.core;
+        let node = core.inodes.node(ino);
+        if let Some(n) = &node {
+            self.views.access_open(core, n, caller).await?;
+        }
         // ENOSYS puts the kernel in no-open mode on a read-only mount:
-        // cached pages are then served with no round trip to the daemon.
-        // The refresh file answers why it cannot be written instead.
-        if self.core.cfg.read_only && !matches!(node, Some(Node::RefreshFile)) {
+        // cached pages are then served with no round trip to the daemon
+        // (unless `[[access]]` rules must see every open). The refresh file
+        // answers why it cannot be written instead.
+        if core.cfg.read_only
+            && !core.cfg.access.open_mode()
+            && !matches!(node, Some(Node::RefreshFile))
+        {
             return Err(Error::NotImplemented);
         }
         let node = node.ok_or(Error::NotFound)?;
@@ -370,9 +378,9 @@ impl Fs {
     /// The path of `name` in directory `dir`, for log lines of requests
     /// that name a file in a directory (unlink, rename, create).
     pub fn path_in(&self, dir: Ino, name: &str) -> String {
-        match self.path_of(dir) {
-            d if d == "/" => name.to_string(),
-            d => format!("{d}/{name}"),
+        match self.core.inodes.node(dir) {
+            Some(node) => self.views.path_in(&node, name),
+            None => format!("{}/{name}", self.path_of(dir)),
         }
     }
 
@@ -383,6 +391,31 @@ impl Fs {
 
     pub async fn warn_unmatched_rules(&self) {
         self.core.warn_unmatched_rules().await;
+    }
+
+    /// SIGHUP: new `[[access]]` rules (refused on a read-only mount in
+    /// no-open mode; the old ones stay).
+    pub fn set_access_rules(
+        &self,
+        rules: crate::access::AccessRules,
+    ) -> std::result::Result<(), String> {
+        self.core
+            .cfg
+            .access
+            .set_rules(rules, self.core.cfg.read_only)
+    }
+
+    /// At rename (an editor's save, a promotion of `stages/<label>` onto
+    /// `current`): the secrets of both directories must allow the caller.
+    pub async fn access_rename(
+        &self,
+        from: (Ino, &str),
+        to: (Ino, &str),
+        caller: Caller,
+    ) -> Result<()> {
+        let (core, views) = (&self.core, &self.views);
+        views.access_in(core, from.0, from.1, caller).await?;
+        views.access_in(core, to.0, to.1, caller).await
     }
 
     /// SIGHUP: the config file's templates, re-read.

@@ -58,6 +58,8 @@ pub struct FsConfig {
     pub trim_newline: bool,
     /// The ownership rules at start (SIGHUP replaces the Fs's copy).
     pub rules: Arc<crate::rules::Rules>,
+    /// `[[access]]` rules and the access log (src/access).
+    pub access: Arc<crate::access::Access>,
 }
 
 /// How long a reader of an expired value waits for its refresh before it
@@ -97,6 +99,7 @@ impl FsConfig {
             templates: Vec::new(),
             trim_newline: false,
             rules: Arc::default(),
+            access: Arc::default(),
         }
     }
 

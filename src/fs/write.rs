@@ -263,6 +263,7 @@ impl Core {
         };
         tracing::info!(secret = %name, label = ?l, version = %id,
             "new version stored with this label");
+        self.cfg.access.committed(name.as_str(), id.as_str());
         self.stats.staged_put();
         let new = Arc::new(SecretVersion::new(id.clone(), value, SystemTime::now()));
         self.values
@@ -339,6 +340,7 @@ impl Core {
             Err(e) => return Err(e.into()),
         };
         tracing::info!(secret = %name, version = %id, "new version stored");
+        self.cfg.access.committed(name.as_str(), id.as_str());
         let new = Arc::new(SecretVersion::new(id, value, SystemTime::now()));
         self.after_put(name, new, old).await;
         if create {

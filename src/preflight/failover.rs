@@ -2,7 +2,8 @@
 //! secret the check describes, and a primary that does not answer at start
 //! accepted when a failover region does (the mount then starts on it).
 
-use super::{Check, Verdict, check, verdict};
+use super::check::{Check, check};
+use super::verdict::{Verdict, verdict};
 use crate::store::SecretName;
 use crate::store::aws::{About, AwsOptions, AwsStore, Probe, RegionSpec};
 

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::fs::core::Core;
 use crate::fs::types::Attr;
 use crate::inode::{Ino, Node};
-use crate::store::Selector;
+use crate::store::{SecretName, Selector};
 
 /// Search permission for group and others on the way to rendered files.
 const SEARCH: u16 = 0o011;
@@ -61,6 +61,16 @@ impl Core {
 
     /// The template's render as it stands now: the last one while every
     /// secret it used is at the same version, otherwise a new one.
+    /// The secrets the render an open would serve now reads, for the
+    /// `[[access]]` rules.
+    pub(in crate::fs) async fn rendered_secrets(&self, name: &str) -> Result<Vec<SecretName>> {
+        let (_, r) = self.rendered(name).await?;
+        let mut secrets: Vec<SecretName> = r.deps.iter().map(|((s, _), _)| s.clone()).collect();
+        secrets.sort();
+        secrets.dedup();
+        Ok(secrets)
+    }
+
     pub(in crate::fs) async fn rendered(&self, name: &str) -> Result<(Arc<Slot>, Arc<Render>)> {
         let slot = self.templates.get(name).ok_or(Error::NotFound)?;
         let r = {

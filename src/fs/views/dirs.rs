@@ -131,7 +131,7 @@ impl View for Dirs {
         &self,
         core: &Core,
         dir: &mut Parent,
-        _caller: Caller,
+        caller: Caller,
         out: &mut Listing<'_>,
     ) -> Result<()> {
         let Node::Dir(p) = &dir.node else {
@@ -146,6 +146,17 @@ impl View for Dirs {
             core.names.listing_or_empty().await.0.children(&p)
         };
         children.extend(core.names.extra_children(&p));
+        // `[[access]]` rules may hide secrets from callers they do not allow.
+        let children = if core.cfg.access.active() {
+            let full = children.iter().map(|c| tree::join(&p, c)).collect();
+            let shown = core.cfg.access.listable(full, caller).await;
+            children
+                .into_iter()
+                .filter(|c| shown.contains(&tree::join(&p, c)))
+                .collect()
+        } else {
+            children
+        };
         for c in children {
             // A secret's own names are its files, not children of that name.
             if info.secret && OWN_FILES.contains(&c.as_str()) {

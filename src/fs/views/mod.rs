@@ -37,8 +37,9 @@ use super::handles::Handle;
 use super::types::{Caller, DirEntry, Entry, Kind, Opened};
 use super::write_state::Ownership;
 use crate::error::{Error, Result};
-use crate::inode::{Ino, Node};
+use crate::inode::{Ino, Node, secret_of};
 use crate::process;
+use crate::store::SecretName;
 
 pub(super) use dirs::Dirs;
 pub(super) use own::refresh;
@@ -210,6 +211,7 @@ impl Views {
             return Err(Error::NameTooLong);
         }
         let dir = core.node(parent)?;
+        self.access_in(core, parent, name, caller).await?;
         self.of(&dir)
             .create(core, &dir, name, flags, mode, caller)
             .await
@@ -258,5 +260,56 @@ impl Views {
         self.of(&from_dir)
             .rename(core, &from_dir, name, newparent, newname)
             .await
+    }
+
+    pub fn path_in(&self, dir: &Node, name: &str) -> String {
+        match self.path(dir) {
+            d if d == "/" => name.to_string(),
+            d => format!("{d}/{name}"),
+        }
+    }
+
+    /// `[[access]]`: at every open, the secrets the file reads must allow
+    /// the caller.
+    pub async fn access_open(&self, core: &Core, node: &Node, caller: Caller) -> Result<()> {
+        let access = &core.cfg.access;
+        if !access.active() {
+            return Ok(());
+        }
+        let secrets = self.of(node).reads(core, node).await?;
+        self.check(core, self.path(node), &secrets, caller).await
+    }
+
+    /// `[[access]]`: a create or a rename of `name` in `dir` (`current`, a
+    /// key, a label, an editor's file) is checked as an open of the file
+    /// it becomes: the secret of the directory must allow the caller.
+    pub async fn access_in(&self, core: &Core, dir: Ino, name: &str, caller: Caller) -> Result<()> {
+        if !core.cfg.access.active() {
+            return Ok(());
+        }
+        let Some(node) = core.inodes.node(dir) else {
+            return Ok(());
+        };
+        let secrets: Vec<SecretName> = secret_of(&node).into_iter().collect();
+        self.check(core, self.path_in(&node, name), &secrets, caller)
+            .await
+    }
+
+    async fn check(
+        &self,
+        core: &Core,
+        file: String,
+        secrets: &[SecretName],
+        caller: Caller,
+    ) -> Result<()> {
+        if secrets.is_empty() {
+            return Ok(());
+        }
+        let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
+        let t = crate::access::Target {
+            file: &file,
+            secrets: &secrets,
+        };
+        core.cfg.access.check_open(t, caller, &core.stats).await
     }
 }

@@ -268,6 +268,14 @@ impl View for OwnFiles {
         }
     }
 
+    /// A rendered file reads the secrets its render now uses.
+    async fn reads(&self, core: &Core, node: &Node) -> Result<Vec<SecretName>> {
+        match node {
+            Node::Rendered(n) => core.rendered_secrets(n).await,
+            _ => Ok(Vec::new()),
+        }
+    }
+
     async fn content(&self, core: &Core, node: &Node) -> Result<Content> {
         match node {
             Node::StatsFile(r) => Ok(Content::Plain(core.report(*r))),

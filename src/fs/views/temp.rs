@@ -17,7 +17,7 @@ use crate::fs::types::{Caller, Entry, Kind, Opened};
 use crate::fs::write_state::Target;
 use crate::inode::{Ino, Node};
 use crate::process;
-use crate::store::SecretBytes;
+use crate::store::{SecretBytes, SecretName};
 
 const TEMP_OPENED: Opened = Opened {
     fh: 0,
@@ -130,6 +130,22 @@ impl View for TempFiles {
             Node::Temp(d, n) => format!("{d}/{n}"),
             _ => unreachable!("not a temporary file"),
         }
+    }
+
+    /// An editor's file holds what is being written to the secret of its
+    /// directory (a secret's, its `json/` or its `stages/`): that secret's
+    /// rules apply. Both readings of an ambiguous directory are checked.
+    async fn reads(&self, _core: &Core, node: &Node) -> Result<Vec<SecretName>> {
+        let Node::Temp(d, _) = node else {
+            return Ok(Vec::new());
+        };
+        let own = ["/json", "/stages"].iter().find_map(|x| d.strip_suffix(x));
+        Ok([Some(&**d), own]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .map(SecretName::new)
+            .collect())
     }
 
     async fn lookup(

@@ -11,7 +11,7 @@ use crate::fs::handles::Handle;
 use crate::fs::namespace::DirInfo;
 use crate::fs::types::{Caller, DirEntry, Entry, Kind, Opened};
 use crate::fs::write_state::{MAX_VALUE_LEN, Target};
-use crate::inode::{Ino, Node};
+use crate::inode::{Ino, Node, secret_of};
 use crate::store::{SecretName, SecretVersion};
 
 /// What a file holds, for a read that no handle answers.
@@ -131,6 +131,16 @@ pub(in crate::fs) trait View: Send + Sync {
     async fn content(&self, core: &Core, node: &Node) -> Result<Content> {
         let _ = (core, node);
         Err(Error::BadHandle)
+    }
+
+    /// The secrets an open of this file reads, which the `[[access]]`
+    /// rules must allow: a file's own secret, none for a directory.
+    async fn reads(&self, core: &Core, node: &Node) -> Result<Vec<SecretName>> {
+        let _ = core;
+        Ok(match self.kind(node) {
+            Kind::Dir => Vec::new(),
+            Kind::File => secret_of(node).into_iter().collect(),
+        })
     }
 
     /// Whether the file's mode shows it writable.
