@@ -2,6 +2,11 @@
 //! the result into a reply. A request is polled once on the FUSE thread; if
 //! it needs the backend it is moved to the tokio runtime and answered from
 //! there, so no FUSE thread ever waits on the network.
+//!
+//! Longer than 700 lines on purpose: it is the one `impl Filesystem` of
+//! fuser, an arm per kernel request with its reply conversion and log
+//! line, and the kernel's flags at init; split, that one trait impl would
+//! be spread over files again, which is what the fs façade undid.
 
 use std::ffi::OsStr;
 use std::future::Future;

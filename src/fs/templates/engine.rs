@@ -4,6 +4,10 @@
 //! thrown away; the caller fetches and renders again. Failures are kept as
 //! our own causes, so log lines are built from names and line numbers,
 //! never from minijinja's messages (which may quote values).
+//!
+//! Longer than 700 lines on purpose: the environment, the functions a
+//! template may call and the pass bookkeeping are one pass's parts, which
+//! share its private state; the unit tests of each function sit beside it.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
