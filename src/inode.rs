@@ -77,6 +77,22 @@ pub fn secret_of(node: &Node) -> Option<SecretName> {
     }
 }
 
+impl Node {
+    /// A file that shows one of its secret's labels (not a version by id,
+    /// which never changes): its secret, the directory it is listed in and
+    /// its name there. What a change of the secret makes old.
+    pub fn label_file(&self) -> Option<(&SecretName, Node, String)> {
+        let dir = |s: &SecretName| Node::Dir(s.as_str().into());
+        Some(match self {
+            Node::Current(s) => (s, dir(s), "current".into()),
+            Node::Previous(s) => (s, dir(s), "previous".into()),
+            Node::JsonKey(s, k) => (s, Node::JsonDir(s.clone()), k.to_string()),
+            Node::StageFile(s, l) => (s, Node::StagesDir(s.clone()), l.as_str().into()),
+            _ => return None,
+        })
+    }
+}
+
 struct Slot {
     node: Node,
     lookups: u64,

@@ -83,16 +83,9 @@ impl Core {
             self.version_ids.remove(s);
         }
         self.descs.forget(s);
-        let old = |n: &Node| match (change.files, n) {
-            (Files::All, n) => secret_of(n).is_some_and(|of| of == *s),
-            (
-                Files::Labels,
-                Node::Current(of)
-                | Node::Previous(of)
-                | Node::JsonKey(of, _)
-                | Node::StageFile(of, _),
-            ) => of == s,
-            _ => false,
+        let old = |n: &Node| match change.files {
+            Files::All => secret_of(n).is_some_and(|of| of == *s),
+            Files::Labels => n.label_file().is_some_and(|(of, ..)| of == s),
         };
         for ino in self.inodes.matching(old) {
             self.kernel.changed(ino);
@@ -113,19 +106,12 @@ impl Core {
             return;
         }
         for (_, node) in self.inodes.all() {
-            let (parent, name) = match &node {
-                Node::Current(s) if pick(s) => {
-                    (Node::Dir(s.as_str().into()), "current".to_string())
-                }
-                Node::Previous(s) if pick(s) => {
-                    (Node::Dir(s.as_str().into()), "previous".to_string())
-                }
-                Node::JsonKey(s, k) if pick(s) => (Node::JsonDir(s.clone()), k.to_string()),
-                Node::StageFile(s, l) if pick(s) => {
-                    (Node::StagesDir(s.clone()), l.as_str().to_string())
-                }
-                _ => continue,
+            let Some((s, parent, name)) = node.label_file() else {
+                continue;
             };
+            if !pick(s) {
+                continue;
+            }
             if let Some(p) = self.inodes.ino_of(&parent) {
                 self.kernel.name_changed(p, &name);
             }

@@ -59,15 +59,12 @@ impl Core {
             return attr;
         };
         let secret_dir = match &node {
-            // attr_of calls a directory writable when it is the root, a
-            // secret or a pending secret: of these, all but the root.
+            // A directory is called writable when it is the root, a secret
+            // or a pending secret: of these, all but the root.
             Node::Dir(p) => !p.is_empty() && writable,
-            Node::Versions(_) | Node::JsonDir(_) | Node::StagesDir(_) => true,
-            Node::Current(_)
-            | Node::Previous(_)
-            | Node::Version(..)
-            | Node::JsonKey(..)
-            | Node::StageFile(..) => false,
+            // A secret's own files and directories (versions/, json/,
+            // stages/); not the mount's own, nor editors' files.
+            n if secret_of(n).is_some() => attr.kind == Kind::Dir,
             _ => return attr,
         };
         if matches!(node, Node::Dir(_)) && !secret_dir {

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::types::Closer;
 use crate::error::{Error, Result};
-use crate::inode::Ino;
+use crate::inode::{Ino, Node};
 use crate::store::{Label, SecretBytes, SecretName};
 
 /// Secrets Manager's limit on a value.
@@ -65,6 +65,17 @@ pub enum Target {
     JsonKey(Arc<str>, bool),
     /// A new version carrying only this label (`stages/<label>`).
     Stage(Label),
+}
+
+impl Target {
+    /// The file of `secret` this target writes.
+    pub fn node(&self, secret: SecretName) -> Node {
+        match self {
+            Target::Current => Node::Current(secret),
+            Target::JsonKey(k, _) => Node::JsonKey(secret, k.clone()),
+            Target::Stage(l) => Node::StageFile(secret, l.clone()),
+        }
+    }
 }
 
 /// An open-for-writing `current` (or `json/<key>`, `stages/<label>`).

@@ -14,7 +14,6 @@ use crate::fs::core::Core;
 use crate::fs::handles::{Handle, TempHandle};
 use crate::fs::temp::{TempKey, TempRef};
 use crate::fs::types::{Caller, Entry, Kind, Opened};
-use crate::fs::write_state::Target;
 use crate::inode::{Ino, Node};
 use crate::process;
 use crate::store::{SecretBytes, SecretName};
@@ -98,11 +97,7 @@ pub(super) async fn rename(
     };
     let value = SecretBytes::new(file.lock().bytes().to_vec());
     core.put_target(&secret, &first, value, create).await?;
-    let node = match &then {
-        Target::Current => Node::Current(secret.clone()),
-        Target::JsonKey(k, _) => Node::JsonKey(secret.clone(), k.clone()),
-        Target::Stage(l) => Node::StageFile(secret.clone(), l.clone()),
-    };
+    let node = then.node(secret.clone());
     {
         let mut f = file.lock();
         f.target = Some((secret, then));
