@@ -23,6 +23,7 @@ mod read;
 mod reliability;
 mod review18;
 mod review18b;
+mod review22;
 mod rpm;
 mod rules;
 mod selinux;
