@@ -184,3 +184,236 @@ fn listing_the_tree_makes_no_decrypting_read() {
         proxy.bodies("GetParameter")
     );
 }
+
+fn delete_param(name: &str) {
+    rt().block_on(ssm().delete_parameter().name(name).send())
+        .expect("delete parameter");
+}
+
+fn label(name: &str, version: i64, label: &str) {
+    rt().block_on(
+        ssm()
+            .label_parameter_version()
+            .name(name)
+            .parameter_version(version)
+            .labels(label)
+            .send(),
+    )
+    .expect("label");
+}
+
+/// Reads through an open descriptor from `offset` to the end.
+fn pread_all(fd: i32, mut offset: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        // SAFETY: a read into a buffer we own, on a descriptor we own.
+        let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), offset) };
+        assert!(n >= 0, "pread");
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+        offset += n as i64;
+    }
+}
+
+/// A `--secret` mount without ssm:DescribeParameters: the docs promise
+/// `current` still reads and refreshes (by a decrypting GetParameter).
+#[test]
+fn without_describe_parameters_current_still_reads_and_refreshes() {
+    let r = root("r22-nodesc");
+    let p = format!("{r}/cfg");
+    put_param(&p, "v1", ParameterType::SecureString);
+    let proxy = Proxy::start();
+    let denied = Fault::Error {
+        status: 400,
+        code: "AccessDeniedException",
+    };
+    proxy.fault("DescribeParameters", None, denied, 10_000);
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--source", "ssm", "--secret", &p, "--ttl", "1"])
+        .start();
+    let cur = format!("{}/current", &p[1..]);
+    assert_eq!(m.read(&cur).map_err(|e| e.to_string()), Ok(b"v1".to_vec()));
+    put_param(&p, "v2", ParameterType::SecureString);
+    assert!(
+        wait_until(Duration::from_secs(6), || m.read(&cur).ok().as_deref()
+            == Some(&b"v2"[..])),
+        "{:?}\n{}",
+        m.read(&cur),
+        m.log_text()
+    );
+}
+
+/// A label moved externally while `stages/<label>` is open: the handle
+/// finishes on its version; opens after the TTL see the new one.
+#[test]
+fn a_label_moved_while_its_stage_file_is_open() {
+    let r = root("r22-label");
+    let p = format!("{r}/cfg");
+    put_param(&p, "first-value", ParameterType::SecureString);
+    put_param(&p, "second-value", ParameterType::SecureString);
+    label(&p, 1, "blue");
+    let (_proxy, m) = mount(&r, &["--ttl", "1"]);
+    let blue = m.p(&format!("{}/stages/blue", &p[1..]));
+    let fd = raw_open(&blue, libc::O_RDONLY);
+    let mut head = [0u8; 5];
+    // SAFETY: a read into a buffer we own.
+    assert_eq!(
+        unsafe { libc::pread(fd, head.as_mut_ptr().cast(), 5, 0) },
+        5
+    );
+    label(&p, 2, "blue");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read(&blue)
+            .ok()
+            .as_deref()
+            == Some(&b"second-value"[..])),
+        "new opens see the moved label: {:?}",
+        std::fs::read(&blue)
+    );
+    let mut all = head.to_vec();
+    all.extend(pread_all(fd, 5));
+    // SAFETY: closing our descriptor.
+    unsafe { libc::close(fd) };
+    assert_eq!(String::from_utf8_lossy(&all), "first-value");
+}
+
+/// A parameter deleted while `current` is open: the handle finishes on its
+/// version, then opens answer ENOENT after the TTL.
+#[test]
+fn a_parameter_deleted_while_open() {
+    let r = root("r22-del");
+    let p = format!("{r}/cfg");
+    put_param(&p, "doomed-value", ParameterType::SecureString);
+    let (_proxy, m) = mount(&r, &["--ttl", "1"]);
+    let cur = m.p(&format!("{}/current", &p[1..]));
+    let fd = raw_open(&cur, libc::O_RDONLY);
+    let mut head = [0u8; 3];
+    // SAFETY: a read into a buffer we own.
+    assert_eq!(
+        unsafe { libc::pread(fd, head.as_mut_ptr().cast(), 3, 0) },
+        3
+    );
+    delete_param(&p);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read(&cur)
+            .is_err_and(|e| errno_of(&e) == libc::ENOENT)),
+        "deleted: {:?}",
+        std::fs::read(&cur)
+    );
+    let mut all = head.to_vec();
+    all.extend(pread_all(fd, 3));
+    // SAFETY: closing our descriptor.
+    unsafe { libc::close(fd) };
+    assert_eq!(String::from_utf8_lossy(&all), "doomed-value");
+}
+
+/// "Unchanged" is judged against Parameter Store at commit: writing back
+/// the value someone else replaced (within the TTL) makes a version.
+#[test]
+fn writing_back_a_value_replaced_elsewhere_puts_it() {
+    let r = root("r22-back");
+    let p = format!("{r}/cfg");
+    put_param(&p, "mine", ParameterType::SecureString);
+    let (_proxy, m) = mount(&r, &[]);
+    let cur = m.p(&format!("{}/current", &p[1..]));
+    assert_eq!(std::fs::read_to_string(&cur).unwrap(), "mine");
+    put_param(&p, "theirs", ParameterType::SecureString);
+    replace_file(&cur, b"mine").unwrap();
+    let h = history(&p);
+    assert_eq!(h.last().map(|(_, v)| v.as_str()), Some("mine"), "{h:?}");
+    assert_eq!(std::fs::read_to_string(&cur).unwrap(), "mine");
+}
+
+/// Two writers close at once: both closes succeed, two versions, and the
+/// mount's `current` is the latest one in Parameter Store.
+#[test]
+fn two_writers_make_two_versions_and_current_is_the_latest() {
+    let r = root("r22-two");
+    let p = format!("{r}/cfg");
+    put_param(&p, "base", ParameterType::SecureString);
+    let (_proxy, m) = mount(&r, &[]);
+    let cur = m.p(&format!("{}/current", &p[1..]));
+    let handles: Vec<_> = ["alpha", "bravo"]
+        .into_iter()
+        .map(|v| {
+            let cur = cur.clone();
+            std::thread::spawn(move || replace_file(&cur, v.as_bytes()))
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), Ok(()));
+    }
+    let h = history(&p);
+    assert_eq!(h.len(), 3, "{h:?}");
+    let latest = h.last().unwrap().1.clone();
+    assert_eq!(std::fs::read_to_string(&cur).unwrap(), latest);
+    let prev = h[1].1.clone();
+    assert_eq!(
+        std::fs::read_to_string(m.p(&format!("{}/previous", &p[1..]))).unwrap(),
+        prev
+    );
+}
+
+/// Non-UTF-8 bytes are EINVAL at close, nothing stored, nothing logged.
+#[test]
+fn a_binary_write_is_einval_and_leaks_nothing() {
+    let r = root("r22-bin");
+    let p = format!("{r}/cfg");
+    put_param(&p, "text", ParameterType::SecureString);
+    let (proxy, m) = mount(&r, &[]);
+    let cur = m.p(&format!("{}/current", &p[1..]));
+    let mut bytes = b"LEAKCANARY".to_vec();
+    bytes.extend([0xff, 0xfe, 0x00]);
+    assert_eq!(replace_file(&cur, &bytes), Err(libc::EINVAL));
+    assert_eq!(history(&p).len(), 1);
+    assert_eq!(proxy.count("PutParameter"), 0);
+    assert!(!m.log_text().contains("LEAKCANARY"), "{}", m.log_text());
+    assert_eq!(std::fs::read_to_string(&cur).unwrap(), "text");
+}
+
+/// A put answered with ThrottlingException (not applied) is tried again:
+/// the close succeeds with exactly one version.
+#[test]
+fn a_throttled_put_is_retried_into_one_version() {
+    let r = root("r22-thr");
+    let p = format!("{r}/cfg");
+    put_param(&p, "before", ParameterType::String);
+    let (proxy, m) = mount(&r, &[]);
+    let cur = m.p(&format!("{}/current", &p[1..]));
+    std::fs::read(&cur).unwrap();
+    for code in ["ThrottlingException", "TooManyUpdates"] {
+        proxy.fault("PutParameter", None, Fault::Error { status: 400, code }, 1);
+        replace_file(&cur, code.as_bytes())
+            .unwrap_or_else(|e| panic!("{code}: {e}\n{}", m.log_text()));
+    }
+    let h = history(&p);
+    assert_eq!(h.len(), 3, "{h:?}");
+}
+
+/// A parameter named like an own file: `/r/app` and `/r/app/current`.
+#[test]
+fn a_child_parameter_named_current_does_not_shadow_the_own_file() {
+    let r = root("r22-cur");
+    put_param(&format!("{r}/app"), "own-value", ParameterType::String);
+    put_param(
+        &format!("{r}/app/current"),
+        "child-value",
+        ParameterType::String,
+    );
+    put_param(
+        &format!("{r}/app/versions"),
+        "child2",
+        ParameterType::String,
+    );
+    let (_proxy, m) = mount(&r, &[]);
+    let app = format!("{}/app", &r[1..]);
+    assert!(!ls(&m.p(&r[1..])).is_empty());
+    assert_eq!(m.read_string(&format!("{app}/current")), "own-value");
+    assert_eq!(ls(&m.p(&format!("{app}/versions"))), ["1"]);
+}
