@@ -417,3 +417,127 @@ fn a_child_parameter_named_current_does_not_shadow_the_own_file() {
     assert_eq!(m.read_string(&format!("{app}/current")), "own-value");
     assert_eq!(ls(&m.p(&format!("{app}/versions"))), ["1"]);
 }
+
+/// `ls -a` of a directory: every entry, `.` and `..` included.
+fn ls_all(dir: &std::path::Path) -> Vec<String> {
+    let out = sh("ls -a1", dir);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Parameter labels may be `.` or `..` (letters, digits, `.`, `-`, `_`):
+/// such a label cannot be a file name, so `stages/` must leave it out
+/// rather than list a second `.` or `..`.
+#[test]
+fn a_label_that_cannot_be_a_file_name_is_left_out() {
+    let r = root("r22-dotlabel");
+    let p = format!("{r}/cfg");
+    put_param(&p, "one", ParameterType::String);
+    put_param(&p, "two", ParameterType::String);
+    label(&p, 1, "..");
+    label(&p, 2, ".");
+    label(&p, 2, "fine");
+    let (_proxy, m) = mount(&r, &[]);
+    let stages = m.p(&format!("{}/stages", &p[1..]));
+    let all = ls_all(&stages);
+    assert_eq!(all.iter().filter(|n| *n == ".").count(), 1, "{all:?}");
+    assert_eq!(all.iter().filter(|n| *n == "..").count(), 1, "{all:?}");
+    assert!(all.contains(&"fine".to_string()), "{all:?}");
+}
+
+/// Parameter names whose components cannot be paths (`.`, `..`) are left
+/// out of listings, never shown as a second `.`/`..` entry.
+#[test]
+fn a_parameter_named_with_dot_components_is_left_out() {
+    let r = root("r22-dotname");
+    put_param(&format!("{r}/d/x"), "ok", ParameterType::String);
+    let dots = ["..", "."].into_iter().filter(|d| {
+        rt().block_on(
+            ssm()
+                .put_parameter()
+                .name(format!("{r}/d/{d}"))
+                .value("dot")
+                .r#type(ParameterType::String)
+                .send(),
+        )
+        .is_ok()
+    });
+    let accepted: Vec<_> = dots.collect();
+    assert!(!accepted.is_empty(), "moto refused both names");
+    let (_proxy, m) = mount(&r, &[]);
+    let all = ls_all(&m.p(&format!("{}/d", &r[1..])));
+    assert_eq!(
+        all.iter().filter(|n| *n == ".").count(),
+        1,
+        "{accepted:?} {all:?}"
+    );
+    assert_eq!(
+        all.iter().filter(|n| *n == "..").count(),
+        1,
+        "{accepted:?} {all:?}"
+    );
+    assert!(all.contains(&"x".to_string()), "{all:?}");
+}
+
+/// Parameter Store numbers versions from 1 again when a parameter is
+/// deleted and created anew: the version number alone is no identity.
+/// After the TTL, revalidation sees "latest is 1, cached is 1" and keeps
+/// serving the deleted parameter's value (and `versions/1` with it).
+#[test]
+fn a_parameter_deleted_and_created_again_shows_its_new_value() {
+    let r = root("r22-recreate");
+    let p = format!("{r}/cfg");
+    put_param(&p, "deleted-value", ParameterType::SecureString);
+    let (_proxy, m) = mount(&r, &["--ttl", "1"]);
+    let dir = m.p(&p[1..]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("current")).unwrap(),
+        "deleted-value"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("versions/1")).unwrap(),
+        "deleted-value"
+    );
+    delete_param(&p);
+    put_param(&p, "created-value", ParameterType::SecureString);
+    std::thread::sleep(Duration::from_millis(1500));
+    let fresh = wait_until(Duration::from_secs(6), || {
+        std::fs::read_to_string(dir.join("current")).ok().as_deref() == Some("created-value")
+    });
+    assert!(
+        fresh,
+        "current still reads {:?} long after the TTL (Parameter Store: {:?})",
+        std::fs::read_to_string(dir.join("current")),
+        history(&p)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("versions/1")).unwrap(),
+        "created-value",
+        "versions/1 is another version now"
+    );
+}
+
+/// The same confusion loses a write: "unchanged" is judged against the
+/// cached copy of the deleted parameter's version 1, so writing that value
+/// back makes no version, and the close says it succeeded.
+#[test]
+fn writing_the_deleted_parameters_value_over_its_successor_puts_it() {
+    let r = root("r22-recreate-w");
+    let p = format!("{r}/cfg");
+    put_param(&p, "wanted", ParameterType::SecureString);
+    let (_proxy, m) = mount(&r, &[]);
+    let cur = m.p(&format!("{}/current", &p[1..]));
+    assert_eq!(std::fs::read_to_string(&cur).unwrap(), "wanted");
+    delete_param(&p);
+    put_param(&p, "someone-else", ParameterType::SecureString);
+    assert_eq!(replace_file(&cur, b"wanted"), Ok(()));
+    let h = history(&p);
+    assert_eq!(
+        h.last().map(|(_, v)| v.as_str()),
+        Some("wanted"),
+        "the close succeeded but Parameter Store holds {h:?}"
+    );
+}
