@@ -541,3 +541,44 @@ fn writing_the_deleted_parameters_value_over_its_successor_puts_it() {
         "the close succeeded but Parameter Store holds {h:?}"
     );
 }
+
+/// DescribeParameters is best effort: AWS may answer a filtered request
+/// with fewer results than asked, even none, and a NextToken ("the number
+/// of items returned can be between zero and MaxResults"). The one-page
+/// lookup of a parameter's metadata then takes an existing parameter for a
+/// deleted one: its cached value is dropped (ENOENT) and writes fail.
+/// The proxy answers one such empty page; the next page (token "0", moto's
+/// first) holds the parameter.
+#[test]
+fn an_empty_describe_page_with_a_next_token_is_not_a_deleted_parameter() {
+    let r = root("r22-page");
+    let p = format!("{r}/cfg");
+    put_param(&p, "still-here", ParameterType::SecureString);
+    let (proxy, m) = mount(&r, &["--ttl", "1"]);
+    let cur = m.p(&format!("{}/current", &p[1..]));
+    assert_eq!(std::fs::read_to_string(&cur).unwrap(), "still-here");
+    let empty = Fault::Answer(r#"{"Parameters":[],"NextToken":"0"}"#);
+    proxy.fault("DescribeParameters", Some("Equals"), empty.clone(), 1);
+    let asked = proxy.count_for("DescribeParameters", Some("Equals"));
+    std::thread::sleep(Duration::from_millis(1500));
+    // Revalidation may run in the background: read until it has asked.
+    assert!(wait_until(Duration::from_secs(5), || {
+        let _ = std::fs::read(&cur);
+        proxy.count_for("DescribeParameters", Some("Equals")) > asked
+    }));
+    std::thread::sleep(Duration::from_millis(300));
+    let read = std::fs::read_to_string(&cur);
+    assert_eq!(
+        read.as_ref().map_err(errno_of),
+        Ok(&"still-here".to_string()),
+        "revalidation: {}",
+        m.log_text()
+    );
+    proxy.fault("DescribeParameters", Some("Equals"), empty, 1);
+    assert_eq!(
+        replace_file(&cur, b"next"),
+        Ok(()),
+        "write: {}",
+        m.log_text()
+    );
+}
