@@ -32,19 +32,19 @@ fn put_param(name: &str, value: &str, kind: ParameterType) -> i64 {
 
 /// Every version of `name` as (number, decrypted value).
 fn history(name: &str) -> Vec<(i64, String)> {
-    let out = rt()
-        .block_on(
-            ssm()
-                .get_parameter_history()
-                .name(name)
-                .with_decryption(true)
-                .send(),
-        )
-        .expect("history");
-    out.parameters()
-        .iter()
-        .map(|h| (h.version, h.value().unwrap_or_default().to_string()))
-        .collect()
+    let mut pages = ssm()
+        .get_parameter_history()
+        .name(name)
+        .with_decryption(true)
+        .into_paginator()
+        .send();
+    let mut all = Vec::new();
+    while let Some(page) = rt().block_on(pages.next()) {
+        for h in page.expect("history").parameters() {
+            all.push((h.version, h.value().unwrap_or_default().to_string()));
+        }
+    }
+    all
 }
 
 fn root(tag: &str) -> String {
@@ -580,5 +580,72 @@ fn an_empty_describe_page_with_a_next_token_is_not_a_deleted_parameter() {
         Ok(()),
         "write: {}",
         m.log_text()
+    );
+}
+
+/// Past 50 versions (one history page): `versions/` lists them all, and a
+/// lost put answer is still resolved to one version.
+#[test]
+fn a_long_history_is_paged_for_listing_and_for_a_lost_answer() {
+    let r = root("r22-long");
+    let p = format!("{r}/cfg");
+    for i in 1..=55 {
+        put_param(&p, &format!("value-{i}"), ParameterType::SecureString);
+    }
+    let (proxy, m) = mount(&r, &[]);
+    let dir = m.p(&p[1..]);
+    assert_eq!(ls(&dir.join("versions")).len(), 55);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("versions/53")).unwrap(),
+        "value-53"
+    );
+    proxy.fault("PutParameter", None, Fault::DropResponse, 1);
+    replace_file(&dir.join("current"), b"value-56").unwrap();
+    let h = history(&p);
+    assert_eq!(h.len(), 56, "one version");
+    assert_eq!(proxy.count("PutParameter"), 1);
+}
+
+/// 100 versions with the oldest labelled: PutParameter answers
+/// ParameterMaxVersionLimitExceeded, which is EDQUOT, and nothing changes.
+#[test]
+fn the_version_limit_with_a_labelled_oldest_is_edquot() {
+    let r = root("r22-limit");
+    let p = format!("{r}/cfg");
+    for i in 1..=100 {
+        put_param(&p, &format!("v{i}"), ParameterType::String);
+    }
+    label(&p, 1, "pinned");
+    let (_proxy, m) = mount(&r, &[]);
+    let cur = m.p(&format!("{}/current", &p[1..]));
+    assert_eq!(
+        replace_file(&cur, b"v101"),
+        Err(libc::EDQUOT),
+        "{}",
+        m.log_text()
+    );
+    assert_eq!(std::fs::read_to_string(&cur).unwrap(), "v100");
+}
+
+/// A create (`--allow-create`) whose answer is lost: one parameter, one
+/// version, and the close succeeds.
+#[test]
+fn a_create_whose_answer_is_lost_makes_one_version() {
+    let r = root("r22-mk");
+    put_param(&format!("{r}/anchor"), "x", ParameterType::String);
+    let (proxy, m) = mount(&r, &["--allow-create"]);
+    let dir = m.p(&format!("{}/fresh", &r[1..]));
+    std::fs::create_dir(&dir).unwrap();
+    proxy.fault("PutParameter", None, Fault::DropResponse, 1);
+    let made = write_file(
+        &dir.join("current"),
+        b"made",
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+    );
+    assert_eq!(made, Ok(()), "{}", m.log_text());
+    assert_eq!(history(&format!("{r}/fresh")), [(1, "made".to_string())]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("current")).unwrap(),
+        "made"
     );
 }
