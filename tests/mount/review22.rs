@@ -649,3 +649,41 @@ fn a_create_whose_answer_is_lost_makes_one_version() {
         "made"
     );
 }
+
+/// A steady reader of unchanged values (refresh ahead near the TTL's end,
+/// revalidation after it) of `current`, `previous`, a stage file and the
+/// JSON view: metadata calls only, never a second decrypting GetParameter.
+#[test]
+fn steady_readers_of_unchanged_values_never_decrypt_again() {
+    let r = root("r22-steady");
+    let p = format!("{r}/cfg");
+    put_param(&p, r#"{"k":"one"}"#, ParameterType::SecureString);
+    put_param(&p, r#"{"k":"two"}"#, ParameterType::SecureString);
+    label(&p, 1, "blue");
+    let (proxy, m) = mount(&r, &["--ttl", "2"]);
+    let dir = m.p(&p[1..]);
+    let files = ["current", "previous", "stages/blue", "json/k", "versions/1"];
+    for f in files {
+        std::fs::read(dir.join(f)).unwrap();
+    }
+    let cold = decrypting_reads(&proxy);
+    let describes = proxy.count("DescribeParameters");
+    let until = std::time::Instant::now() + Duration::from_secs(7);
+    while std::time::Instant::now() < until {
+        for f in files {
+            std::fs::read(dir.join(f)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(proxy.count("DescribeParameters") > describes, "revalidated");
+    assert_eq!(
+        decrypting_reads(&proxy),
+        cold,
+        "unchanged values decrypted again: {:?}",
+        proxy
+            .bodies("GetParameter")
+            .iter()
+            .map(|b| b["Name"].clone())
+            .collect::<Vec<_>>()
+    );
+}
