@@ -687,3 +687,47 @@ fn steady_readers_of_unchanged_values_never_decrypt_again() {
             .collect::<Vec<_>>()
     );
 }
+
+/// No value in the log at any level: a trace-level mount reads a
+/// SecureString, lists its versions, writes it (a lost answer resolved by
+/// the decrypting history) and writes a JSON key.
+#[test]
+fn trace_logging_leaks_no_parameter_value() {
+    let r = root("r22-trace");
+    let p = format!("{r}/cfg");
+    put_param(&p, "CANARYold4711", ParameterType::SecureString);
+    let proxy = Proxy::start();
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args([
+            "--source",
+            "ssm",
+            "--prefix",
+            &format!("{r}/"),
+            "--ttl",
+            "1",
+        ])
+        .env("RUST_LOG", "trace")
+        .start();
+    let dir = m.p(&p[1..]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("current")).unwrap(),
+        "CANARYold4711"
+    );
+    ls(&dir.join("versions"));
+    proxy.fault("PutParameter", None, Fault::DropResponse, 1);
+    replace_file(&dir.join("current"), br#"{"k":"CANARYnew0815"}"#).unwrap();
+    replace_file(&dir.join("json/k"), b"CANARYkey2342").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::read(dir.join("current")).unwrap();
+    let log = m.log_text();
+    for canary in ["CANARYold4711", "CANARYnew0815", "CANARYkey2342"] {
+        let at = log.find(canary);
+        assert!(
+            at.is_none(),
+            "{canary} logged: {}",
+            at.map(|i| &log[i.saturating_sub(400)..(i + 100).min(log.len())])
+                .unwrap_or_default()
+        );
+    }
+}
