@@ -731,3 +731,35 @@ fn trace_logging_leaks_no_parameter_value() {
         );
     }
 }
+
+/// Stats and metrics count "API calls per operation" (PRODUCT.md, issue:
+/// "metrics (per API)"). A revalidation makes a DescribeParameters and a
+/// GetParameterHistory, a cold `previous` a DescribeParameters and a
+/// GetParameter: the counters should be the calls made, as CloudTrail and
+/// the quotas see them.
+#[test]
+fn stats_count_the_parameter_store_calls_made() {
+    let r = root("r22-stats");
+    let p = format!("{r}/cfg");
+    put_param(&p, "one", ParameterType::SecureString);
+    put_param(&p, "two", ParameterType::SecureString);
+    let (proxy, m) = mount(&r, &["--ttl", "1"]);
+    let dir = m.p(&p[1..]);
+    std::fs::read(dir.join("current")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::read(dir.join("current")).unwrap();
+    std::fs::read(dir.join("previous")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = m.stats();
+    let counted = |op: &str| stats["api_calls"][op].as_u64().unwrap_or(0) as usize;
+    let made = ["GetParameter", "GetParameterHistory", "DescribeParameters"]
+        .map(|op| (op, proxy.count(op), counted(op)));
+    assert!(made[1].1 >= 1, "revalidation asked the history: {made:?}");
+    // The start-up check's one DescribeParameters may be left out.
+    assert!(
+        made.iter()
+            .all(|(op, sent, seen)| sent == seen
+                || (*op == "DescribeParameters" && sent.saturating_sub(1) == *seen)),
+        "(API, calls made, calls counted): {made:?}"
+    );
+}
