@@ -757,9 +757,37 @@ fn stats_count_the_parameter_store_calls_made() {
     assert!(made[1].1 >= 1, "revalidation asked the history: {made:?}");
     // The start-up check's one DescribeParameters may be left out.
     assert!(
-        made.iter()
-            .all(|(op, sent, seen)| sent == seen
-                || (*op == "DescribeParameters" && sent.saturating_sub(1) == *seen)),
+        made.iter().all(|(op, sent, seen)| sent == seen
+            || (*op == "DescribeParameters" && sent.saturating_sub(1) == *seen)),
         "(API, calls made, calls counted): {made:?}"
+    );
+}
+
+/// "Unchanged" is judged against Parameter Store at commit, never against
+/// a cached copy: when the metadata calls are throttled at commit, writing
+/// back the value someone else replaced must not succeed without a
+/// version (put it, or fail the close).
+#[test]
+fn a_write_back_while_metadata_is_throttled_is_not_judged_on_the_cache() {
+    let r = root("r22-thrback");
+    let p = format!("{r}/cfg");
+    put_param(&p, "mine", ParameterType::SecureString);
+    let (proxy, m) = mount(&r, &[]);
+    let cur = m.p(&format!("{}/current", &p[1..]));
+    assert_eq!(std::fs::read_to_string(&cur).unwrap(), "mine");
+    put_param(&p, "theirs", ParameterType::SecureString);
+    let throttled = Fault::Error {
+        status: 400,
+        code: "ThrottlingException",
+    };
+    for op in ["DescribeParameters", "GetParameterHistory", "GetParameter"] {
+        proxy.fault(op, None, throttled.clone(), 1000);
+    }
+    let closed = replace_file(&cur, b"mine");
+    let h = history(&p);
+    let latest = h.last().map(|(_, v)| v.clone());
+    assert!(
+        closed.is_err() || latest.as_deref() == Some("mine"),
+        "the close said {closed:?}, Parameter Store holds {h:?}"
     );
 }
