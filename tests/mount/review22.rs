@@ -791,3 +791,47 @@ fn a_write_back_while_metadata_is_throttled_is_not_judged_on_the_cache() {
         "the close said {closed:?}, Parameter Store holds {h:?}"
     );
 }
+
+/// `--prefix` exposes only parameters under it: a lookup by path of a
+/// parameter outside the prefix is ENOENT, not a direct read.
+#[test]
+fn a_lookup_outside_the_prefix_is_enoent() {
+    let inside = root("r22-in");
+    let outside = root("r22-out");
+    put_param(&format!("{inside}/a"), "in", ParameterType::String);
+    put_param(
+        &format!("{outside}/b"),
+        "OUTSIDE",
+        ParameterType::SecureString,
+    );
+    let (proxy, m) = mount(&inside, &[]);
+    let got = m.read(&format!("{}/b/current", &outside[1..]));
+    assert!(got.is_err(), "read outside the prefix: {got:?}");
+    assert_eq!(decrypting_reads(&proxy), 0);
+}
+
+/// A child parameter named like a view directory (`/app/stages`,
+/// `/app/json`) beside the parameter `/app`: the parameter's own views win,
+/// and the child's files do not appear inside them.
+#[test]
+fn child_parameters_named_like_views_do_not_mix_into_them() {
+    let r = root("r22-views");
+    put_param(&format!("{r}/app"), r#"{"k":"v"}"#, ParameterType::String);
+    put_param(
+        &format!("{r}/app/stages"),
+        "child-stages",
+        ParameterType::String,
+    );
+    put_param(
+        &format!("{r}/app/json"),
+        "child-json",
+        ParameterType::String,
+    );
+    let (_proxy, m) = mount(&r, &[]);
+    let app = m.p(&format!("{}/app", &r[1..]));
+    assert_eq!(std::fs::read_to_string(app.join("json/k")).unwrap(), "v");
+    let stages = ls(&app.join("stages"));
+    let json = ls(&app.join("json"));
+    assert!(!stages.contains(&"current".to_string()), "{stages:?}");
+    assert_eq!(json, ["k"]);
+}

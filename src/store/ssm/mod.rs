@@ -82,9 +82,13 @@ pub fn tree_name(parameter: &str) -> Option<SecretName> {
 }
 
 /// A version id as Parameter Store numbers versions; None: not a number
-/// (no such version).
+/// in its one written form (no such version: `02` or `+2` is no file name
+/// of version 2).
 fn version_number(id: &VersionId) -> Option<i64> {
-    id.as_str().parse().ok().filter(|v| *v > 0)
+    id.as_str()
+        .parse()
+        .ok()
+        .filter(|v: &i64| *v > 0 && v.to_string() == id.as_str())
 }
 
 fn to_system_time(t: Option<&aws_sdk_ssm::primitives::DateTime>) -> SystemTime {
@@ -522,6 +526,8 @@ mod tests {
         assert_eq!(version_number(&VersionId::new("7")), Some(7));
         assert_eq!(version_number(&VersionId::new("a-uuid")), None);
         assert_eq!(version_number(&VersionId::new("0")), None);
+        assert_eq!(version_number(&VersionId::new("02")), None);
+        assert_eq!(version_number(&VersionId::new("+2")), None);
     }
 
     #[test]
