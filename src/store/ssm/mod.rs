@@ -173,18 +173,26 @@ impl SsmStore {
             .values(parameter(name))
             .build()
             .map_err(|e| StoreError::new(StoreErrorKind::Other, e.to_string()))?;
-        let out = self
+        // Best effort: a page may hold fewer results than asked, even none
+        // with a NextToken, so every page is read until the name is found.
+        let mut pages = self
             .client
             .describe_parameters()
             .parameter_filters(filter)
-            .send()
-            .await
-            .map_err(classify)?;
-        out.parameters
-            .unwrap_or_default()
-            .into_iter()
-            .find(|p| p.name() == Some(parameter(name).as_str()))
-            .ok_or_else(|| StoreError::not_found(name))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let found = page
+                .map_err(classify)?
+                .parameters
+                .unwrap_or_default()
+                .into_iter()
+                .find(|p| p.name() == Some(parameter(name).as_str()));
+            if let Some(p) = found {
+                return Ok(p);
+            }
+        }
+        Err(StoreError::not_found(name))
     }
 
     /// GetParameterHistory's pages (50 versions each, oldest first).
