@@ -4,31 +4,10 @@
 
 use std::time::Duration;
 
-use aws_sdk_ssm::Client;
-use aws_sdk_ssm::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ssm::types::ParameterType;
 
+use super::ssm::{label, mount, put_param, root, ssm};
 use crate::common::*;
-
-fn ssm() -> Client {
-    let conf = aws_sdk_ssm::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(moto_url())
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .build();
-    Client::from_conf(conf)
-}
-
-fn put_param(name: &str, value: &str, kind: ParameterType) -> i64 {
-    let req = ssm()
-        .put_parameter()
-        .name(name)
-        .value(value)
-        .r#type(kind)
-        .overwrite(true);
-    rt().block_on(req.send()).expect("put parameter").version
-}
 
 /// Every version of `name` as (number, decrypted value).
 fn history(name: &str) -> Vec<(i64, String)> {
@@ -45,20 +24,6 @@ fn history(name: &str) -> Vec<(i64, String)> {
         }
     }
     all
-}
-
-fn root(tag: &str) -> String {
-    format!("/{}", unique(tag))
-}
-
-fn mount(prefix: &str, args: &[&str]) -> (Proxy, Mount) {
-    let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--source", "ssm", "--prefix", &format!("{prefix}/")])
-        .args(args.iter().copied())
-        .start();
-    (proxy, m)
 }
 
 /// Decrypting GetParameter calls the proxy saw.
@@ -190,32 +155,20 @@ fn delete_param(name: &str) {
         .expect("delete parameter");
 }
 
-fn label(name: &str, version: i64, label: &str) {
-    rt().block_on(
-        ssm()
-            .label_parameter_version()
-            .name(name)
-            .parameter_version(version)
-            .labels(label)
-            .send(),
-    )
-    .expect("label");
+/// Opens `path` and reads its first `n` bytes: the handle, and them.
+fn open_and_read(path: &std::path::Path, n: usize) -> (std::fs::File, Vec<u8>) {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut head = vec![0u8; n];
+    f.read_exact(&mut head).unwrap();
+    (f, head)
 }
 
-/// Reads through an open descriptor from `offset` to the end.
-fn pread_all(fd: i32, mut offset: i64) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 64];
-    loop {
-        // SAFETY: a read into a buffer we own, on a descriptor we own.
-        let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), offset) };
-        assert!(n >= 0, "pread");
-        if n == 0 {
-            return out;
-        }
-        out.extend_from_slice(&buf[..n as usize]);
-        offset += n as i64;
-    }
+/// The rest of an open handle after `head`, as text.
+fn finish(mut f: std::fs::File, mut head: Vec<u8>) -> String {
+    use std::io::Read;
+    f.read_to_end(&mut head).unwrap();
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 /// A `--secret` mount without ssm:DescribeParameters: the docs promise
@@ -258,13 +211,7 @@ fn a_label_moved_while_its_stage_file_is_open() {
     label(&p, 1, "blue");
     let (_proxy, m) = mount(&r, &["--ttl", "1"]);
     let blue = m.p(&format!("{}/stages/blue", &p[1..]));
-    let fd = raw_open(&blue, libc::O_RDONLY);
-    let mut head = [0u8; 5];
-    // SAFETY: a read into a buffer we own.
-    assert_eq!(
-        unsafe { libc::pread(fd, head.as_mut_ptr().cast(), 5, 0) },
-        5
-    );
+    let (handle, head) = open_and_read(&blue, 5);
     label(&p, 2, "blue");
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
@@ -275,11 +222,7 @@ fn a_label_moved_while_its_stage_file_is_open() {
         "new opens see the moved label: {:?}",
         std::fs::read(&blue)
     );
-    let mut all = head.to_vec();
-    all.extend(pread_all(fd, 5));
-    // SAFETY: closing our descriptor.
-    unsafe { libc::close(fd) };
-    assert_eq!(String::from_utf8_lossy(&all), "first-value");
+    assert_eq!(finish(handle, head), "first-value");
 }
 
 /// A parameter deleted while `current` is open: the handle finishes on its
@@ -291,13 +234,7 @@ fn a_parameter_deleted_while_open() {
     put_param(&p, "doomed-value", ParameterType::SecureString);
     let (_proxy, m) = mount(&r, &["--ttl", "1"]);
     let cur = m.p(&format!("{}/current", &p[1..]));
-    let fd = raw_open(&cur, libc::O_RDONLY);
-    let mut head = [0u8; 3];
-    // SAFETY: a read into a buffer we own.
-    assert_eq!(
-        unsafe { libc::pread(fd, head.as_mut_ptr().cast(), 3, 0) },
-        3
-    );
+    let (handle, head) = open_and_read(&cur, 3);
     delete_param(&p);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
@@ -306,11 +243,7 @@ fn a_parameter_deleted_while_open() {
         "deleted: {:?}",
         std::fs::read(&cur)
     );
-    let mut all = head.to_vec();
-    all.extend(pread_all(fd, 3));
-    // SAFETY: closing our descriptor.
-    unsafe { libc::close(fd) };
-    assert_eq!(String::from_utf8_lossy(&all), "doomed-value");
+    assert_eq!(finish(handle, head), "doomed-value");
 }
 
 /// "Unchanged" is judged against Parameter Store at commit: writing back
