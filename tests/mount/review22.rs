@@ -768,3 +768,32 @@ fn child_parameters_named_like_views_do_not_mix_into_them() {
     assert!(!stages.contains(&"current".to_string()), "{stages:?}");
     assert_eq!(json, ["k"]);
 }
+
+/// A hung metadata call (either of revalidation's two) never holds a
+/// cached value hostage: after the TTL, reads answer within about a second.
+#[test]
+fn a_hung_revalidation_call_serves_the_cached_value_promptly() {
+    let r = root("r22-hung");
+    let p = format!("{r}/cfg");
+    put_param(&p, "cached", ParameterType::SecureString);
+    let (proxy, m) = mount(&r, &["--ttl", "1"]);
+    let cur = m.p(&format!("{}/current", &p[1..]));
+    assert_eq!(std::fs::read_to_string(&cur).unwrap(), "cached");
+    for op in ["GetParameterHistory", "DescribeParameters"] {
+        proxy.fault(op, None, Fault::Delay(Duration::from_secs(8)), 100);
+        std::thread::sleep(Duration::from_millis(1500));
+        let t = std::time::Instant::now();
+        let got = std::fs::read_to_string(&cur);
+        let took = t.elapsed();
+        assert_eq!(
+            got.map_err(|e| errno_of(&e)),
+            Ok("cached".to_string()),
+            "{op}"
+        );
+        assert!(
+            took < Duration::from_millis(2500),
+            "{op} hung: read took {took:?}"
+        );
+        proxy.clear_faults();
+    }
+}
