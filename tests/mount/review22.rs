@@ -797,3 +797,19 @@ fn a_hung_revalidation_call_serves_the_cached_value_promptly() {
         proxy.clear_faults();
     }
 }
+
+/// An append starts from the latest version at open time, not from the
+/// cached copy (within the TTL, after an external PutParameter).
+#[test]
+fn an_append_builds_on_the_latest_version_not_the_cache() {
+    let r = root("r22-append");
+    let p = format!("{r}/cfg");
+    put_param(&p, "abc", ParameterType::StringList);
+    let (_proxy, m) = mount(&r, &[]);
+    let cur = m.p(&format!("{}/current", &p[1..]));
+    assert_eq!(std::fs::read_to_string(&cur).unwrap(), "abc");
+    put_param(&p, "xyz", ParameterType::StringList);
+    write_file(&cur, b",1", libc::O_WRONLY | libc::O_APPEND).unwrap();
+    let h = history(&p);
+    assert_eq!(h.last().map(|(_, v)| v.as_str()), Some("xyz,1"), "{h:?}");
+}
