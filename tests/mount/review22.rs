@@ -88,22 +88,33 @@ fn a_name_with_a_selector_is_not_another_parameters_version() {
 }
 
 /// `--secret` names parameters. A flat parameter name (no leading '/')
-/// is silently read as the hierarchical one: a different parameter.
+/// was silently read as the hierarchical one: a different parameter. The
+/// fix refuses it at start with one clear line (the tree shows only the
+/// hierarchy), so nothing of `/{flat}` is served for it.
 #[test]
 fn a_flat_secret_name_is_not_served_from_another_parameter() {
     let flat = unique("r22flat");
     put_param(&flat, "flat-value", ParameterType::String);
     put_param(&format!("/{flat}"), "slashed-value", ParameterType::String);
-    let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
+    let mnt = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_secretsfs"))
         .args(["--source", "ssm", "--secret", &flat])
-        .start();
-    let got = m.read(&format!("{flat}/current"));
-    assert_ne!(
-        got.as_deref().ok(),
-        Some(&b"slashed-value"[..]),
-        "--secret {flat} names the flat parameter {flat}, but the mount serves /{flat}"
+        .arg(mnt.path())
+        .env("AWS_ENDPOINT_URL", moto_url())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "--secret {flat} names the flat parameter {flat}, yet the mount started: {err}"
+    );
+    assert!(!mounted(mnt.path()), "nothing mounted");
+    assert!(
+        err.contains(&format!("'/{flat}'")) && err.contains("flat names"),
+        "one clear line: {err}"
     );
 }
 
