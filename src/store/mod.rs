@@ -407,6 +407,13 @@ pub trait SecretStore: Send + Sync + 'static {
     fn ops(&self) -> &'static Ops {
         &SECRETS_MANAGER_OPS
     }
+    /// A store whose operations may make several API calls counts each
+    /// call in `stats` itself (true); otherwise (false) the gate counts
+    /// each operation once, under `ops()`.
+    fn count_calls_in(&self, stats: &Arc<crate::stats::Stats>) -> bool {
+        let _ = stats;
+        false
+    }
 }
 
 /// The answer of a store (a test double) that does not implement staging
@@ -477,6 +484,9 @@ impl SecretStore for Arc<dyn SecretStore> {
     }
     fn ops(&self) -> &'static Ops {
         (**self).ops()
+    }
+    fn count_calls_in(&self, stats: &Arc<crate::stats::Stats>) -> bool {
+        (**self).count_calls_in(stats)
     }
 }
 

@@ -32,7 +32,7 @@ use super::{
     Description, Label, ListedVersion, Ops, SecretBytes, SecretName, SecretStore, SecretVersion,
     Selector, Stage, StoreError, StoreErrorKind, StoreResult, VersionId,
 };
-use crate::stats::ApiOp;
+use crate::stats::{ApiOp, Stats};
 
 /// How Parameter Store is reached, and how `mkdir` + write creates a
 /// parameter (`--allow-create`).
@@ -55,6 +55,9 @@ pub struct SsmStore {
     create_key_id: Option<String>,
     /// One warning for flat (non-hierarchical) names left out of listings.
     warned_flat: std::sync::atomic::AtomicBool,
+    /// Where each API call is counted (each page is a call): set by the
+    /// gate (`count_calls_in`), which then leaves the counting to this.
+    stats: std::sync::OnceLock<Arc<Stats>>,
 }
 
 /// What the gate counts each store operation as.
@@ -161,7 +164,17 @@ impl SsmStore {
             create_type,
             create_key_id: opts.create_key_id.clone(),
             warned_flat: Default::default(),
+            stats: Default::default(),
         })
+    }
+
+    /// `result` is the answer of one call of `op`: counted (calls per API,
+    /// as CloudTrail and the quotas see them), then passed on.
+    fn counted<T>(&self, op: ApiOp, result: StoreResult<T>) -> StoreResult<T> {
+        if let Some(stats) = self.stats.get() {
+            super::gate::count(stats, op, &result);
+        }
+        result
     }
 
     /// DescribeParameters of one parameter: its type, key, tier and latest
@@ -182,8 +195,8 @@ impl SsmStore {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let found = page
-                .map_err(classify)?
+            let found = self
+                .counted(ApiOp::DescribeParameters, page.map_err(classify))?
                 .parameters
                 .unwrap_or_default()
                 .into_iter()
@@ -216,14 +229,14 @@ impl SsmStore {
             Some(v) => format!("{}:{v}", parameter(name)),
             None => parameter(name),
         };
-        let out = self
+        let sent = self
             .client
             .get_parameter()
             .name(selected)
             .with_decryption(true)
             .send()
-            .await
-            .map_err(classify)?;
+            .await;
+        let out = self.counted(ApiOp::GetParameter, sent.map_err(classify))?;
         let p = out
             .parameter
             .ok_or_else(|| StoreError::new(StoreErrorKind::Other, "response without Parameter"))?;
@@ -271,7 +284,7 @@ impl SecretStore for SsmStore {
         let mut pages = req.into_paginator().send();
         let (mut names, mut flat) = (Vec::new(), 0usize);
         while let Some(page) = pages.next().await {
-            let page = page.map_err(classify)?;
+            let page = self.counted(ApiOp::DescribeParameters, page.map_err(classify))?;
             for p in page.parameters() {
                 match p.name().and_then(tree_name) {
                     Some(n) if prefix.is_none_or(|pre| n.as_str().starts_with(pre)) => {
@@ -332,7 +345,7 @@ impl SecretStore for SsmStore {
         let mut pages = self.history(name, false).send();
         let mut found = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(classify)?;
+            let page = self.counted(ApiOp::GetParameterHistory, page.map_err(classify))?;
             for h in page.parameters() {
                 found.push((h.version, h.last_modified_date, h.labels().to_vec()));
             }
@@ -434,6 +447,13 @@ impl SecretStore for SsmStore {
 
     fn ops(&self) -> &'static Ops {
         &SSM_OPS
+    }
+
+    /// One operation makes several calls (pages; revalidation's
+    /// DescribeParameters and GetParameterHistory): each is counted here.
+    fn count_calls_in(&self, stats: &Arc<Stats>) -> bool {
+        let _ = self.stats.set(stats.clone());
+        true
     }
 }
 

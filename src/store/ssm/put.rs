@@ -19,6 +19,7 @@ use aws_sdk_ssm::error::SdkError;
 use aws_sdk_ssm::types::{ParameterTier, ParameterType};
 
 use super::{SsmStore, classify, parameter, version_number};
+use crate::stats::ApiOp;
 use crate::store::aws::MAX_ATTEMPTS;
 use crate::store::{Label, SecretBytes, SecretName, StoreError, StoreErrorKind, StoreResult};
 use crate::store::{VersionId, aws::bounded};
@@ -142,15 +143,15 @@ impl SsmStore {
             if kept.tier != ParameterTier::Standard {
                 req = req.tier(kept.tier.clone());
             }
-            let err = match req.customize().config_override(config).send().await {
-                Ok(out) => return Ok(VersionId::new(out.version.to_string())),
-                Err(e) => e,
-            };
+            let sent = req.customize().config_override(config).send().await;
             // Only an answer says the put was not applied (or may be sent
             // again): a timeout, a connection failure or an unreadable
             // answer may be a put still on its way, or applied already.
-            let answered = matches!(err, SdkError::ServiceError(_));
-            let err = classify(err);
+            let answered = matches!(sent, Err(SdkError::ServiceError(_)));
+            let err = match self.counted(ApiOp::PutParameter, sent.map_err(classify)) {
+                Ok(out) => return Ok(VersionId::new(out.version.to_string())),
+                Err(e) => e,
+            };
             if !err.is_transient() {
                 return Err(err);
             }
@@ -219,7 +220,7 @@ impl SsmStore {
     ) -> StoreResult<Option<VersionId>> {
         let mut pages = self.history(name, true).send();
         while let Some(page) = pages.next().await {
-            let page = match page.map_err(classify) {
+            let page = match self.counted(ApiOp::GetParameterHistory, page.map_err(classify)) {
                 // No parameter yet: a create that did not land.
                 Err(e) if e.kind == StoreErrorKind::NotFound => return Ok(None),
                 other => other?,
@@ -251,15 +252,15 @@ impl SsmStore {
         };
         match (move_to, remove_from) {
             (Some(to), _) => {
-                let out = self
+                let sent = self
                     .client
                     .label_parameter_version()
                     .name(parameter(name))
                     .parameter_version(number(to)?)
                     .labels(label.as_str())
                     .send()
-                    .await
-                    .map_err(classify)?;
+                    .await;
+                let out = self.counted(ApiOp::LabelParameterVersion, sent.map_err(classify))?;
                 if !out.invalid_labels().is_empty() {
                     return Err(StoreError::new(
                         StoreErrorKind::InvalidParameter,
@@ -270,14 +271,17 @@ impl SsmStore {
                 }
             }
             (None, Some(from)) => {
-                self.client
+                // Counted with LabelParameterVersion (the stats name the
+                // APIs that move labels under one).
+                let sent = self
+                    .client
                     .unlabel_parameter_version()
                     .name(parameter(name))
                     .parameter_version(number(from)?)
                     .labels(label.as_str())
                     .send()
-                    .await
-                    .map_err(classify)?;
+                    .await;
+                self.counted(ApiOp::LabelParameterVersion, sent.map_err(classify))?;
             }
             (None, None) => {}
         }
