@@ -824,3 +824,28 @@ fn an_append_builds_on_the_latest_version_not_the_cache() {
     let h = history(&p);
     assert_eq!(h.last().map(|(_, v)| v.as_str()), Some("xyz,1"), "{h:?}");
 }
+
+/// The version a write made is cached with its identity (number and date,
+/// since numbers start again when a parameter is created anew): reading
+/// it back, and revalidating it after the TTL, decrypts nothing.
+#[test]
+fn a_written_version_is_revalidated_without_decrypting() {
+    let r = root("r22-wrote");
+    let p = format!("{r}/cfg");
+    put_param(&p, "before", ParameterType::SecureString);
+    let (proxy, m) = mount(&r, &["--ttl", "1"]);
+    let cur = m.p(&format!("{}/current", &p[1..]));
+    assert_eq!(std::fs::read_to_string(&cur).unwrap(), "before");
+    replace_file(&cur, b"after").unwrap();
+    let reads = decrypting_reads(&proxy);
+    let describes = proxy.count("DescribeParameters");
+    assert_eq!(std::fs::read_to_string(&cur).unwrap(), "after");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(wait_until(Duration::from_secs(5), || {
+        assert_eq!(std::fs::read_to_string(&cur).unwrap(), "after");
+        proxy.count("DescribeParameters") > describes
+    }));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(std::fs::read_to_string(&cur).unwrap(), "after");
+    assert_eq!(decrypting_reads(&proxy), reads, "{}", m.log_text());
+}

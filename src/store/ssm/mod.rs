@@ -4,7 +4,9 @@
 //! (docs/parameter-store.md):
 //! - parameter `/app/db/url` <-> secret name `app/db/url` (the tree's path);
 //!   names without a leading `/` (flat names) are left out of listings;
-//! - a version number is the VersionId (`"3"`); AWSCURRENT is the latest
+//! - a version is its number stamped with its LastModifiedDate (VersionId
+//!   `"3/<ms>"`, shown as `versions/3`): the numbers start again at 1 when
+//!   a parameter is deleted and created anew; AWSCURRENT is the latest
 //!   version, AWSPREVIOUS the one before; parameter labels are staging
 //!   labels (`stages/<label>`), moved with LabelParameterVersion;
 //! - metadata (DescribeParameters, GetParameterHistory without decryption)
@@ -86,12 +88,23 @@ pub fn tree_name(parameter: &str) -> Option<SecretName> {
 
 /// A version id as Parameter Store numbers versions; None: not a number
 /// in its one written form (no such version: `02` or `+2` is no file name
-/// of version 2).
+/// of version 2). A stamped id (`3/<date>`) is version 3 too.
 fn version_number(id: &VersionId) -> Option<i64> {
-    id.as_str()
-        .parse()
+    let name = id.file_name();
+    name.parse()
         .ok()
-        .filter(|v: &i64| *v > 0 && v.to_string() == id.as_str())
+        .filter(|v: &i64| *v > 0 && v.to_string() == name)
+}
+
+/// A version's id: its number, stamped with its LastModifiedDate (in ms),
+/// since the numbers start again at 1 when a parameter is deleted and
+/// created anew: the number alone would take the new version 1 for the
+/// deleted one. Unstamped only when Parameter Store gives no date.
+fn version_id(number: i64, date: Option<&aws_sdk_ssm::primitives::DateTime>) -> VersionId {
+    match date.and_then(|d| d.to_millis().ok()) {
+        Some(ms) => VersionId::stamped(number, ms),
+        None => VersionId::new(number.to_string()),
+    }
 }
 
 fn to_system_time(t: Option<&aws_sdk_ssm::primitives::DateTime>) -> SystemTime {
@@ -240,7 +253,7 @@ impl SsmStore {
         let p = out
             .parameter
             .ok_or_else(|| StoreError::new(StoreErrorKind::Other, "response without Parameter"))?;
-        let id = VersionId::new(p.version.to_string());
+        let id = version_id(p.version, p.last_modified_date());
         let created = to_system_time(p.last_modified_date());
         let value = SecretBytes::new(p.value.unwrap_or_default().into_bytes());
         Ok(SecretVersion::new(id, value, created))
@@ -332,7 +345,23 @@ impl SecretStore for SsmStore {
                 }
             },
         };
-        self.read(name, version).await.map(Some)
+        let got = self.read(name, version).await?;
+        // A stamped id names one version of one parameter: version 1 of a
+        // parameter created anew is another version.
+        if let Selector::Id(id) = selector
+            && id.as_str() != id.file_name()
+            && got.id != *id
+        {
+            return Err(StoreError::new(
+                StoreErrorKind::NotFound,
+                format!(
+                    "parameter {} was created anew: its version {} is another version",
+                    parameter(name),
+                    id.file_name()
+                ),
+            ));
+        }
+        Ok(Some(got))
     }
 
     async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>> {
@@ -354,7 +383,7 @@ impl SecretStore for SsmStore {
         Ok(found
             .into_iter()
             .map(|(v, date, labels)| ListedVersion {
-                id: VersionId::new(v.to_string()),
+                id: version_id(v, date.as_ref()),
                 created: date.and_then(|d| SystemTime::try_from(d).ok()),
                 stages: stages_of(v, latest, &labels),
             })
@@ -365,7 +394,8 @@ impl SecretStore for SsmStore {
     /// then GetParameterHistory without decryption for the labels: two
     /// metadata calls, no GetParameter.
     async fn describe(&self, name: &SecretName) -> StoreResult<Description> {
-        let latest = self.metadata(name).await?.version;
+        let meta = self.metadata(name).await?;
+        let latest = meta.version;
         let listed = self.list_versions(name).await?;
         let mut versions: Vec<(VersionId, Vec<String>)> = listed
             .into_iter()
@@ -385,7 +415,7 @@ impl SecretStore for SsmStore {
             .collect();
         if versions.is_empty() {
             versions.push((
-                VersionId::new(latest.to_string()),
+                version_id(latest, meta.last_modified_date()),
                 stages_of(latest, latest, &[]),
             ));
         }
@@ -556,6 +586,7 @@ mod tests {
         assert_eq!(version_number(&VersionId::new("0")), None);
         assert_eq!(version_number(&VersionId::new("02")), None);
         assert_eq!(version_number(&VersionId::new("+2")), None);
+        assert_eq!(version_number(&VersionId::stamped(3, 1_700_000)), Some(3));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::Duration;
 use aws_sdk_ssm::error::SdkError;
 use aws_sdk_ssm::types::{ParameterTier, ParameterType};
 
-use super::{SsmStore, classify, parameter, version_number};
+use super::{SsmStore, classify, parameter, version_id, version_number};
 use crate::stats::ApiOp;
 use crate::store::aws::MAX_ATTEMPTS;
 use crate::store::{Label, SecretBytes, SecretName, StoreError, StoreErrorKind, StoreResult};
@@ -149,7 +149,7 @@ impl SsmStore {
             // answer may be a put still on its way, or applied already.
             let answered = matches!(sent, Err(SdkError::ServiceError(_)));
             let err = match self.counted(ApiOp::PutParameter, sent.map_err(classify)) {
-                Ok(out) => return Ok(VersionId::new(out.version.to_string())),
+                Ok(out) => return Ok(self.put_id(name, out.version).await),
                 Err(e) => e,
             };
             if !err.is_transient() {
@@ -210,6 +210,17 @@ impl SsmStore {
         ))
     }
 
+    /// The id of the version a put made: PutParameter answers its number
+    /// alone, so its date comes from DescribeParameters (no decrypt), when
+    /// it is still the latest. Otherwise (another put since, or no answer)
+    /// the number alone: the cache then asks again at the next read.
+    async fn put_id(&self, name: &SecretName, number: i64) -> VersionId {
+        match self.metadata(name).await {
+            Ok(meta) if meta.version == number => version_id(number, meta.last_modified_date()),
+            _ => VersionId::new(number.to_string()),
+        }
+    }
+
     /// GetParameterHistory (decrypted, compared here, never kept): the
     /// first version after `from` that holds `text`.
     async fn landed(
@@ -230,7 +241,7 @@ impl SsmStore {
                 .iter()
                 .find(|h| h.version > from && h.value() == Some(text))
             {
-                return Ok(Some(VersionId::new(h.version.to_string())));
+                return Ok(Some(version_id(h.version, h.last_modified_date())));
             }
         }
         Ok(None)
