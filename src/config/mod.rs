@@ -144,6 +144,14 @@ impl Cli {
         if !ssm && (self.ssm_create_type.is_some() || self.ssm_key_id.is_some()) {
             return Err("--ssm-create-type and --ssm-key-id need --source ssm".into());
         }
+        if ssm && let Some(flat) = self.secrets.iter().find(|s| !s.starts_with('/')) {
+            // `db-url` and `/db-url` are two parameters, and the tree shows
+            // only the hierarchy: serving `/db-url` for it would be another
+            // parameter's value.
+            return Err(format!(
+                "--secret '{flat}': with --source ssm, name a parameter by its path ('/{flat}'); parameters with flat names (no leading '/') cannot be mounted"
+            ));
+        }
         if ssm {
             let root = |s: &mut String| {
                 if let Some(rest) = s.strip_prefix('/') {

@@ -346,6 +346,9 @@ fn source_ssm_names_parameters_by_path_and_keeps_the_create_settings() {
         crate::store::SecretName::new("app/db/url")
     );
     assert!(matches!(parse(&["/mnt"]).unwrap().backend, Backend::Aws(_)));
+    let e = parse(&["--source", "ssm", "--secret", "db-url", "/mnt"]).unwrap_err();
+    assert!(e.contains("'/db-url'") && e.contains("flat names"), "{e}");
+    assert!(!e.contains('\n'), "one line: {e}");
     let e = parse(&["--source", "ssm", "--local", "/tmp/x", "/mnt"]).unwrap_err();
     assert!(e.contains("--local"), "{e}");
     let e = parse(&["--ssm-key-id", "k", "/mnt"]).unwrap_err();

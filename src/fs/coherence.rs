@@ -6,7 +6,8 @@
 //! cached labels, drops the description (and the version list when it
 //! moved), and tells the kernel that the files showing the secret's labels
 //! (current, previous, json keys, stage files) are old. Versions by id are
-//! immutable and stay.
+//! immutable and stay, except when a store numbers them again (a Parameter
+//! Store parameter deleted and created anew: `renumbered`).
 
 use std::sync::Arc;
 
@@ -132,6 +133,34 @@ impl Core {
             }
         }
         self.names_changed(pick);
+    }
+
+    /// `now` replaced `before` under one selector, and is a version
+    /// numbered again (Parameter Store numbers from 1 again when a
+    /// parameter is deleted and created anew): the versions cached by
+    /// number are the old parameter's, so they go, with the version
+    /// listing, and the kernel drops the files showing them.
+    pub(super) fn renumbered(
+        &self,
+        s: &SecretName,
+        before: Option<&Arc<SecretVersion>>,
+        now: &SecretVersion,
+    ) {
+        if !before.is_some_and(|b| now.id.renumbers(&b.id)) {
+            return;
+        }
+        tracing::info!(secret = %s, version = %now.id.file_name(),
+            "created anew since it was read: its versions by number are read again");
+        self.values
+            .remove_where(|(n, sel)| n == s && matches!(sel, Selector::Id(_)));
+        self.version_ids.remove(s);
+        self.descs.forget(s);
+        for ino in self
+            .inodes
+            .matching(|n| matches!(n, Node::Version(of, _) if of == s))
+        {
+            self.kernel.changed(ino);
+        }
     }
 
     /// A refresh of one secret: everything cached of it goes, and the

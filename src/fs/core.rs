@@ -188,10 +188,12 @@ impl Core {
     pub(super) async fn value(&self, name: &SecretName, sel: Selector) -> Result<Cached<Value>> {
         let ttl = self.value_ttl(&sel);
         let fetch = self.value_fetch(name, &sel);
-        let got = self
-            .values
-            .get_with(&(name.clone(), sel.clone()), ttl, fetch)
-            .await;
+        let key = (name.clone(), sel.clone());
+        let before = self.values.peek_any(&key).flatten();
+        let got = self.values.get_with(&key, ttl, fetch).await;
+        if let Ok(Cached { value: Some(v), .. }) = &got {
+            self.renumbered(name, before.as_ref(), v);
+        }
         if let Err(e) = &got
             && e.kind == crate::store::StoreErrorKind::NotFound
         {
@@ -426,7 +428,9 @@ impl Core {
         let key = (s.clone(), Selector::Id(id.clone()));
         if !self.cfg.read_only && self.values.peek_any(&key).flatten().is_none() {
             let listed = self.version_list(s).await.ok().and_then(|list| {
-                let v = list.iter().find(|v| &v.id == id)?;
+                let v = list
+                    .iter()
+                    .find(|v| &v.id == id || v.id.file_name() == id.as_str())?;
                 Some(v.created.unwrap_or(self.mounted_at))
             });
             if let Some(created) = listed {

@@ -286,11 +286,17 @@ impl Core {
     ) -> Result<Option<Arc<SecretVersion>>> {
         let sel = Selector::Stage(Stage::Current);
         let fetch = self.value_fetch(name, &sel);
-        Ok(self
+        let key = (name.clone(), sel);
+        let before = self.values.peek_any(&key).flatten();
+        let now = self
             .values
-            .refetch(&(name.clone(), sel), Some(self.cfg.ttl), fetch)
+            .refetch(&key, Some(self.cfg.ttl), fetch)
             .await?
-            .value)
+            .value;
+        if let Some(v) = &now {
+            self.renumbered(name, before.as_ref(), v);
+        }
+        Ok(now)
     }
 
     /// PutSecretValue (or CreateSecret) with a fresh token, then the cache

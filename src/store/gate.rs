@@ -28,6 +28,9 @@ pub struct Instrumented<S> {
     stats: Arc<Stats>,
     gate: tokio::sync::Semaphore,
     backoff: parking_lot::Mutex<Duration>,
+    /// The store counts each API call itself (one store operation may make
+    /// several: Parameter Store's pages, revalidation's two calls).
+    counted_inside: bool,
 }
 
 /// The shared delay after the first throttled answer, and its ceiling.
@@ -47,13 +50,15 @@ impl Drop for InFlight<'_> {
     }
 }
 
-impl<S> Instrumented<S> {
+impl<S: SecretStore> Instrumented<S> {
     pub fn new(inner: S, stats: Arc<Stats>, max_calls: usize) -> Self {
+        let counted_inside = inner.count_calls_in(&stats);
         Self {
             inner,
             stats,
             gate: tokio::sync::Semaphore::new(max_calls.max(1)),
             backoff: parking_lot::Mutex::new(Duration::ZERO),
+            counted_inside,
         }
     }
 
@@ -91,19 +96,26 @@ impl<S> Instrumented<S> {
         let _in_flight = InFlight(&self.stats);
         let result = call.await;
         self.adapt(matches!(&result, Err(e) if e.kind == StoreErrorKind::Throttled));
-        self.stats.api_call(op);
-        // NotFound answers a question (a lookup of a name that does not
-        // exist yet: every editor's temporary file): an answer, counted
-        // apart, so that an alert on api_errors means something.
-        match &result {
-            Ok(_) => self.stats.api_ok(op),
-            Err(e) if e.kind == StoreErrorKind::NotFound => {
-                self.stats.api_ok(op);
-                self.stats.not_found();
-            }
-            Err(_) => self.stats.api_error(),
+        if !self.counted_inside {
+            count(&self.stats, op, &result);
         }
         result
+    }
+}
+
+/// One API call of `op` and its outcome, in `Stats`. NotFound answers a
+/// question (a lookup of a name that does not exist yet: every editor's
+/// temporary file): an answer, counted apart, so that an alert on
+/// api_errors means something.
+pub fn count<T>(stats: &Stats, op: ApiOp, result: &StoreResult<T>) {
+    stats.api_call(op);
+    match result {
+        Ok(_) => stats.api_ok(op),
+        Err(e) if e.kind == StoreErrorKind::NotFound => {
+            stats.api_ok(op);
+            stats.not_found();
+        }
+        Err(_) => stats.api_error(),
     }
 }
 
@@ -185,6 +197,9 @@ impl<S: SecretStore> SecretStore for Instrumented<S> {
     }
     fn ops(&self) -> &'static super::Ops {
         self.inner.ops()
+    }
+    fn count_calls_in(&self, stats: &Arc<Stats>) -> bool {
+        self.inner.count_calls_in(stats)
     }
 }
 

@@ -74,6 +74,36 @@ str_id!(
     Label
 );
 
+impl VersionId {
+    /// The id of version `number` of a store that numbers versions and may
+    /// number them again (Parameter Store starts again at 1 when a
+    /// parameter is deleted and created anew): `stamp` (the version's
+    /// date) tells two versions of one number apart. `versions/` shows the
+    /// number alone (`file_name`); a file name never holds the `/`.
+    pub fn stamped(number: i64, stamp: impl fmt::Display) -> Self {
+        Self::new(format!("{number}/{stamp}"))
+    }
+
+    /// The name `versions/` shows: the whole id, or a stamped id's number.
+    pub fn file_name(&self) -> &str {
+        self.as_str().split('/').next().unwrap_or_default()
+    }
+
+    /// Whether `self` is a version numbered again: both ids stamped, its
+    /// number no higher than `older`'s, and another version (the secret was
+    /// deleted and created anew since `older`).
+    pub fn renumbers(&self, older: &VersionId) -> bool {
+        let number = |id: &VersionId| {
+            let (n, _) = id.as_str().split_once('/')?;
+            n.parse::<i64>().ok()
+        };
+        match (number(self), number(older)) {
+            (Some(new), Some(old)) => new <= old && self != older,
+            _ => false,
+        }
+    }
+}
+
 /// The API reference's bound on a staging label (VersionStage).
 pub const MAX_LABEL_CHARS: usize = 256;
 
@@ -407,6 +437,13 @@ pub trait SecretStore: Send + Sync + 'static {
     fn ops(&self) -> &'static Ops {
         &SECRETS_MANAGER_OPS
     }
+    /// A store whose operations may make several API calls counts each
+    /// call in `stats` itself (true); otherwise (false) the gate counts
+    /// each operation once, under `ops()`.
+    fn count_calls_in(&self, stats: &Arc<crate::stats::Stats>) -> bool {
+        let _ = stats;
+        false
+    }
 }
 
 /// The answer of a store (a test double) that does not implement staging
@@ -478,6 +515,9 @@ impl SecretStore for Arc<dyn SecretStore> {
     fn ops(&self) -> &'static Ops {
         (**self).ops()
     }
+    fn count_calls_in(&self, stats: &Arc<crate::stats::Stats>) -> bool {
+        (**self).count_calls_in(stats)
+    }
 }
 
 #[cfg(test)]
@@ -496,6 +536,21 @@ mod tests {
         assert!(Label::of(Stage::Current).is_reserved());
         assert!(Label::of(Stage::Previous).is_reserved());
         assert!(!Label::parse("AWSPENDING").unwrap().is_reserved());
+    }
+
+    #[test]
+    fn a_stamped_id_shows_its_number_and_knows_a_renumbering() {
+        let (a1, b1) = (VersionId::stamped(1, 100), VersionId::stamped(1, 200));
+        assert_eq!(a1.file_name(), "1");
+        assert_eq!(VersionId::new("a-uuid").file_name(), "a-uuid");
+        assert!(b1.renumbers(&a1), "1 again, another date");
+        assert!(!a1.renumbers(&a1));
+        assert!(
+            !VersionId::stamped(2, 300).renumbers(&a1),
+            "the next version"
+        );
+        assert!(VersionId::stamped(2, 300).renumbers(&VersionId::stamped(3, 50)));
+        assert!(!VersionId::new("b").renumbers(&VersionId::new("a")));
     }
 
     #[test]

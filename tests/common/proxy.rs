@@ -18,6 +18,9 @@ pub enum Fault {
     DropResponse,
     /// Wait this long, then forward.
     Delay(Duration),
+    /// Answer 200 with this JSON body, without forwarding (a page that
+    /// moto would not give, such as AWS's empty page with a NextToken).
+    Answer(&'static str),
 }
 
 struct Rule {
@@ -211,6 +214,14 @@ async fn serve(state: Arc<State>, mut client: TcpStream) -> std::io::Result<()> 
                 return Ok(());
             }
             Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+            Some(Fault::Answer(body)) => {
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                client.write_all(resp.as_bytes()).await?;
+                continue;
+            }
             None => {}
         }
         let resp = forward(state.upstream, &req).await?;

@@ -11,7 +11,7 @@ use aws_sdk_ssm::types::{ParameterTier, ParameterType};
 
 use crate::common::*;
 
-fn ssm() -> Client {
+pub(super) fn ssm() -> Client {
     let conf = aws_sdk_ssm::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -23,7 +23,7 @@ fn ssm() -> Client {
 
 /// Puts a version of parameter `name` (created with `kind` if new); its
 /// version number.
-fn put_param(name: &str, value: &str, kind: ParameterType) -> i64 {
+pub(super) fn put_param(name: &str, value: &str, kind: ParameterType) -> i64 {
     let req = ssm()
         .put_parameter()
         .name(name)
@@ -65,7 +65,7 @@ fn history(name: &str) -> Vec<Version> {
         .collect()
 }
 
-fn label(name: &str, version: i64, label: &str) {
+pub(super) fn label(name: &str, version: i64, label: &str) {
     rt().block_on(
         ssm()
             .label_parameter_version()
@@ -78,12 +78,12 @@ fn label(name: &str, version: i64, label: &str) {
 }
 
 /// A fresh top-level path for one test: `/<unique>`.
-fn root(tag: &str) -> String {
+pub(super) fn root(tag: &str) -> String {
     format!("/{}", unique(tag))
 }
 
 /// A mount of Parameter Store under `prefix` through a fresh proxy.
-fn mount(prefix: &str, args: &[&str]) -> (Proxy, Mount) {
+pub(super) fn mount(prefix: &str, args: &[&str]) -> (Proxy, Mount) {
     let proxy = Proxy::start();
     let m = Mount::aws()
         .endpoint(proxy.url())

@@ -95,9 +95,12 @@ impl View for SecretFiles {
         out: &mut Listing<'_>,
     ) -> Result<()> {
         if let Node::Versions(s) = &dir.node {
+            // A stamped id (Parameter Store's) shows its number: the node
+            // is the one a lookup of that name makes.
             for v in core.version_list(s).await?.iter() {
-                let node = Node::Version(s.clone(), v.id.clone());
-                out.push(node, Kind::File, v.id.as_str());
+                let name = v.id.file_name();
+                let node = Node::Version(s.clone(), crate::store::VersionId::new(name));
+                out.push(node, Kind::File, name);
             }
             return Ok(());
         }
@@ -209,7 +212,10 @@ impl View for SecretFiles {
             return Ok(None);
         }
         let list = core.version_list(s).await?;
-        let v = list.iter().find(|v| &v.id == id).ok_or(Error::NotFound)?;
+        let v = list
+            .iter()
+            .find(|v| v.id.file_name() == id.as_str())
+            .ok_or(Error::NotFound)?;
         Ok(Some(v.stages.join(",").into_bytes()))
     }
 }

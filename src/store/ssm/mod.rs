@@ -4,7 +4,9 @@
 //! (docs/parameter-store.md):
 //! - parameter `/app/db/url` <-> secret name `app/db/url` (the tree's path);
 //!   names without a leading `/` (flat names) are left out of listings;
-//! - a version number is the VersionId (`"3"`); AWSCURRENT is the latest
+//! - a version is its number stamped with its LastModifiedDate (VersionId
+//!   `"3/<ms>"`, shown as `versions/3`): the numbers start again at 1 when
+//!   a parameter is deleted and created anew; AWSCURRENT is the latest
 //!   version, AWSPREVIOUS the one before; parameter labels are staging
 //!   labels (`stages/<label>`), moved with LabelParameterVersion;
 //! - metadata (DescribeParameters, GetParameterHistory without decryption)
@@ -32,7 +34,7 @@ use super::{
     Description, Label, ListedVersion, Ops, SecretBytes, SecretName, SecretStore, SecretVersion,
     Selector, Stage, StoreError, StoreErrorKind, StoreResult, VersionId,
 };
-use crate::stats::ApiOp;
+use crate::stats::{ApiOp, Stats};
 
 /// How Parameter Store is reached, and how `mkdir` + write creates a
 /// parameter (`--allow-create`).
@@ -55,6 +57,9 @@ pub struct SsmStore {
     create_key_id: Option<String>,
     /// One warning for flat (non-hierarchical) names left out of listings.
     warned_flat: std::sync::atomic::AtomicBool,
+    /// Where each API call is counted (each page is a call): set by the
+    /// gate (`count_calls_in`), which then leaves the counting to this.
+    stats: std::sync::OnceLock<Arc<Stats>>,
 }
 
 /// What the gate counts each store operation as.
@@ -82,9 +87,24 @@ pub fn tree_name(parameter: &str) -> Option<SecretName> {
 }
 
 /// A version id as Parameter Store numbers versions; None: not a number
-/// (no such version).
+/// in its one written form (no such version: `02` or `+2` is no file name
+/// of version 2). A stamped id (`3/<date>`) is version 3 too.
 fn version_number(id: &VersionId) -> Option<i64> {
-    id.as_str().parse().ok().filter(|v| *v > 0)
+    let name = id.file_name();
+    name.parse()
+        .ok()
+        .filter(|v: &i64| *v > 0 && v.to_string() == name)
+}
+
+/// A version's id: its number, stamped with its LastModifiedDate (in ms),
+/// since the numbers start again at 1 when a parameter is deleted and
+/// created anew: the number alone would take the new version 1 for the
+/// deleted one. Unstamped only when Parameter Store gives no date.
+fn version_id(number: i64, date: Option<&aws_sdk_ssm::primitives::DateTime>) -> VersionId {
+    match date.and_then(|d| d.to_millis().ok()) {
+        Some(ms) => VersionId::stamped(number, ms),
+        None => VersionId::new(number.to_string()),
+    }
 }
 
 fn to_system_time(t: Option<&aws_sdk_ssm::primitives::DateTime>) -> SystemTime {
@@ -157,7 +177,17 @@ impl SsmStore {
             create_type,
             create_key_id: opts.create_key_id.clone(),
             warned_flat: Default::default(),
+            stats: Default::default(),
         })
+    }
+
+    /// `result` is the answer of one call of `op`: counted (calls per API,
+    /// as CloudTrail and the quotas see them), then passed on.
+    fn counted<T>(&self, op: ApiOp, result: StoreResult<T>) -> StoreResult<T> {
+        if let Some(stats) = self.stats.get() {
+            super::gate::count(stats, op, &result);
+        }
+        result
     }
 
     /// DescribeParameters of one parameter: its type, key, tier and latest
@@ -169,18 +199,26 @@ impl SsmStore {
             .values(parameter(name))
             .build()
             .map_err(|e| StoreError::new(StoreErrorKind::Other, e.to_string()))?;
-        let out = self
+        // Best effort: a page may hold fewer results than asked, even none
+        // with a NextToken, so every page is read until the name is found.
+        let mut pages = self
             .client
             .describe_parameters()
             .parameter_filters(filter)
-            .send()
-            .await
-            .map_err(classify)?;
-        out.parameters
-            .unwrap_or_default()
-            .into_iter()
-            .find(|p| p.name() == Some(parameter(name).as_str()))
-            .ok_or_else(|| StoreError::not_found(name))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let found = self
+                .counted(ApiOp::DescribeParameters, page.map_err(classify))?
+                .parameters
+                .unwrap_or_default()
+                .into_iter()
+                .find(|p| p.name() == Some(parameter(name).as_str()));
+            if let Some(p) = found {
+                return Ok(p);
+            }
+        }
+        Err(StoreError::not_found(name))
     }
 
     /// GetParameterHistory's pages (50 versions each, oldest first).
@@ -204,18 +242,18 @@ impl SsmStore {
             Some(v) => format!("{}:{v}", parameter(name)),
             None => parameter(name),
         };
-        let out = self
+        let sent = self
             .client
             .get_parameter()
             .name(selected)
             .with_decryption(true)
             .send()
-            .await
-            .map_err(classify)?;
+            .await;
+        let out = self.counted(ApiOp::GetParameter, sent.map_err(classify))?;
         let p = out
             .parameter
             .ok_or_else(|| StoreError::new(StoreErrorKind::Other, "response without Parameter"))?;
-        let id = VersionId::new(p.version.to_string());
+        let id = version_id(p.version, p.last_modified_date());
         let created = to_system_time(p.last_modified_date());
         let value = SecretBytes::new(p.value.unwrap_or_default().into_bytes());
         Ok(SecretVersion::new(id, value, created))
@@ -259,7 +297,7 @@ impl SecretStore for SsmStore {
         let mut pages = req.into_paginator().send();
         let (mut names, mut flat) = (Vec::new(), 0usize);
         while let Some(page) = pages.next().await {
-            let page = page.map_err(classify)?;
+            let page = self.counted(ApiOp::DescribeParameters, page.map_err(classify))?;
             for p in page.parameters() {
                 match p.name().and_then(tree_name) {
                     Some(n) if prefix.is_none_or(|pre| n.as_str().starts_with(pre)) => {
@@ -307,7 +345,23 @@ impl SecretStore for SsmStore {
                 }
             },
         };
-        self.read(name, version).await.map(Some)
+        let got = self.read(name, version).await?;
+        // A stamped id names one version of one parameter: version 1 of a
+        // parameter created anew is another version.
+        if let Selector::Id(id) = selector
+            && id.as_str() != id.file_name()
+            && got.id != *id
+        {
+            return Err(StoreError::new(
+                StoreErrorKind::NotFound,
+                format!(
+                    "parameter {} was created anew: its version {} is another version",
+                    parameter(name),
+                    id.file_name()
+                ),
+            ));
+        }
+        Ok(Some(got))
     }
 
     async fn list_version_ids(&self, name: &SecretName) -> StoreResult<Vec<VersionId>> {
@@ -320,7 +374,7 @@ impl SecretStore for SsmStore {
         let mut pages = self.history(name, false).send();
         let mut found = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(classify)?;
+            let page = self.counted(ApiOp::GetParameterHistory, page.map_err(classify))?;
             for h in page.parameters() {
                 found.push((h.version, h.last_modified_date, h.labels().to_vec()));
             }
@@ -329,7 +383,7 @@ impl SecretStore for SsmStore {
         Ok(found
             .into_iter()
             .map(|(v, date, labels)| ListedVersion {
-                id: VersionId::new(v.to_string()),
+                id: version_id(v, date.as_ref()),
                 created: date.and_then(|d| SystemTime::try_from(d).ok()),
                 stages: stages_of(v, latest, &labels),
             })
@@ -340,7 +394,8 @@ impl SecretStore for SsmStore {
     /// then GetParameterHistory without decryption for the labels: two
     /// metadata calls, no GetParameter.
     async fn describe(&self, name: &SecretName) -> StoreResult<Description> {
-        let latest = self.metadata(name).await?.version;
+        let meta = self.metadata(name).await?;
+        let latest = meta.version;
         let listed = self.list_versions(name).await?;
         let mut versions: Vec<(VersionId, Vec<String>)> = listed
             .into_iter()
@@ -360,7 +415,7 @@ impl SecretStore for SsmStore {
             .collect();
         if versions.is_empty() {
             versions.push((
-                VersionId::new(latest.to_string()),
+                version_id(latest, meta.last_modified_date()),
                 stages_of(latest, latest, &[]),
             ));
         }
@@ -422,6 +477,13 @@ impl SecretStore for SsmStore {
 
     fn ops(&self) -> &'static Ops {
         &SSM_OPS
+    }
+
+    /// One operation makes several calls (pages; revalidation's
+    /// DescribeParameters and GetParameterHistory): each is counted here.
+    fn count_calls_in(&self, stats: &Arc<Stats>) -> bool {
+        let _ = self.stats.set(stats.clone());
+        true
     }
 }
 
@@ -522,6 +584,9 @@ mod tests {
         assert_eq!(version_number(&VersionId::new("7")), Some(7));
         assert_eq!(version_number(&VersionId::new("a-uuid")), None);
         assert_eq!(version_number(&VersionId::new("0")), None);
+        assert_eq!(version_number(&VersionId::new("02")), None);
+        assert_eq!(version_number(&VersionId::new("+2")), None);
+        assert_eq!(version_number(&VersionId::stamped(3, 1_700_000)), Some(3));
     }
 
     #[test]

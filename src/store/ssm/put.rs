@@ -4,16 +4,22 @@
 //! labels moved with LabelParameterVersion.
 //!
 //! PutParameter has no client request token: a retry after a lost answer
-//! could make a second version. So the SDK does not retry it; each failed
-//! attempt is followed by GetParameterHistory, which says whether a version
-//! holding this value landed after the one the write started from (then
-//! that version is the answer), and only then is the put tried again. When
-//! even that cannot be asked, the error is the answer: "outcome unknown",
-//! as for Secrets Manager.
+//! could make a second version. So the SDK does not retry it. An attempt
+//! that got no answer (timeout, connection failure) is never sent again:
+//! GetParameterHistory, asked a few times over a few seconds, says whether
+//! a version holding this value landed after the one the write started
+//! from (then that version is the answer); otherwise the close fails,
+//! "outcome unknown", as for Secrets Manager. Only an answered refusal
+//! (throttling, TooManyUpdates, 5xx) is followed by the same question and
+//! then, if the version is not there, by another attempt.
 
+use std::time::Duration;
+
+use aws_sdk_ssm::error::SdkError;
 use aws_sdk_ssm::types::{ParameterTier, ParameterType};
 
-use super::{SsmStore, classify, parameter, version_number};
+use super::{SsmStore, classify, parameter, version_id, version_number};
+use crate::stats::ApiOp;
 use crate::store::aws::MAX_ATTEMPTS;
 use crate::store::{Label, SecretBytes, SecretName, StoreError, StoreErrorKind, StoreResult};
 use crate::store::{VersionId, aws::bounded};
@@ -21,6 +27,16 @@ use crate::store::{VersionId, aws::bounded};
 /// A standard parameter's largest value, and an advanced one's (bytes).
 pub const STANDARD_MAX: usize = 4096;
 pub const ADVANCED_MAX: usize = 8192;
+
+/// After a put attempt that got no answer, the waits before each look at
+/// the history (about 3.5 s in all): a request slowed on its way lands
+/// within them, or the close fails as "outcome unknown".
+const LATE_CHECKS: [Duration; 4] = [
+    Duration::ZERO,
+    Duration::from_millis(500),
+    Duration::from_millis(1000),
+    Duration::from_millis(2000),
+];
 
 /// What a put keeps of the parameter it overwrites, and where it started.
 struct Kept {
@@ -105,10 +121,10 @@ impl SsmStore {
     ) -> StoreResult<VersionId> {
         let text = checked(name, value, &kept.tier)?;
         let secure = kept.kind == ParameterType::SecureString;
-        let mut wait = std::time::Duration::from_millis(100);
+        let mut wait = Duration::from_millis(100);
         let mut attempt = 1;
         loop {
-            let (retry, timeout) = bounded(std::time::Duration::from_secs(5));
+            let (retry, timeout) = bounded(Duration::from_secs(5));
             let config = aws_sdk_ssm::config::Builder::default()
                 .retry_config(retry)
                 .timeout_config(timeout);
@@ -127,14 +143,22 @@ impl SsmStore {
             if kept.tier != ParameterTier::Standard {
                 req = req.tier(kept.tier.clone());
             }
-            let err = match req.customize().config_override(config).send().await {
-                Ok(out) => return Ok(VersionId::new(out.version.to_string())),
-                Err(e) => classify(e),
+            let sent = req.customize().config_override(config).send().await;
+            // Only an answer says the put was not applied (or may be sent
+            // again): a timeout, a connection failure or an unreadable
+            // answer may be a put still on its way, or applied already.
+            let answered = matches!(sent, Err(SdkError::ServiceError(_)));
+            let err = match self.counted(ApiOp::PutParameter, sent.map_err(classify)) {
+                Ok(out) => return Ok(self.put_id(name, out.version).await),
+                Err(e) => e,
             };
             if !err.is_transient() {
                 return Err(err);
             }
-            // The answer was lost or refused for now: did it land?
+            if !answered {
+                return self.unknown(name, text, kept.from, err).await;
+            }
+            // Refused for now (throttled, 5xx): did it land all the same?
             match self.landed(name, text, kept.from).await {
                 Ok(Some(v)) => {
                     tracing::warn!(secret = %name, version = %v,
@@ -151,6 +175,52 @@ impl SsmStore {
         }
     }
 
+    /// A put attempt got no answer (`lost`): it is never sent again (with
+    /// no token, a second put could make a second version). The history is
+    /// asked a few times over a short bounded wait (a slow request may land
+    /// late); the version found is the answer. Not found, or the history
+    /// cannot be asked: the outcome is unknown, and the close says so.
+    async fn unknown(
+        &self,
+        name: &SecretName,
+        text: &str,
+        from: i64,
+        lost: StoreError,
+    ) -> StoreResult<VersionId> {
+        let mut last = Ok(None);
+        for wait in LATE_CHECKS {
+            tokio::time::sleep(wait).await;
+            last = self.landed(name, text, from).await;
+            if let Ok(Some(v)) = &last {
+                tracing::warn!(secret = %name, version = %v,
+                    "the answer to PutParameter was lost; GetParameterHistory shows the version, so it succeeded");
+                return Ok(v.clone());
+            }
+        }
+        let lookup = match last {
+            Err(e) => format!("GetParameterHistory failed: {e}"),
+            Ok(_) => "GetParameterHistory shows no such version yet".into(),
+        };
+        Err(StoreError::new(
+            lost.kind,
+            format!(
+                "outcome unknown: PutParameter got no answer ({}), and it is not sent again; {lookup}; the value may still become the latest version",
+                lost.message
+            ),
+        ))
+    }
+
+    /// The id of the version a put made: PutParameter answers its number
+    /// alone, so its date comes from DescribeParameters (no decrypt), when
+    /// it is still the latest. Otherwise (another put since, or no answer)
+    /// the number alone: the cache then asks again at the next read.
+    async fn put_id(&self, name: &SecretName, number: i64) -> VersionId {
+        match self.metadata(name).await {
+            Ok(meta) if meta.version == number => version_id(number, meta.last_modified_date()),
+            _ => VersionId::new(number.to_string()),
+        }
+    }
+
     /// GetParameterHistory (decrypted, compared here, never kept): the
     /// first version after `from` that holds `text`.
     async fn landed(
@@ -161,7 +231,7 @@ impl SsmStore {
     ) -> StoreResult<Option<VersionId>> {
         let mut pages = self.history(name, true).send();
         while let Some(page) = pages.next().await {
-            let page = match page.map_err(classify) {
+            let page = match self.counted(ApiOp::GetParameterHistory, page.map_err(classify)) {
                 // No parameter yet: a create that did not land.
                 Err(e) if e.kind == StoreErrorKind::NotFound => return Ok(None),
                 other => other?,
@@ -171,7 +241,7 @@ impl SsmStore {
                 .iter()
                 .find(|h| h.version > from && h.value() == Some(text))
             {
-                return Ok(Some(VersionId::new(h.version.to_string())));
+                return Ok(Some(version_id(h.version, h.last_modified_date())));
             }
         }
         Ok(None)
@@ -193,15 +263,15 @@ impl SsmStore {
         };
         match (move_to, remove_from) {
             (Some(to), _) => {
-                let out = self
+                let sent = self
                     .client
                     .label_parameter_version()
                     .name(parameter(name))
                     .parameter_version(number(to)?)
                     .labels(label.as_str())
                     .send()
-                    .await
-                    .map_err(classify)?;
+                    .await;
+                let out = self.counted(ApiOp::LabelParameterVersion, sent.map_err(classify))?;
                 if !out.invalid_labels().is_empty() {
                     return Err(StoreError::new(
                         StoreErrorKind::InvalidParameter,
@@ -212,14 +282,17 @@ impl SsmStore {
                 }
             }
             (None, Some(from)) => {
-                self.client
+                // Counted with LabelParameterVersion (the stats name the
+                // APIs that move labels under one).
+                let sent = self
+                    .client
                     .unlabel_parameter_version()
                     .name(parameter(name))
                     .parameter_version(number(from)?)
                     .labels(label.as_str())
                     .send()
-                    .await
-                    .map_err(classify)?;
+                    .await;
+                self.counted(ApiOp::LabelParameterVersion, sent.map_err(classify))?;
             }
             (None, None) => {}
         }
