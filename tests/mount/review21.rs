@@ -1,0 +1,342 @@
+//! Review of issue 21 (region failover and secrets by ARN): probes that
+//! try to make a failover mount serve a wrong, resurrected or backwards
+//! value, drop a write silently, or lie in its log. Real mounts against
+//! moto behind the test proxy, which tells regions apart by the SigV4
+//! credential scope (`Proxy::fault_in`).
+//!
+//! moto replicates synchronously, so a *lagging* replica is modelled by a
+//! secret of the same name in the failover region, created on its own with
+//! the same version ids (ClientRequestToken) as the primary's older
+//! versions: what a replica looks like before the primary's last change
+//! has reached it.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::{Credentials, Region};
+use aws_sdk_secretsmanager::types::ReplicaRegionType;
+
+use crate::common::*;
+
+const PRIMARY: &str = "us-east-1";
+const REPLICA: &str = "eu-west-1";
+
+fn sdk_in(region: &str) -> Client {
+    let conf = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .endpoint_url(moto_url())
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .build();
+    Client::from_conf(conf)
+}
+
+fn value_in(region: &str, id: &str) -> String {
+    rt().block_on(
+        sdk_in(region)
+            .get_secret_value()
+            .secret_id(id)
+            .version_stage("AWSCURRENT")
+            .send(),
+    )
+    .expect("get secret value")
+    .secret_string()
+    .unwrap()
+    .to_string()
+}
+
+/// A secret created in `region` with its first version's id `token`.
+fn create_in(region: &str, name: &str, value: &str, token: &str) -> String {
+    rt().block_on(
+        sdk_in(region)
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .client_request_token(token)
+            .send(),
+    )
+    .expect("create secret")
+    .arn()
+    .unwrap()
+    .to_string()
+}
+
+fn put_in(region: &str, name: &str, value: &str, token: &str) {
+    rt().block_on(
+        sdk_in(region)
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value)
+            .client_request_token(token)
+            .send(),
+    )
+    .expect("put secret value");
+}
+
+fn token() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A secret in the primary, replicated (moto: in step at once).
+fn replicated(prefix: &str, value: &str) -> String {
+    let name = unique(prefix);
+    create(&name, value);
+    rt().block_on(
+        sdk()
+            .replicate_secret_to_regions()
+            .secret_id(&name)
+            .add_replica_regions(ReplicaRegionType::builder().region(REPLICA).build())
+            .send(),
+    )
+    .expect("replicate");
+    name
+}
+
+fn unavailable() -> Fault {
+    Fault::Error {
+        status: 503,
+        code: "ServiceUnavailable",
+    }
+}
+
+/// Issue 21: "AccessDenied ... never fail over (fail closed: a secret ...
+/// revoked in the primary must not come back from a replica)". The
+/// primary denies `s` (and keeps denying it: its rule matches first); its
+/// other calls fail with 503, so the chain marks the whole region down
+/// and reads of `s` go straight to the replica, which hands out the value
+/// the primary refuses.
+#[test]
+fn a_secret_the_primary_denies_does_not_come_back_from_the_replica_when_the_primary_is_marked_down()
+{
+    let s = replicated("r21-denied", "top-secret");
+    let other = replicated("r21-other", "o1");
+    let proxy = Proxy::start();
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--secret", &s, "--secret", &other, "--ttl", "1"])
+        .args(["--failover-region", REPLICA])
+        .start();
+    let denied = Fault::Error {
+        status: 400,
+        code: "AccessDeniedException",
+    };
+    proxy.fault_in(PRIMARY, "*", Some(&s), denied, usize::MAX);
+    let err = m.read(&format!("{s}/current")).unwrap_err();
+    assert_eq!(errno_of(&err), libc::EACCES, "{err}");
+    // The primary's other calls now fail: the region is marked down.
+    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
+    assert_eq!(m.read_string(&format!("{other}/current")), "o1");
+    assert_eq!(m.stats()["regions"]["in_use"], REPLICA);
+    // Past the short negative cache of the denial.
+    std::thread::sleep(Duration::from_millis(2500));
+    let r = m.read(&format!("{s}/current"));
+    assert!(
+        r.is_err(),
+        "the primary denies {s}, yet the mount served it from the replica: {:?}; replica calls for it: {}",
+        r.map(String::from_utf8),
+        proxy.count_for("GetSecretValue", Some(&s))
+    );
+}
+
+/// Coherence ("once this mount has written a value ... every open after
+/// that reads the new value") against a replica that lags: the mount
+/// writes v2 in the primary; the primary then fails before the change has
+/// reached the replica; the next refresh goes to the replica, whose
+/// AWSCURRENT is the version this mount itself moved to AWSPREVIOUS, and
+/// `current` goes back to v1.
+#[test]
+fn a_read_after_this_mounts_write_does_not_go_back_to_a_lagging_replicas_older_version() {
+    let name = unique("r21-back");
+    let t1 = token();
+    create_in(PRIMARY, &name, "v1", &t1);
+    create_in(REPLICA, &name, "v1", &t1);
+    let proxy = Proxy::start();
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--secret", &name, "--ttl", "1"])
+        .args(["--failover-region", REPLICA])
+        .start();
+    let rel = format!("{name}/current");
+    assert_eq!(m.read_string(&rel), "v1");
+    write_file(&m.p(&rel), b"v2", libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    assert_eq!(m.read_string(&rel), "v2");
+    assert_eq!(value_in(PRIMARY, &name), "v2");
+    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
+    std::thread::sleep(Duration::from_millis(1200));
+    let seen: Vec<String> = (0..3)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(400));
+            String::from_utf8(m.read(&rel).unwrap()).unwrap()
+        })
+        .collect();
+    assert!(
+        seen.iter().all(|v| v == "v2"),
+        "after this mount wrote v2, current went back to the replica's v1 (the version the write moved to AWSPREVIOUS): {seen:?}"
+    );
+}
+
+/// Issue 21: "while it is down, a close of a written `current` fails with
+/// EIO". A primary changed to v2 just before it fails, a replica still at
+/// v1: writing v1 back (a rollback) is judged "unchanged" against the
+/// replica's AWSCURRENT, so the close succeeds and no version is made;
+/// the primary keeps v2. A write that reports success and is stored
+/// nowhere.
+#[test]
+fn a_write_during_the_outage_is_not_judged_unchanged_against_a_lagging_replica() {
+    let name = unique("r21-noop");
+    let t1 = token();
+    create_in(PRIMARY, &name, "v1", &t1);
+    create_in(REPLICA, &name, "v1", &t1);
+    put_in(PRIMARY, &name, "v2", &token());
+    let proxy = Proxy::start();
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--secret", &name, "--ttl", "1"])
+        .args(["--failover-region", REPLICA])
+        .start();
+    let rel = format!("{name}/current");
+    assert_eq!(m.read_string(&rel), "v2");
+    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
+    std::thread::sleep(Duration::from_millis(1200));
+    let _ = m.read(&rel);
+    assert_eq!(m.stats()["regions"]["in_use"], REPLICA);
+    let r = write_file(&m.p(&rel), b"v1", libc::O_WRONLY | libc::O_TRUNC);
+    assert_eq!(
+        value_in(PRIMARY, &name),
+        "v2",
+        "nothing may reach the primary"
+    );
+    assert_eq!(
+        r,
+        Err(libc::EIO),
+        "the close of a written current succeeded during the outage and the primary still holds v2: {}",
+        m.log_text()
+    );
+}
+
+/// The same through `json/`: a key written back to the value the lagging
+/// replica has is "unchanged", the close succeeds, the primary keeps the
+/// other value.
+#[test]
+fn a_json_key_written_during_the_outage_fails_rather_than_being_judged_against_the_replica() {
+    let name = unique("r21-json");
+    let t1 = token();
+    create_in(PRIMARY, &name, r#"{"user":"u1"}"#, &t1);
+    create_in(REPLICA, &name, r#"{"user":"u1"}"#, &t1);
+    put_in(PRIMARY, &name, r#"{"user":"u2"}"#, &token());
+    let proxy = Proxy::start();
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--secret", &name, "--ttl", "1"])
+        .args(["--failover-region", REPLICA])
+        .start();
+    assert_eq!(m.read_string(&format!("{name}/json/user")), "u2");
+    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
+    std::thread::sleep(Duration::from_millis(1200));
+    let _ = m.read(&format!("{name}/current"));
+    let r = write_file(
+        &m.p(&format!("{name}/json/user")),
+        b"u1",
+        libc::O_WRONLY | libc::O_TRUNC,
+    );
+    assert_eq!(value_in(PRIMARY, &name), r#"{"user":"u2"}"#);
+    assert_eq!(r, Err(libc::EIO), "{}", m.log_text());
+}
+
+/// Issue 21: "A cold read during a primary hang gets the replica's value
+/// within about 2 s". The default mount lists (no `--secret`): the first
+/// lookup under the mount waits for ListSecrets, which is not cut at the
+/// 800 ms failover bound, so a cold read during a hang takes its retries.
+#[test]
+fn a_cold_read_in_a_listing_mount_during_a_primary_hang_takes_about_2_s() {
+    let dir = unique("r21-ls");
+    let s = replicated(&format!("{dir}/a"), "v1");
+    let proxy = Proxy::start();
+    proxy.fault_in(
+        PRIMARY,
+        "*",
+        None,
+        Fault::Delay(Duration::from_secs(120)),
+        usize::MAX,
+    );
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--prefix", &format!("{dir}/")])
+        .args(["--failover-region", REPLICA])
+        .start();
+    let t = Instant::now();
+    let v = m.read(&format!("{s}/current"));
+    let took = t.elapsed();
+    eprintln!("cold read in a listing mount, primary hung: {took:?}");
+    assert_eq!(
+        String::from_utf8(v.expect("read")).unwrap(),
+        "v1",
+        "{}",
+        m.log_text()
+    );
+    assert!(
+        took < Duration::from_millis(2500),
+        "cold read took {took:?} (ListSecrets calls in the primary: {})",
+        proxy.count_in(PRIMARY, "ListSecrets")
+    );
+}
+
+/// The same ARN mounted at two paths is one secret: a write through one
+/// path is seen at the other at once (read-your-writes, coherence), not
+/// after the TTL.
+#[test]
+fn the_same_arn_at_two_paths_sees_a_write_through_either() {
+    let name = unique("r21-twice");
+    let arn = create_in(REPLICA, &name, "a1", &token());
+    let m = Mount::aws()
+        .args([
+            "--secret",
+            &format!("one={arn}"),
+            "--secret",
+            &format!("two={arn}"),
+        ])
+        .args(["--ttl", "300"])
+        .start();
+    assert_eq!(m.read_string("one/current"), "a1");
+    assert_eq!(m.read_string("two/current"), "a1");
+    write_file(&m.p("one/current"), b"a2", libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    assert_eq!(value_in(REPLICA, &arn), "a2");
+    assert_eq!(m.read_string("one/current"), "a2");
+    assert_eq!(
+        m.read_string("two/current"),
+        "a2",
+        "the other path of the same ARN still shows the old value"
+    );
+}
+
+/// A put whose answer is lost as the primary goes down (moto stored it;
+/// the SDK's retries then get 503s): the chain logs that the primary did
+/// not take the write and that the secret "was not changed", then the
+/// lookup of the token finds the version and the close succeeds. The log
+/// must not say the secret was not changed when it was.
+#[test]
+fn a_put_whose_answer_is_lost_as_the_primary_goes_down_is_not_logged_as_not_changed() {
+    let s = replicated("r21-lost", "v1");
+    let proxy = Proxy::start();
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--secret", &s, "--failover-region", REPLICA])
+        .start();
+    let rel = format!("{s}/current");
+    assert_eq!(m.read_string(&rel), "v1");
+    proxy.fault_in(PRIMARY, "PutSecretValue", None, Fault::DropResponse, 1);
+    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
+    let r = write_file(&m.p(&rel), b"v2", libc::O_WRONLY | libc::O_TRUNC);
+    let stored = value_in(PRIMARY, &s);
+    let log = m.log_text();
+    eprintln!("close: {r:?}, stored in the primary: {stored}");
+    if stored == "v2" {
+        assert!(
+            !log.contains("was not changed"),
+            "the put landed ({stored}) but the log says the secret was not changed: {log}"
+        );
+        assert_eq!(r, Ok(()), "{log}");
+    } else {
+        assert_eq!(r, Err(libc::EIO), "{log}");
+    }
+}
