@@ -460,3 +460,120 @@ fn a_secret_deleted_in_the_primary_does_not_come_back_from_the_replica_when_the_
         r.map(String::from_utf8)
     );
 }
+
+fn put_pending_in(region: &str, name: &str, value: &str, token: &str) {
+    rt().block_on(
+        sdk_in(region)
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value)
+            .client_request_token(token)
+            .version_stages("AWSPENDING")
+            .send(),
+    )
+    .expect("put a staged version");
+}
+
+fn pending_in(region: &str, name: &str) -> String {
+    rt().block_on(
+        sdk_in(region)
+            .get_secret_value()
+            .secret_id(name)
+            .version_stage("AWSPENDING")
+            .send(),
+    )
+    .expect("get AWSPENDING")
+    .secret_string()
+    .unwrap()
+    .to_string()
+}
+
+/// `stages/<label>` has the same hole as `current`: AWSPENDING moved to p2
+/// in the primary just before it failed, the replica still has p1; writing
+/// p1 to `stages/AWSPENDING` during the outage is "unchanged" against the
+/// replica and the close succeeds; the primary's AWSPENDING stays p2.
+#[test]
+fn a_staged_write_during_the_outage_is_not_judged_unchanged_against_a_lagging_replica() {
+    let name = unique("r21-stage");
+    let (t1, tp1) = (token(), token());
+    for region in [PRIMARY, REPLICA] {
+        create_in(region, &name, "v1", &t1);
+        put_pending_in(region, &name, "p1", &tp1);
+    }
+    put_pending_in(PRIMARY, &name, "p2", &token());
+    let proxy = Proxy::start();
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--secret", &name, "--ttl", "1"])
+        .args(["--failover-region", REPLICA])
+        .start();
+    let rel = format!("{name}/stages/AWSPENDING");
+    assert_eq!(m.read_string(&rel), "p2");
+    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
+    std::thread::sleep(Duration::from_millis(1200));
+    let _ = m.read(&format!("{name}/current"));
+    assert_eq!(m.stats()["regions"]["in_use"], REPLICA);
+    let r = write_file(&m.p(&rel), b"p1", libc::O_WRONLY | libc::O_TRUNC);
+    assert_eq!(pending_in(PRIMARY, &name), "p2");
+    assert_eq!(r, Err(libc::EIO), "{}", m.log_text());
+}
+
+/// A promotion (`mv stages/AWSPENDING current`) while the primary is down
+/// fails and moves no label in either region.
+#[test]
+fn a_promotion_during_the_outage_fails_and_moves_nothing() {
+    let s = replicated("r21-promote", "v1");
+    put_pending_in(PRIMARY, &s, "p1", &token());
+    let proxy = Proxy::start();
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--secret", &s, "--ttl", "1"])
+        .args(["--failover-region", REPLICA])
+        .start();
+    assert_eq!(m.read_string(&format!("{s}/stages/AWSPENDING")), "p1");
+    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
+    std::thread::sleep(Duration::from_millis(1200));
+    let _ = m.read(&format!("{s}/current"));
+    let r = std::fs::rename(
+        m.p(&format!("{s}/stages/AWSPENDING")),
+        m.p(&format!("{s}/current")),
+    );
+    let errno = r.as_ref().map_err(|e| e.raw_os_error());
+    assert_eq!(errno, Err(Some(libc::EIO)), "{}", m.log_text());
+    assert_eq!(value_in(PRIMARY, &s), "v1");
+    assert_eq!(value_in(REPLICA, &s), "v1");
+    assert_eq!(proxy.count_in(REPLICA, "UpdateSecretVersionStage"), 0);
+    assert_eq!(m.read_string(&format!("{s}/current")), "v1");
+}
+
+/// `--max-stale` is reached only when every region fails: with the
+/// primary failing for longer than it, a cached value keeps being served
+/// (refreshed from the replica, not stale), and the stats and metrics say
+/// which region serves.
+#[test]
+fn max_stale_is_not_reached_while_the_replica_answers_and_metrics_name_the_region() {
+    let s = replicated("r21-maxstale", "v1");
+    let proxy = Proxy::start();
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--secret", &s, "--ttl", "1", "--max-stale", "2s"])
+        .args(["--failover-region", REPLICA])
+        .start();
+    let rel = format!("{s}/current");
+    assert_eq!(m.read_string(&rel), "v1");
+    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        assert_eq!(m.read_string(&rel), "v1", "{}", m.log_text());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(m.stats()["stale_served"], 0, "fresh from the replica");
+    let metrics = String::from_utf8(m.read(".secretsfs/metrics").unwrap()).unwrap();
+    for line in [
+        format!("secretsfs_region_in_use{{region=\"{REPLICA}\"}} 1"),
+        format!("secretsfs_region_in_use{{region=\"{PRIMARY}\"}} 0"),
+        "secretsfs_region_switches_total 1".to_string(),
+    ] {
+        assert!(metrics.contains(&line), "{line}: {metrics}");
+    }
+}
