@@ -577,3 +577,56 @@ fn max_stale_is_not_reached_while_the_replica_answers_and_metrics_name_the_regio
         assert!(metrics.contains(&line), "{line}: {metrics}");
     }
 }
+
+/// The probe is ListSecrets; a primary whose ListSecrets answers while its
+/// reads of values fail (throttled GetSecretValue, one API's outage) is
+/// found "up" one second after each failover, the next read pays the
+/// failure again (the SDK's 3 attempts) and the chain fails over again:
+/// the backoff (1, 2, 4 ... 30 s) never grows, the throttled primary gets
+/// three more calls about every second (a cold read pays them; a cached
+/// one is shielded by the refresh), and the log says "answers again" each
+/// time. The switches in the stats do not show it (the region in use
+/// stays the replica). Measured: 6 "answers again" lines and 20 throttled
+/// calls in 10 s.
+#[test]
+fn a_primary_whose_listing_answers_but_reads_fail_is_not_retried_every_second() {
+    let s = replicated("r21-flap", "v1");
+    let proxy = Proxy::start();
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--secret", &s, "--ttl", "1"])
+        .args(["--failover-region", REPLICA])
+        .start();
+    let rel = format!("{s}/current");
+    assert_eq!(m.read_string(&rel), "v1");
+    let throttled = Fault::Error {
+        status: 400,
+        code: "ThrottlingException",
+    };
+    for op in ["GetSecretValue", "DescribeSecret", "ListSecretVersionIds"] {
+        proxy.fault_in(PRIMARY, op, None, throttled.clone(), usize::MAX);
+    }
+    let mut slow = 0;
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        let t = Instant::now();
+        assert_eq!(m.read_string(&rel), "v1");
+        if t.elapsed() > Duration::from_millis(150) {
+            slow += 1;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = m.log_text();
+    let back = log.matches("answers again after").count();
+    let rounds =
+        proxy.count_in(PRIMARY, "GetSecretValue") + proxy.count_in(PRIMARY, "DescribeSecret");
+    eprintln!(
+        "10 s of reads with the primary's reads throttled: {back} 'answers again' lines, {rounds} throttled calls to the primary, {slow} slow reads, switches {}",
+        m.stats()["regions"]["switches"]
+    );
+    // With the probe's backoff (1, 2, 4 s) at most 3 probes fit in 10 s.
+    assert!(
+        back <= 3,
+        "the primary was found up {back} times in 10 s: {log}"
+    );
+}
