@@ -630,3 +630,43 @@ fn a_primary_whose_listing_answers_but_reads_fail_is_not_retried_every_second() 
         "the primary was found up {back} times in 10 s: {log}"
     );
 }
+
+/// A secret by ARN in another region, with a `[[rule]]` on its path and a
+/// change hook: the rule gives its files their owner, an external change
+/// made in its region fires the hook with its path as SECRETSFS_SECRET.
+#[test]
+fn a_secret_by_arn_gets_its_paths_rule_and_hook() {
+    let name = unique("r21-arn-hook");
+    let arn = create_in(REPLICA, &name, "h1", &token());
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let conf = dir.path().join("secretsfs.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[secret]]\narn = \"{arn}\"\npath = \"shared/h\"\n\n[[rule]]\npattern = \"shared/*\"\nowner = 1001\nmode = \"0400\"\n"
+        ),
+    )
+    .unwrap();
+    let hook = format!(
+        "echo \"$SECRETSFS_SECRET $SECRETSFS_VERSION_ID\" >> {}",
+        runs.display()
+    );
+    let m = Mount::aws()
+        .args(["--config", conf.to_str().unwrap()])
+        .args(["--ttl", "300", "--on-change", &hook, "--watch", "1s"])
+        .start();
+    assert_eq!(m.read_string("shared/h/current"), "h1");
+    let meta = std::fs::metadata(m.p("shared/h/current")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (1001, 0o400));
+    let t2 = token();
+    put_in(REPLICA, &arn, "h2", &t2);
+    assert!(
+        wait_until(Duration::from_secs(10), || !lines(&runs).is_empty()),
+        "{}",
+        m.log_text()
+    );
+    assert_eq!(lines(&runs), vec![format!("shared/h {t2}")]);
+    assert_eq!(m.read_string("shared/h/current"), "h2");
+}
