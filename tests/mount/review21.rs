@@ -670,3 +670,37 @@ fn a_secret_by_arn_gets_its_paths_rule_and_hook() {
     assert_eq!(lines(&runs), vec![format!("shared/h {t2}")]);
     assert_eq!(m.read_string("shared/h/current"), "h2");
 }
+
+/// Writes are refused while the primary is *known* down, and it is known
+/// down until its probe (1, 2, 4, 8, 16, 30 s apart) finds it: after an
+/// outage of 16 s the next probe is 16 s away, and a write made once the
+/// primary answers again fails with EIO ("the primary region is down")
+/// without being tried, although the primary would take it. Issue 21:
+/// the primary is "used again as soon as it answers".
+#[test]
+fn a_write_after_the_primary_heals_is_not_refused_on_a_stale_down_mark() {
+    let s = replicated("r21-healed", "v1");
+    let proxy = Proxy::start();
+    let m = Mount::aws()
+        .endpoint(proxy.url())
+        .args(["--secret", &s, "--ttl", "1"])
+        .args(["--failover-region", REPLICA])
+        .start();
+    let rel = format!("{s}/current");
+    assert_eq!(m.read_string(&rel), "v1");
+    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(m.read_string(&rel), "v1");
+    assert_eq!(m.stats()["regions"]["in_use"], REPLICA);
+    // Probes at about 1, 3, 7 and 15 s fail; the next is at about 31 s.
+    std::thread::sleep(Duration::from_secs(16));
+    proxy.clear_faults();
+    std::thread::sleep(Duration::from_millis(500));
+    let r = write_file(&m.p(&rel), b"v2", libc::O_WRONLY | libc::O_TRUNC);
+    assert_eq!(
+        (r, value_in(PRIMARY, &s)),
+        (Ok(()), "v2".to_string()),
+        "the primary answers again, the write was refused without trying it: {}",
+        m.log_text()
+    );
+}
