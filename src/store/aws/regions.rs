@@ -414,7 +414,7 @@ impl Regions {
             tracing::warn!(
                 secret = %name,
                 region = %region,
-                "the primary region {region} did not take the write ({}); replicas cannot be written, so {name} was not changed",
+                "the primary region {region} failed the write ({}) and replicas cannot be written; whether {name} was changed is looked up by the put's version id",
                 e.message
             );
             mark_down(&self.chain[0], e.message.clone());
