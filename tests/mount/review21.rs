@@ -12,38 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::config::{Credentials, Region};
-use aws_sdk_secretsmanager::types::ReplicaRegionType;
-
 use crate::common::*;
-
-const PRIMARY: &str = "us-east-1";
-const REPLICA: &str = "eu-west-1";
-
-fn sdk_in(region: &str) -> Client {
-    let conf = aws_sdk_secretsmanager::Config::builder()
-        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-        .region(Region::new(region.to_string()))
-        .endpoint_url(moto_url())
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .build();
-    Client::from_conf(conf)
-}
-
-fn value_in(region: &str, id: &str) -> String {
-    rt().block_on(
-        sdk_in(region)
-            .get_secret_value()
-            .secret_id(id)
-            .version_stage("AWSCURRENT")
-            .send(),
-    )
-    .expect("get secret value")
-    .secret_string()
-    .unwrap()
-    .to_string()
-}
+use crate::regions::{PRIMARY, REPLICA, replicated, sdk_in, unavailable, value_in};
 
 /// A secret created in `region` with its first version's id `token`.
 fn create_in(region: &str, name: &str, value: &str, token: &str) -> String {
@@ -73,68 +43,111 @@ fn put_in(region: &str, name: &str, value: &str, token: &str) {
     .expect("put secret value");
 }
 
+/// A mount through `proxy` of these secrets, with the replica region as
+/// failover region, a TTL of 1 s and `more` arguments.
+fn failover_mount(proxy: &Proxy, secrets: &[&str], more: &[&str]) -> Mount {
+    Mount::aws()
+        .endpoint(proxy.url())
+        .args(secrets.iter().flat_map(|s| ["--secret", s]))
+        .args(["--ttl", "1", "--failover-region", REPLICA])
+        .args(more.iter().copied())
+        .start()
+}
+
+/// The primary answers 503 to everything from now on; after the TTL a
+/// read of `rel` moves reads to the replica.
+fn outage(proxy: &Proxy, m: &Mount, rel: &str) {
+    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
+    std::thread::sleep(Duration::from_millis(1200));
+    let _ = m.read(rel);
+    assert_eq!(m.stats()["regions"]["in_use"], REPLICA);
+}
+
+/// A secret at `old` in both regions (same version id), changed to `new`
+/// in the primary only: a replica that has not caught up yet.
+fn lagging_replica(prefix: &str, old: &str, new: &str) -> String {
+    let name = unique(prefix);
+    let t1 = token();
+    create_in(PRIMARY, &name, old, &t1);
+    create_in(REPLICA, &name, old, &t1);
+    if !new.is_empty() {
+        put_in(PRIMARY, &name, new, &token());
+    }
+    name
+}
+
+/// `rel` is written with `value` during an outage: EIO, and `still` is
+/// what the primary holds.
+fn write_in_outage_fails(m: &Mount, rel: &str, value: &str, still: impl Fn() -> String) {
+    let r = write_file(&m.p(rel), value.as_bytes(), libc::O_WRONLY | libc::O_TRUNC);
+    let kept = still();
+    assert_eq!(
+        r,
+        Err(libc::EIO),
+        "the close of {rel} succeeded during the outage; the primary holds {kept}: {}",
+        m.log_text()
+    );
+}
+
 fn token() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// A secret in the primary, replicated (moto: in step at once).
-fn replicated(prefix: &str, value: &str) -> String {
-    let name = unique(prefix);
-    create(&name, value);
-    rt().block_on(
-        sdk()
-            .replicate_secret_to_regions()
-            .secret_id(&name)
-            .add_replica_regions(ReplicaRegionType::builder().region(REPLICA).build())
-            .send(),
-    )
-    .expect("replicate");
-    name
-}
-
-fn unavailable() -> Fault {
-    Fault::Error {
-        status: 503,
-        code: "ServiceUnavailable",
-    }
+/// A secret that the primary answers with `code` (and keeps answering
+/// so: its rule matches first) after it was cached: the read is `errno`.
+/// Then the primary's other calls fail with 503, the chain marks the whole
+/// region down, and once the failure the cache remembers (`remembered`)
+/// has passed, reads of the secret go straight to the replica, which
+/// hands out the value the primary refuses.
+fn a_4xx_verdict_of_the_primary_survives_its_outage(
+    code: &'static str,
+    errno: i32,
+    remembered: Duration,
+) {
+    let s = replicated("r21-4xx", "old-value");
+    let other = replicated("r21-4xx-other", "o1");
+    let proxy = Proxy::start();
+    let m = failover_mount(&proxy, &[&s, &other], &[]);
+    let rel = format!("{s}/current");
+    assert_eq!(m.read_string(&rel), "old-value");
+    let refused = Fault::Error { status: 400, code };
+    proxy.fault_in(PRIMARY, "*", Some(&s), refused, usize::MAX);
+    std::thread::sleep(Duration::from_millis(1200));
+    let err = m.read(&rel).unwrap_err();
+    assert_eq!(errno_of(&err), errno, "{err}");
+    outage(&proxy, &m, &format!("{other}/current"));
+    std::thread::sleep(remembered);
+    let r = m.read(&rel);
+    assert!(
+        r.as_ref().is_err_and(|e| errno_of(e) == errno),
+        "the primary answers {s} with {code}, yet the mount served it from the replica: {:?}",
+        r.map(String::from_utf8)
+    );
 }
 
 /// Issue 21: "AccessDenied ... never fail over (fail closed: a secret ...
-/// revoked in the primary must not come back from a replica)". The
-/// primary denies `s` (and keeps denying it: its rule matches first); its
-/// other calls fail with 503, so the chain marks the whole region down
-/// and reads of `s` go straight to the replica, which hands out the value
-/// the primary refuses.
+/// revoked in the primary must not come back from a replica)". Held for
+/// the 30 s a denial is remembered (DENIED_TTL), then served again.
 #[test]
 fn a_secret_the_primary_denies_does_not_come_back_from_the_replica_when_the_primary_is_marked_down()
 {
-    let s = replicated("r21-denied", "top-secret");
-    let other = replicated("r21-other", "o1");
-    let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--secret", &s, "--secret", &other, "--ttl", "1"])
-        .args(["--failover-region", REPLICA])
-        .start();
-    let denied = Fault::Error {
-        status: 400,
-        code: "AccessDeniedException",
-    };
-    proxy.fault_in(PRIMARY, "*", Some(&s), denied, usize::MAX);
-    let err = m.read(&format!("{s}/current")).unwrap_err();
-    assert_eq!(errno_of(&err), libc::EACCES, "{err}");
-    // The primary's other calls now fail: the region is marked down.
-    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
-    assert_eq!(m.read_string(&format!("{other}/current")), "o1");
-    assert_eq!(m.stats()["regions"]["in_use"], REPLICA);
-    // Past the 30 s the denial is answered from memory (DENIED_TTL).
-    std::thread::sleep(Duration::from_secs(31));
-    let r = m.read(&format!("{s}/current"));
-    assert!(
-        r.is_err(),
-        "the primary denies {s}, yet the mount served it from the replica: {:?}; replica calls for it: {}",
-        r.map(String::from_utf8),
-        proxy.count_for("GetSecretValue", Some(&s))
+    a_4xx_verdict_of_the_primary_survives_its_outage(
+        "AccessDeniedException",
+        libc::EACCES,
+        Duration::from_secs(31),
+    );
+}
+
+/// The deletion flavour: "a secret deleted ... in the primary must not
+/// come back from a replica". Back once the 1 s negative cache of the
+/// name has passed.
+#[test]
+fn a_secret_deleted_in_the_primary_does_not_come_back_from_the_replica_when_the_primary_is_marked_down()
+ {
+    a_4xx_verdict_of_the_primary_survives_its_outage(
+        "ResourceNotFoundException",
+        libc::ENOENT,
+        Duration::from_millis(2500),
     );
 }
 
@@ -146,16 +159,9 @@ fn a_secret_the_primary_denies_does_not_come_back_from_the_replica_when_the_prim
 /// `current` goes back to v1.
 #[test]
 fn a_read_after_this_mounts_write_does_not_go_back_to_a_lagging_replicas_older_version() {
-    let name = unique("r21-back");
-    let t1 = token();
-    create_in(PRIMARY, &name, "v1", &t1);
-    create_in(REPLICA, &name, "v1", &t1);
+    let name = lagging_replica("r21-back", "v1", "");
     let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--secret", &name, "--ttl", "1"])
-        .args(["--failover-region", REPLICA])
-        .start();
+    let m = failover_mount(&proxy, &[&name], &[]);
     let rel = format!("{name}/current");
     assert_eq!(m.read_string(&rel), "v1");
     write_file(&m.p(&rel), b"v2", libc::O_WRONLY | libc::O_TRUNC).unwrap();
@@ -183,35 +189,14 @@ fn a_read_after_this_mounts_write_does_not_go_back_to_a_lagging_replicas_older_v
 /// nowhere.
 #[test]
 fn a_write_during_the_outage_is_not_judged_unchanged_against_a_lagging_replica() {
-    let name = unique("r21-noop");
-    let t1 = token();
-    create_in(PRIMARY, &name, "v1", &t1);
-    create_in(REPLICA, &name, "v1", &t1);
-    put_in(PRIMARY, &name, "v2", &token());
+    let name = lagging_replica("r21-noop", "v1", "v2");
     let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--secret", &name, "--ttl", "1"])
-        .args(["--failover-region", REPLICA])
-        .start();
+    let m = failover_mount(&proxy, &[&name], &[]);
     let rel = format!("{name}/current");
     assert_eq!(m.read_string(&rel), "v2");
-    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
-    std::thread::sleep(Duration::from_millis(1200));
-    let _ = m.read(&rel);
-    assert_eq!(m.stats()["regions"]["in_use"], REPLICA);
-    let r = write_file(&m.p(&rel), b"v1", libc::O_WRONLY | libc::O_TRUNC);
-    assert_eq!(
-        value_in(PRIMARY, &name),
-        "v2",
-        "nothing may reach the primary"
-    );
-    assert_eq!(
-        r,
-        Err(libc::EIO),
-        "the close of a written current succeeded during the outage and the primary still holds v2: {}",
-        m.log_text()
-    );
+    outage(&proxy, &m, &rel);
+    write_in_outage_fails(&m, &rel, "v1", || value_in(PRIMARY, &name));
+    assert_eq!(value_in(PRIMARY, &name), "v2");
 }
 
 /// The same through `json/`: a key written back to the value the lagging
@@ -219,28 +204,14 @@ fn a_write_during_the_outage_is_not_judged_unchanged_against_a_lagging_replica()
 /// other value.
 #[test]
 fn a_json_key_written_during_the_outage_fails_rather_than_being_judged_against_the_replica() {
-    let name = unique("r21-json");
-    let t1 = token();
-    create_in(PRIMARY, &name, r#"{"user":"u1"}"#, &t1);
-    create_in(REPLICA, &name, r#"{"user":"u1"}"#, &t1);
-    put_in(PRIMARY, &name, r#"{"user":"u2"}"#, &token());
+    let name = lagging_replica("r21-json", r#"{"user":"u1"}"#, r#"{"user":"u2"}"#);
     let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--secret", &name, "--ttl", "1"])
-        .args(["--failover-region", REPLICA])
-        .start();
+    let m = failover_mount(&proxy, &[&name], &[]);
     assert_eq!(m.read_string(&format!("{name}/json/user")), "u2");
-    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
-    std::thread::sleep(Duration::from_millis(1200));
-    let _ = m.read(&format!("{name}/current"));
-    let r = write_file(
-        &m.p(&format!("{name}/json/user")),
-        b"u1",
-        libc::O_WRONLY | libc::O_TRUNC,
-    );
+    outage(&proxy, &m, &format!("{name}/current"));
+    let rel = format!("{name}/json/user");
+    write_in_outage_fails(&m, &rel, "u1", || value_in(PRIMARY, &name));
     assert_eq!(value_in(PRIMARY, &name), r#"{"user":"u2"}"#);
-    assert_eq!(r, Err(libc::EIO), "{}", m.log_text());
 }
 
 /// Issue 21: "A cold read during a primary hang gets the replica's value
@@ -256,11 +227,7 @@ fn a_cold_read_in_a_listing_mount_during_a_primary_hang_takes_about_2_s() {
     let dir = unique("r21-ls");
     let s = replicated(&format!("{dir}/a"), "v1");
     let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--prefix", &format!("{dir}/")])
-        .args(["--failover-region", REPLICA])
-        .start();
+    let m = failover_mount(&proxy, &[], &["--prefix", &format!("{dir}/")]);
     // The hang starts after the mount is up (the start-up check passed).
     proxy.fault_in(
         PRIMARY,
@@ -324,10 +291,7 @@ fn the_same_arn_at_two_paths_sees_a_write_through_either() {
 fn a_put_whose_answer_is_lost_as_the_primary_goes_down_is_not_logged_as_not_changed() {
     let s = replicated("r21-lost", "v1");
     let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--secret", &s, "--failover-region", REPLICA])
-        .start();
+    let m = failover_mount(&proxy, &[&s], &[]);
     let rel = format!("{s}/current");
     assert_eq!(m.read_string(&rel), "v1");
     // The put reaches moto, its answer is lost, the SDK's retries of it
@@ -362,11 +326,7 @@ fn a_secret_by_arn_in_the_primary_region_fails_over_to_its_replica() {
         .unwrap()
         .to_string();
     let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--secret", &format!("shared/here={arn}"), "--ttl", "1"])
-        .args(["--failover-region", REPLICA])
-        .start();
+    let m = failover_mount(&proxy, &[&format!("shared/here={arn}")], &[]);
     assert_eq!(m.read_string("shared/here/current"), "v1");
     proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
     std::thread::sleep(Duration::from_millis(1100));
@@ -401,10 +361,7 @@ fn a_secret_by_arn_in_the_primary_region_fails_over_to_its_replica() {
 fn a_slow_but_healthy_primary_still_takes_writes_with_failover() {
     let s = replicated("r21-slow", "v1");
     let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--secret", &s, "--failover-region", REPLICA])
-        .start();
+    let m = failover_mount(&proxy, &[&s], &[]);
     let rel = format!("{s}/current");
     assert_eq!(m.read_string(&rel), "v1");
     proxy.fault_in(
@@ -420,44 +377,6 @@ fn a_slow_but_healthy_primary_still_takes_writes_with_failover() {
         (Ok(()), "v2".to_string()),
         "{}",
         m.log_text()
-    );
-}
-
-/// The deletion flavour of the same: the primary answers
-/// ResourceNotFound for a cached secret (deleted there; the cached value
-/// is dropped, ENOENT); its other calls then fail, the region is marked
-/// down, and once the short negative cache of the name has passed, the
-/// deleted secret is back, served from the replica.
-#[test]
-fn a_secret_deleted_in_the_primary_does_not_come_back_from_the_replica_when_the_primary_is_marked_down()
- {
-    let s = replicated("r21-gone", "old-value");
-    let other = replicated("r21-gone-other", "o1");
-    let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--secret", &s, "--secret", &other, "--ttl", "1"])
-        .args(["--failover-region", REPLICA])
-        .start();
-    let rel = format!("{s}/current");
-    assert_eq!(m.read_string(&rel), "old-value");
-    let gone = Fault::Error {
-        status: 400,
-        code: "ResourceNotFoundException",
-    };
-    proxy.fault_in(PRIMARY, "*", Some(&s), gone, usize::MAX);
-    std::thread::sleep(Duration::from_millis(1200));
-    let err = m.read(&rel).unwrap_err();
-    assert_eq!(errno_of(&err), libc::ENOENT, "{err}");
-    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
-    assert_eq!(m.read_string(&format!("{other}/current")), "o1");
-    assert_eq!(m.stats()["regions"]["in_use"], REPLICA);
-    std::thread::sleep(Duration::from_millis(2500));
-    let r = m.read(&rel);
-    assert!(
-        r.as_ref().is_err_and(|e| errno_of(e) == libc::ENOENT),
-        "deleted in the primary (which still says so), served again from the replica: {:?}",
-        r.map(String::from_utf8)
     );
 }
 
@@ -494,28 +413,19 @@ fn pending_in(region: &str, name: &str) -> String {
 /// replica and the close succeeds; the primary's AWSPENDING stays p2.
 #[test]
 fn a_staged_write_during_the_outage_is_not_judged_unchanged_against_a_lagging_replica() {
-    let name = unique("r21-stage");
-    let (t1, tp1) = (token(), token());
+    let name = lagging_replica("r21-stage", "v1", "");
+    let tp1 = token();
     for region in [PRIMARY, REPLICA] {
-        create_in(region, &name, "v1", &t1);
         put_pending_in(region, &name, "p1", &tp1);
     }
     put_pending_in(PRIMARY, &name, "p2", &token());
     let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--secret", &name, "--ttl", "1"])
-        .args(["--failover-region", REPLICA])
-        .start();
+    let m = failover_mount(&proxy, &[&name], &[]);
     let rel = format!("{name}/stages/AWSPENDING");
     assert_eq!(m.read_string(&rel), "p2");
-    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
-    std::thread::sleep(Duration::from_millis(1200));
-    let _ = m.read(&format!("{name}/current"));
-    assert_eq!(m.stats()["regions"]["in_use"], REPLICA);
-    let r = write_file(&m.p(&rel), b"p1", libc::O_WRONLY | libc::O_TRUNC);
+    outage(&proxy, &m, &format!("{name}/current"));
+    write_in_outage_fails(&m, &rel, "p1", || pending_in(PRIMARY, &name));
     assert_eq!(pending_in(PRIMARY, &name), "p2");
-    assert_eq!(r, Err(libc::EIO), "{}", m.log_text());
 }
 
 /// A promotion (`mv stages/AWSPENDING current`) while the primary is down
@@ -525,15 +435,9 @@ fn a_promotion_during_the_outage_fails_and_moves_nothing() {
     let s = replicated("r21-promote", "v1");
     put_pending_in(PRIMARY, &s, "p1", &token());
     let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--secret", &s, "--ttl", "1"])
-        .args(["--failover-region", REPLICA])
-        .start();
+    let m = failover_mount(&proxy, &[&s], &[]);
     assert_eq!(m.read_string(&format!("{s}/stages/AWSPENDING")), "p1");
-    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
-    std::thread::sleep(Duration::from_millis(1200));
-    let _ = m.read(&format!("{s}/current"));
+    outage(&proxy, &m, &format!("{s}/current"));
     let r = std::fs::rename(
         m.p(&format!("{s}/stages/AWSPENDING")),
         m.p(&format!("{s}/current")),
@@ -554,11 +458,7 @@ fn a_promotion_during_the_outage_fails_and_moves_nothing() {
 fn max_stale_is_not_reached_while_the_replica_answers_and_metrics_name_the_region() {
     let s = replicated("r21-maxstale", "v1");
     let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--secret", &s, "--ttl", "1", "--max-stale", "2s"])
-        .args(["--failover-region", REPLICA])
-        .start();
+    let m = failover_mount(&proxy, &[&s], &["--max-stale", "2s"]);
     let rel = format!("{s}/current");
     assert_eq!(m.read_string(&rel), "v1");
     proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
@@ -592,11 +492,7 @@ fn max_stale_is_not_reached_while_the_replica_answers_and_metrics_name_the_regio
 fn a_primary_whose_listing_answers_but_reads_fail_is_not_retried_every_second() {
     let s = replicated("r21-flap", "v1");
     let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--secret", &s, "--ttl", "1"])
-        .args(["--failover-region", REPLICA])
-        .start();
+    let m = failover_mount(&proxy, &[&s], &[]);
     let rel = format!("{s}/current");
     assert_eq!(m.read_string(&rel), "v1");
     let throttled = Fault::Error {
@@ -681,17 +577,10 @@ fn a_secret_by_arn_gets_its_paths_rule_and_hook() {
 fn a_write_after_the_primary_heals_is_not_refused_on_a_stale_down_mark() {
     let s = replicated("r21-healed", "v1");
     let proxy = Proxy::start();
-    let m = Mount::aws()
-        .endpoint(proxy.url())
-        .args(["--secret", &s, "--ttl", "1"])
-        .args(["--failover-region", REPLICA])
-        .start();
+    let m = failover_mount(&proxy, &[&s], &[]);
     let rel = format!("{s}/current");
     assert_eq!(m.read_string(&rel), "v1");
-    proxy.fault_in(PRIMARY, "*", None, unavailable(), usize::MAX);
-    std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(m.read_string(&rel), "v1");
-    assert_eq!(m.stats()["regions"]["in_use"], REPLICA);
+    outage(&proxy, &m, &rel);
     // Probes at about 1, 3, 7 and 15 s fail; the next is at about 31 s.
     std::thread::sleep(Duration::from_secs(16));
     proxy.clear_faults();
