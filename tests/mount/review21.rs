@@ -118,6 +118,7 @@ fn a_4xx_verdict_of_the_primary_survives_its_outage(
     outage(&proxy, &m, &format!("{other}/current"));
     std::thread::sleep(remembered);
     let r = m.read(&rel);
+    assert!(!m.log_text().contains("old-value"), "a value in the log");
     assert!(
         r.as_ref().is_err_and(|e| errno_of(e) == errno),
         "the primary answers {s} with {code}, yet the mount served it from the replica: {:?}",
