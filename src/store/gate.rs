@@ -109,6 +109,12 @@ impl<S> Instrumented<S> {
 
 #[async_trait]
 impl<S: SecretStore> SecretStore for Instrumented<S> {
+    async fn begin_write(
+        &self,
+        name: &SecretName,
+    ) -> StoreResult<Option<crate::store::WriteGuard>> {
+        self.inner.begin_write(name).await
+    }
     async fn list_secrets(&self, prefix: Option<&str>) -> StoreResult<Vec<SecretName>> {
         self.call(self.inner.ops().list, self.inner.list_secrets(prefix))
             .await

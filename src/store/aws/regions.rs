@@ -35,7 +35,7 @@ use super::{AwsStore, RegionSpec};
 use crate::stats::Stats;
 use crate::store::{
     Description, Label, ListedVersion, SecretBytes, SecretName, SecretStore, SecretVersion,
-    Selector, StoreError, StoreErrorKind, StoreResult, VersionId,
+    Selector, StoreError, StoreErrorKind, StoreResult, VersionId, WriteGuard,
 };
 
 /// How long a region that another may stand in for has to answer a read
@@ -57,6 +57,12 @@ struct Region {
     down: parking_lot::Mutex<Option<Down>>,
     /// A denial here was logged (once per region).
     denied_warned: std::sync::atomic::AtomicBool,
+    /// A secret this region answered (its SecretId here): what the probe
+    /// reads (DescribeSecret), so that it tests what failed.
+    known: parking_lot::Mutex<Option<SecretName>>,
+    /// The probe's last wait and when the region was last found up: a
+    /// region that fails again soon after resumes the backoff where it was.
+    backoff: parking_lot::Mutex<(Duration, Option<Instant>)>,
 }
 
 /// Why a region is skipped, and since when.
@@ -68,7 +74,8 @@ struct Down {
 
 /// A read call, the same whichever region makes it.
 enum Read<'a> {
-    List(Option<&'a str>),
+    /// With each page's bound (a region that another may stand in for).
+    List(Option<&'a str>, Option<Duration>),
     Get(&'a Selector),
     Versions,
     Describe,
@@ -104,7 +111,45 @@ pub struct Regions {
     stats: Arc<Stats>,
     /// ARNs already said not to exist (one log line each).
     missing: parking_lot::Mutex<std::collections::HashSet<SecretName>>,
+    /// The primary's last 4xx for a secret, by call: answered instead of
+    /// asking a replica, until the primary answers that secret again.
+    verdicts: parking_lot::Mutex<HashMap<SecretName, HashMap<Call, StoreError>>>,
+    /// Secrets being written now (a count each): their reads go to the
+    /// primary only, without the failover bound.
+    writing: Arc<parking_lot::Mutex<HashMap<SecretName, usize>>>,
 }
+
+/// The kind of read call a 4xx verdict of the primary is kept for.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Call {
+    /// Any call: the primary said the secret does not exist.
+    Any,
+    Get,
+    Versions,
+    Describe,
+}
+
+/// A write of a secret in progress: its reads stay on the primary.
+struct Writing {
+    name: SecretName,
+    set: Arc<parking_lot::Mutex<HashMap<SecretName, usize>>>,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let mut set = self.set.lock();
+        if let Some(n) = set.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                set.remove(&self.name);
+            }
+        }
+    }
+}
+
+/// How long the check before a write gives the primary (its own
+/// timeouts, not the read failover's 800 ms).
+const WRITE_CHECK: Duration = Duration::from_secs(5);
 
 impl Regions {
     /// The chain over `primary` (whose region is the mount's) and
@@ -157,6 +202,8 @@ impl Regions {
                     store,
                     down: parking_lot::Mutex::new(None),
                     denied_warned: Default::default(),
+                    known: Default::default(),
+                    backoff: parking_lot::Mutex::new((PROBE_FIRST, None)),
                 })
             })
             .collect();
@@ -168,6 +215,8 @@ impl Regions {
             elsewhere: Default::default(),
             stats,
             missing: Default::default(),
+            verdicts: Default::default(),
+            writing: Default::default(),
         }
     }
 
@@ -237,13 +286,22 @@ impl Regions {
         secret: Option<(&SecretName, Option<&Arn>)>,
         op: Read<'_>,
     ) -> StoreResult<Answer> {
-        let candidates = self.candidates();
+        let name = secret.map(|(n, _)| n);
+        // A secret being written: its reads are the primary's, whatever
+        // they cost (the write's "unchanged" check and lookups).
+        let pinned = name.is_some_and(|n| self.writing.lock().contains_key(n));
+        let candidates = if pinned { vec![0] } else { self.candidates() };
         let last = candidates.len() - 1;
         // The first transient failure, and the failover regions' 4xx.
         let mut failed = None;
         let mut refusals = Vec::new();
         for (n, &i) in candidates.iter().enumerate() {
             let region = &self.chain[i];
+            if i > 0
+                && let Some(verdict) = name.and_then(|n| self.verdict(n, &op))
+            {
+                return Err(verdict);
+            }
             let id = match secret {
                 Some((_, Some(arn))) => SecretName::new(arn.in_region(&region.name).to_string()),
                 Some((name, None)) => name.clone(),
@@ -251,10 +309,18 @@ impl Regions {
             };
             // A failover region lists the replicas of the primary's secrets.
             let replicas_of = (i > 0).then_some(self.chain[0].name.as_str());
-            let attempt = region.store.read(&id, &op, replicas_of);
-            // ListSecrets' pages are bounded by the attempt timeout alone:
-            // a long listing is not a failure.
-            let result = if n < last && !matches!(op, Read::List(_)) {
+            // ListSecrets is bounded page by page (a long listing is not a
+            // failure); the other calls as a whole.
+            let paged;
+            let op_here = match op {
+                Read::List(prefix, _) if n < last => {
+                    paged = Read::List(prefix, Some(FAILOVER_AFTER));
+                    &paged
+                }
+                _ => &op,
+            };
+            let attempt = region.store.read(&id, op_here, replicas_of);
+            let result = if n < last && !matches!(op, Read::List(..)) {
                 match tokio::time::timeout(FAILOVER_AFTER, attempt).await {
                     Ok(r) => r,
                     Err(_) => Err(StoreError::new(
@@ -266,6 +332,14 @@ impl Regions {
                 attempt.await
             };
             self.count(&region.name, &result);
+            if i == 0
+                && let Some(n) = name
+            {
+                self.judged(n, &op, &result);
+            }
+            if result.is_ok() && name.is_some() {
+                *region.known.lock() = Some(id.clone());
+            }
             match result {
                 Err(e) if e.is_transient() => {
                     // With no other region, nothing is skipped: no probe.
@@ -307,6 +381,54 @@ impl Regions {
             err.message = format!("{}; failover: {}", err.message, refusals.join("; "));
         }
         Err(err)
+    }
+
+    /// The primary's answer to a read of `name`: a 4xx is kept as its
+    /// verdict (by call; a secret that does not exist, for every call),
+    /// any other answer clears them.
+    fn judged<T>(&self, name: &SecretName, op: &Read<'_>, result: &StoreResult<T>) {
+        let mut verdicts = self.verdicts.lock();
+        match result {
+            Ok(_) => {
+                verdicts.remove(name);
+            }
+            Err(e) if e.is_transient() => {}
+            Err(e) => {
+                let call = match (op, e.kind) {
+                    // A version id or label that is not there is no
+                    // verdict on the secret.
+                    (
+                        Read::Get(Selector::Stage(crate::store::Stage::Current)),
+                        StoreErrorKind::NotFound,
+                    ) => Call::Any,
+                    (Read::Get(_), StoreErrorKind::NotFound) => return,
+                    (Read::Get(_), _) => Call::Get,
+                    (_, StoreErrorKind::NotFound) => Call::Any,
+                    (Read::Versions, _) => Call::Versions,
+                    (Read::Describe, _) => Call::Describe,
+                    (Read::List(..), _) => return,
+                };
+                verdicts
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(call, e.clone());
+            }
+        }
+    }
+
+    /// The primary's 4xx verdict on this read of `name`, if it gave one.
+    fn verdict(&self, name: &SecretName, op: &Read<'_>) -> Option<StoreError> {
+        let verdicts = self.verdicts.lock();
+        let kept = verdicts.get(name)?;
+        let call = match op {
+            Read::Get(_) => Call::Get,
+            Read::Versions => Call::Versions,
+            Read::Describe => Call::Describe,
+            Read::List(..) => return None,
+        };
+        let e = kept.get(&Call::Any).or_else(|| kept.get(&call))?.clone();
+        tracing::debug!(secret = %name, error = %e, "the primary's answer stands: not asked of a replica");
+        Some(e)
     }
 
     /// A failover region answered a read with a 4xx: logged at debug for
@@ -435,10 +557,11 @@ trait RegionStore: Send + Sync + 'static {
         op: &Read<'_>,
         replicas_of: Option<&str>,
     ) -> StoreResult<Answer>;
-    /// Whether the region answers now (ListSecrets with one result, no
+    /// Whether the region answers now (DescribeSecret of `secret`, a
+    /// secret it answered before, else ListSecrets with one result; no
     /// retry): any answer that is not a 5xx, throttling or silence counts
     /// (AccessDenied too: the region is there).
-    async fn answers(&self) -> bool;
+    async fn answers(&self, secret: Option<&SecretName>) -> bool;
 }
 
 #[async_trait]
@@ -450,15 +573,17 @@ impl RegionStore for AwsStore {
         replicas_of: Option<&str>,
     ) -> StoreResult<Answer> {
         Ok(match op {
-            Read::List(prefix) => Answer::List(self.list_names(*prefix, replicas_of).await?),
+            Read::List(prefix, page_within) => {
+                Answer::List(self.list_names(*prefix, replicas_of, *page_within).await?)
+            }
             Read::Get(selector) => Answer::Get(self.get_value(id, selector).await?),
             Read::Versions => Answer::Versions(self.list_versions(id).await?),
             Read::Describe => Answer::Describe(self.describe(id).await?),
         })
     }
 
-    async fn answers(&self) -> bool {
-        let (_, probe) = self.probe(None, PROBE_BOUND);
+    async fn answers(&self, secret: Option<&SecretName>) -> bool {
+        let (_, probe) = self.probe(secret, PROBE_BOUND);
         match tokio::time::timeout(PROBE_BOUND + Duration::from_millis(500), probe).await {
             Ok(Ok(())) => true,
             Ok(Err(f)) => matches!(
@@ -498,18 +623,30 @@ fn mark_up(region: &Region) {
     }
 }
 
-/// Probes a region that failed (`RegionStore::answers`), 1 s after, then
-/// doubling up to `PROBE_MAX`, until it answers.
+/// Probes a region that failed (`RegionStore::answers`, a read of a
+/// secret it answered before), 1 s after, then doubling up to `PROBE_MAX`,
+/// until it answers. A region that fails again within `PROBE_MAX` of being
+/// found up resumes the backoff where it was (a region whose probe answers
+/// while its reads fail is not retried every second).
 async fn probe_until_up(region: &Region) {
-    let mut wait = PROBE_FIRST;
+    let mut wait = {
+        let (last, up_at) = *region.backoff.lock();
+        match up_at {
+            Some(t) if t.elapsed() < PROBE_MAX => (last * 2).min(PROBE_MAX),
+            _ => PROBE_FIRST,
+        }
+    };
     loop {
         tokio::time::sleep(wait).await;
         if region.down.lock().is_none() {
+            *region.backoff.lock() = (wait, Some(Instant::now()));
             return;
         }
-        let up = region.store.answers().await;
+        let known = region.known.lock().clone();
+        let up = region.store.answers(known.as_ref()).await;
         tracing::debug!(region = %region.name, up, "probed a region that failed");
         if up {
+            *region.backoff.lock() = (wait, Some(Instant::now()));
             mark_up(region);
             return;
         }
@@ -523,8 +660,52 @@ fn unexpected() -> StoreError {
 
 #[async_trait]
 impl SecretStore for Regions {
+    /// A write's reads go to the primary only; a primary marked down is
+    /// asked first (DescribeSecret of the secret, within `WRITE_CHECK`),
+    /// so that a mark the probe has not cleared yet refuses nothing.
+    async fn begin_write(&self, name: &SecretName) -> StoreResult<Option<WriteGuard>> {
+        let Route::Chain(_, arn) = self.route(name) else {
+            return Ok(None);
+        };
+        if self.chain.len() < 2 {
+            return Ok(None);
+        }
+        let primary = &self.chain[0];
+        let down = primary.down.lock().clone();
+        if let Some(down) = down {
+            let id = arn.map_or_else(|| name.clone(), |a| SecretName::new(a.to_string()));
+            let asked = tokio::time::timeout(WRITE_CHECK, self.writer.describe(&id)).await;
+            let failed = match asked {
+                Err(_) => Some(format!("no answer within {} s", WRITE_CHECK.as_secs())),
+                Ok(Err(e)) if e.is_transient() => Some(e.message),
+                Ok(_) => None,
+            };
+            if let Some(why) = failed {
+                self.count(
+                    &primary.name,
+                    &Err::<(), _>(StoreError::new(StoreErrorKind::Transient, "")),
+                );
+                return Err(StoreError::new(
+                    StoreErrorKind::Other,
+                    format!(
+                        "the primary region {} is down ({}, for {} s; asked again: {why}) and replicas cannot be written; {name} was not changed",
+                        primary.name,
+                        down.reason,
+                        down.since.elapsed().as_secs()
+                    ),
+                ));
+            }
+            self.count(&primary.name, &Ok::<(), StoreError>(()));
+            mark_up(primary);
+        }
+        *self.writing.lock().entry(name.clone()).or_default() += 1;
+        Ok(Some(Box::new(Writing {
+            name: name.clone(),
+            set: self.writing.clone(),
+        })))
+    }
     async fn list_secrets(&self, prefix: Option<&str>) -> StoreResult<Vec<SecretName>> {
-        match self.read(None, Read::List(prefix)).await? {
+        match self.read(None, Read::List(prefix, None)).await? {
             Answer::List(names) => Ok(names),
             _ => Err(unexpected()),
         }
@@ -662,7 +843,7 @@ mod tests {
                 _ => Answer::Describe(Description::default()),
             })
         }
-        async fn answers(&self) -> bool {
+        async fn answers(&self, _: Option<&SecretName>) -> bool {
             matches!(*self.then.lock(), Then::Value(_))
         }
     }
