@@ -114,6 +114,9 @@ pub struct Regions {
     /// The primary's last 4xx for a secret, by call: answered instead of
     /// asking a replica, until the primary answers that secret again.
     verdicts: parking_lot::Mutex<HashMap<SecretName, HashMap<Call, StoreError>>>,
+    /// The version this mount made AWSCURRENT of a secret, and when: a
+    /// replica that does not know it yet is behind this mount's own write.
+    ours: parking_lot::Mutex<HashMap<SecretName, (VersionId, Instant)>>,
     /// Secrets being written now (a count each): their reads go to the
     /// primary only, without the failover bound.
     writing: Arc<parking_lot::Mutex<HashMap<SecretName, usize>>>,
@@ -150,6 +153,9 @@ impl Drop for Writing {
 /// How long the check before a write gives the primary (its own
 /// timeouts, not the read failover's 800 ms).
 const WRITE_CHECK: Duration = Duration::from_secs(5);
+/// How long a replica's answer is checked against the version this mount
+/// wrote (replication takes seconds; a version may lose its labels later).
+const OURS_FOR: Duration = Duration::from_secs(300);
 
 impl Regions {
     /// The chain over `primary` (whose region is the mount's) and
@@ -216,6 +222,7 @@ impl Regions {
             stats,
             missing: Default::default(),
             verdicts: Default::default(),
+            ours: Default::default(),
             writing: Default::default(),
         }
     }
@@ -357,6 +364,22 @@ impl Regions {
                     self.replica_refused(region, secret.map(|(n, _)| n), &e);
                     refusals.push(format!("{}: {}", region.name, e.message));
                 }
+                Ok(answer)
+                    if i > 0
+                        && let Some(n) = name
+                        && self.behind(region, &id, n, &op, &answer).await =>
+                {
+                    let e = StoreError::new(
+                        StoreErrorKind::Transient,
+                        format!(
+                            "region {} has not caught up with the version this mount wrote",
+                            region.name
+                        ),
+                    );
+                    tracing::debug!(region = %region.name, secret = %n, "a replica behind this mount's write: not served");
+                    refusals.push(e.message.clone());
+                    failed.get_or_insert(e);
+                }
                 answered => {
                     mark_up(region);
                     self.served_by(i, failed.as_ref());
@@ -381,6 +404,70 @@ impl Regions {
             err.message = format!("{}; failover: {}", err.message, refusals.join("; "));
         }
         Err(err)
+    }
+
+    /// Whether a replica's answer about AWSCURRENT of `name` is behind the
+    /// version this mount made current (its DescribeSecret does not know
+    /// that version yet): then it is not served, so that the mount never
+    /// goes back to the version its own write replaced (a cached value is
+    /// served stale instead).
+    async fn behind(
+        &self,
+        region: &Region,
+        id: &SecretName,
+        name: &SecretName,
+        op: &Read<'_>,
+        answer: &Answer,
+    ) -> bool {
+        let ours = {
+            let mut ours = self.ours.lock();
+            match ours.get(name) {
+                Some((v, at)) if at.elapsed() < OURS_FOR => v.clone(),
+                Some(_) => {
+                    ours.remove(name);
+                    return false;
+                }
+                None => return false,
+            }
+        };
+        let current = Selector::Stage(crate::store::Stage::Current);
+        let described = match (op, answer) {
+            (Read::Describe, Answer::Describe(d)) => d.clone(),
+            (Read::Get(s), Answer::Get(Some(v))) if **s == current && v.id != ours => {
+                let asked = tokio::time::timeout(
+                    FAILOVER_AFTER,
+                    region.store.read(id, &Read::Describe, None),
+                )
+                .await;
+                let asked = asked.unwrap_or_else(|_| {
+                    Err(StoreError::new(StoreErrorKind::Transient, "no answer"))
+                });
+                self.count(&region.name, &asked);
+                match asked {
+                    Ok(Answer::Describe(d)) => d,
+                    _ => return true,
+                }
+            }
+            (Read::Get(s), Answer::Get(Some(_))) if **s == current => {
+                self.ours.lock().remove(name);
+                return false;
+            }
+            _ => return false,
+        };
+        let knows = described.versions.iter().any(|(v, _)| *v == ours);
+        if knows {
+            self.ours.lock().remove(name);
+        }
+        !knows
+    }
+
+    /// This mount made `version` AWSCURRENT of `name` (with replicas).
+    fn made_current(&self, name: &SecretName, version: &VersionId) {
+        if self.chain.len() > 1 && matches!(self.route(name), Route::Chain(..)) {
+            self.ours
+                .lock()
+                .insert(name.clone(), (version.clone(), Instant::now()));
+        }
     }
 
     /// The primary's answer to a read of `name`: a 4xx is kept as its
@@ -743,7 +830,9 @@ impl SecretStore for Regions {
         token: &str,
     ) -> StoreResult<VersionId> {
         let (store, id) = self.writer_for(name)?;
-        self.wrote(name, store.put_value(&id, value, token).await)
+        let id = self.wrote(name, store.put_value(&id, value, token).await)?;
+        self.made_current(name, &id);
+        Ok(id)
     }
     async fn create_secret(
         &self,
@@ -752,7 +841,9 @@ impl SecretStore for Regions {
         token: &str,
     ) -> StoreResult<VersionId> {
         let (store, id) = self.writer_for(name)?;
-        self.wrote(name, store.create_secret(&id, value, token).await)
+        let id = self.wrote(name, store.create_secret(&id, value, token).await)?;
+        self.made_current(name, &id);
+        Ok(id)
     }
     async fn put_value_staged(
         &self,
@@ -778,7 +869,13 @@ impl SecretStore for Regions {
         self.wrote(
             name,
             store.update_stage(&id, label, move_to, remove_from).await,
-        )
+        )?;
+        if let Some(v) = move_to
+            && *label == Label::of(crate::store::Stage::Current)
+        {
+            self.made_current(name, v);
+        }
+        Ok(())
     }
 }
 
@@ -1018,7 +1115,9 @@ mod tests {
     async fn writes_go_to_the_primary_and_are_refused_while_it_is_down() {
         let r = rig(Then::Value("p"), Then::Value("r")).await;
         let (name, value) = (SecretName::new("s"), SecretBytes::new(b"x".to_vec()));
-        r.regions.put_value(&name, &value, "t1").await.unwrap();
+        // Its version id is the one the replica answers with (caught up):
+        // a replica behind this mount's write is not served.
+        r.regions.put_value(&name, &value, "v1").await.unwrap();
         r.primary.set(Then::Fail(StoreErrorKind::Transient));
         assert_eq!(get(&r).await.unwrap(), "r");
         let e = r.regions.put_value(&name, &value, "t2").await.unwrap_err();
@@ -1029,5 +1128,46 @@ mod tests {
         );
         assert!(e.message.contains("replicas cannot be written"), "{e}");
         assert_eq!(r.writer.puts.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_4xx_of_the_primary_stands_while_it_is_down_until_it_answers_again() {
+        let r = rig(Then::Fail(StoreErrorKind::AccessDenied), Then::Value("r")).await;
+        assert_eq!(
+            get(&r).await.unwrap_err().kind,
+            StoreErrorKind::AccessDenied
+        );
+        // The primary fails now: marked down, yet its verdict is the answer.
+        r.primary.set(Then::Fail(StoreErrorKind::Transient));
+        for _ in 0..2 {
+            let e = get(&r).await.unwrap_err();
+            assert_eq!(e.kind, StoreErrorKind::AccessDenied, "{e}");
+        }
+        assert_eq!(r.replica.calls(), 0, "never asked while the verdict stands");
+        assert_eq!(r.primary.calls(), 2, "skipped once known down");
+        r.primary.set(Then::Value("p"));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(get(&r).await.unwrap(), "p");
+        // The primary answered the secret: a later outage fails over.
+        r.primary.set(Then::Fail(StoreErrorKind::Transient));
+        assert_eq!(get(&r).await.unwrap(), "r");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_asks_a_primary_marked_down_and_pins_the_secrets_reads_to_it() {
+        let r = rig(Then::Value("p"), Then::Value("r")).await;
+        r.primary.set(Then::Fail(StoreErrorKind::Transient));
+        assert_eq!(get(&r).await.unwrap(), "r");
+        // Healed before its probe: the write asks it (the writer answers)
+        // instead of refusing on the mark.
+        r.primary.set(Then::Hang);
+        let name = SecretName::new("s");
+        let guard = r.regions.begin_write(&name).await.unwrap();
+        assert!(guard.is_some());
+        // The write's reads wait for the primary, past the failover bound.
+        let read = tokio::time::timeout(Duration::from_secs(3), get(&r)).await;
+        assert!(read.is_err(), "a write's read went to the replica");
+        drop(guard);
+        assert_eq!(get(&r).await.unwrap(), "r", "others fail over again");
     }
 }
