@@ -10,15 +10,21 @@
 //!   call to the next one, whose answer is the read's. Any other answer
 //!   from the primary (AccessDenied, ResourceNotFound, KMS, another 4xx)
 //!   is final: fail closed, a secret deleted or revoked in the primary
-//!   never comes back from a replica. A failover region's 4xx (no replica
+//!   never comes back from a replica; the verdict is kept (`verdicts`) and
+//!   given instead of asking a replica until the primary answers that
+//!   secret again. A failover region's 4xx (no replica
 //!   there) is not final either way: the next region is asked, else the
 //!   primary's failure is the answer (a cached value is then served stale).
-//! - `Health`: a region that failed is skipped by later reads (no timeout
-//!   paid per read) and probed in the background, 1 s after, then doubling
-//!   up to `PROBE_MAX`, until it answers; reads then go back to it. Each
-//!   switch of the region in use is logged once, with the reason.
-//! - Writes go to the primary only (replicas are read-only): while it is
-//!   known to be down they fail at once (EIO), with a log line that says so.
+//! - A region that failed is skipped by later reads (no timeout paid per
+//!   read) and probed in the background (DescribeSecret of a secret it
+//!   answered), 1 s after, then doubling up to `PROBE_MAX`, until it
+//!   answers; reads then go back to it. Each switch of the region in use
+//!   is logged once, with the reason.
+//! - Writes go to the primary only (replicas are read-only), and so do a
+//!   write's reads (`begin_write` pins the secret): a primary marked down
+//!   is asked first, and the write fails (EIO) when it does not answer.
+//! - A replica that does not know the version this mount made AWSCURRENT
+//!   (it lags) is not served for that secret (`behind`).
 //! - An ARN whose region is not the primary's is called in its own region
 //!   (a client made at first use), with no failover.
 
