@@ -154,7 +154,7 @@ fn parent_of(pid: u32) -> Option<u32> {
 /// SIGHUP: the config file is loaded again (`config::reload`, as strictly
 /// as at start) and its rules and templates replace the running ones. A
 /// file that does not load is logged and the old rules and templates stay.
-/// The one SIGHUP handler, installed before READY, so that a SIGHUP sent
+/// The one SIGHUP handler, installed before the mount, so that a SIGHUP sent
 /// at once is not fatal.
 fn reload_on_sighup(rt: &tokio::runtime::Runtime, fs: Arc<Fs>, config: Option<PathBuf>) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -304,6 +304,19 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), Refusal> {
     fs_cfg.mountpoint = cfg.mountpoint.display().to_string();
     let fs = Fs::new(fs_cfg, store, stats, invalidator);
 
+    // The signal handlers come before the mount: once the mount is up, a
+    // SIGHUP or a SIGTERM must reach them, not the default action (which
+    // ends the process and leaves the mount dead).
+    reload_on_sighup(&rt, fs.clone(), cfg.config_file.clone());
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _entered = rt.enter();
+        (
+            signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            signal(SignalKind::interrupt()).expect("SIGINT handler"),
+        )
+    };
+
     clean_stale_mount(&cfg.mountpoint);
     mount::check_mountpoint(&cfg.mountpoint, cfg.nonempty)?;
     let spec = MountSpec {
@@ -336,7 +349,6 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), Refusal> {
         .map_err(|e| format!("starting the session: {e}"))?;
     tracing::info!(mountpoint = %cfg.mountpoint.display(), "mounted");
     start_watching(&fs, rt.handle());
-    reload_on_sighup(&rt, fs.clone(), cfg.config_file.clone());
     rt.spawn({
         let fs = fs.clone();
         async move { fs.warn_unmatched_rules().await }
@@ -345,9 +357,6 @@ pub fn run(cfg: Config, on_ready: impl FnOnce()) -> Result<(), Refusal> {
     on_ready();
 
     let signalled = rt.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
         tokio::select! {
             _ = term.recv() => true,
             _ = int.recv() => true,

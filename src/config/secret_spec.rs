@@ -74,6 +74,14 @@ pub fn parse(entries: &[String]) -> Result<Secrets, String> {
             return Err(format!("--secret '{path}' is given twice"));
         }
         if let Some(arn) = arn {
+            // One secret at two paths would be two cached copies that a
+            // write through one leaves stale at the other.
+            let text = arn.to_string();
+            if let Some((other, _)) = out.arns.iter().find(|(_, a)| a.to_string() == text) {
+                return Err(format!(
+                    "--secret {text} is given twice (at '{other}' and at '{path}'): mount a secret at one path"
+                ));
+            }
             out.arns.push((path.clone(), arn));
         }
         out.paths.push(path);
@@ -88,12 +96,13 @@ mod tests {
     const ARN: &str = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:team/db-AbCdEf";
     #[test]
     fn names_arns_and_paths_for_arns() {
-        let s = parse(&["a=b".into(), ARN.into(), format!("shared/db={ARN}")]).unwrap();
+        let other = ARN.replace("eu-west-1", "us-west-2");
+        let s = parse(&["a=b".into(), ARN.into(), format!("shared/db={other}")]).unwrap();
         let paths: Vec<&str> = s.paths.iter().map(SecretName::as_str).collect();
         assert_eq!(paths, ["a=b", "team/db", "shared/db"]);
         assert_eq!(s.arns.len(), 2);
         assert_eq!(s.arns[1].0.as_str(), "shared/db");
-        assert_eq!(s.arns[1].1.to_string(), ARN);
+        assert_eq!(s.arns[1].1.to_string(), other);
     }
 
     #[test]
@@ -104,6 +113,8 @@ mod tests {
         assert!(e.contains("cannot be a path"), "{e}");
         let e = parse(&[ARN.into(), "team/db".into()]).unwrap_err();
         assert!(e.contains("twice"), "{e}");
+        let e = parse(&[format!("one={ARN}"), format!("two={ARN}")]).unwrap_err();
+        assert!(e.contains("given twice (at 'one' and at 'two')"), "{e}");
     }
 
     #[test]

@@ -245,6 +245,8 @@ impl Core {
     ) -> Result<bool> {
         check_value(&value)?;
         let _turn = self.writes.turn(name).await;
+        // Its reads (the "unchanged" check included) are the primary's.
+        let _writing = self.store.begin_write(name).await?;
         let old = self.stage_now(name, l).await?;
         if old.is_some_and(|o| o.value == value) {
             tracing::info!(secret = %name, label = ?l, "value unchanged; no new version");
@@ -322,6 +324,8 @@ impl Core {
         make: impl FnOnce(Option<&SecretVersion>) -> Result<SecretBytes> + Send,
     ) -> Result<bool> {
         let _turn = self.writes.turn(name).await;
+        // Its reads (the "unchanged" check included) are the primary's.
+        let _writing = self.store.begin_write(name).await?;
         let old = if create {
             None
         } else {
@@ -440,6 +444,7 @@ impl Core {
     /// is where it belongs, the second moved by itself).
     pub(super) async fn promote(&self, s: &SecretName, l: &Label) -> Result<()> {
         let _turn = self.writes.turn(s).await;
+        let _writing = self.store.begin_write(s).await?;
         let d = self.described_now(s).await?;
         let to = d.with_label(l).cloned().ok_or(Error::NotFound)?;
         let from = d.with_stage(Stage::Current).cloned();

@@ -121,6 +121,12 @@ pub fn count<T>(stats: &Stats, op: ApiOp, result: &StoreResult<T>) {
 
 #[async_trait]
 impl<S: SecretStore> SecretStore for Instrumented<S> {
+    async fn begin_write(
+        &self,
+        name: &SecretName,
+    ) -> StoreResult<Option<crate::store::WriteGuard>> {
+        self.inner.begin_write(name).await
+    }
     async fn list_secrets(&self, prefix: Option<&str>) -> StoreResult<Vec<SecretName>> {
         self.call(self.inner.ops().list, self.inner.list_secrets(prefix))
             .await

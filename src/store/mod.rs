@@ -433,6 +433,15 @@ pub trait SecretStore: Send + Sync + 'static {
         let _ = (label, move_to, remove_from);
         Err(unsupported(name, "UpdateSecretVersionStage"))
     }
+    /// A write of `name` begins (before it reads what it compares
+    /// against): a store whose reads may be answered by a read-only
+    /// replica checks that the region writes go to answers (else the
+    /// write fails now), and keeps `name`'s reads there until the returned
+    /// guard is dropped. Other stores: nothing to do.
+    async fn begin_write(&self, name: &SecretName) -> StoreResult<Option<WriteGuard>> {
+        let _ = name;
+        Ok(None)
+    }
     /// The API operation each method is counted as.
     fn ops(&self) -> &'static Ops {
         &SECRETS_MANAGER_OPS
@@ -445,6 +454,9 @@ pub trait SecretStore: Send + Sync + 'static {
         false
     }
 }
+
+/// Held while a write is in progress (`SecretStore::begin_write`).
+pub type WriteGuard = Box<dyn std::any::Any + Send + Sync>;
 
 /// The answer of a store (a test double) that does not implement staging
 /// labels; the real stores and the wrappers all do.
@@ -511,6 +523,9 @@ impl SecretStore for Arc<dyn SecretStore> {
         (**self)
             .update_stage(name, label, move_to, remove_from)
             .await
+    }
+    async fn begin_write(&self, name: &SecretName) -> StoreResult<Option<WriteGuard>> {
+        (**self).begin_write(name).await
     }
     fn ops(&self) -> &'static Ops {
         (**self).ops()

@@ -16,11 +16,11 @@ use aws_sdk_secretsmanager::types::ReplicaRegionType;
 
 use crate::common::*;
 
-const PRIMARY: &str = "us-east-1";
-const REPLICA: &str = "eu-west-1";
+pub(super) const PRIMARY: &str = "us-east-1";
+pub(super) const REPLICA: &str = "eu-west-1";
 
 /// An SDK client straight to moto in `region`.
-fn sdk_in(region: &str) -> Client {
+pub(super) fn sdk_in(region: &str) -> Client {
     let conf = aws_sdk_secretsmanager::Config::builder()
         .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
         .region(Region::new(region.to_string()))
@@ -31,7 +31,7 @@ fn sdk_in(region: &str) -> Client {
 }
 
 /// A secret in the primary, replicated to the replica region.
-fn replicated(prefix: &str, value: &str) -> String {
+pub(super) fn replicated(prefix: &str, value: &str) -> String {
     let name = unique(prefix);
     create(&name, value);
     rt().block_on(
@@ -46,7 +46,7 @@ fn replicated(prefix: &str, value: &str) -> String {
     name
 }
 
-fn value_in(region: &str, id: &str) -> String {
+pub(super) fn value_in(region: &str, id: &str) -> String {
     let out = rt()
         .block_on(
             sdk_in(region)
@@ -195,14 +195,14 @@ fn survives_fault(kind: &str, fault: Fault) {
     survives(&m, outage, &cached, [&cold[0], &cold[1]]);
 }
 
-fn unavailable() -> Fault {
+pub(super) fn unavailable() -> Fault {
     Fault::Error {
         status: 503,
         code: "ServiceUnavailable",
     }
 }
 
-fn hang() -> Fault {
+pub(super) fn hang() -> Fault {
     Fault::Delay(Duration::from_secs(120))
 }
 

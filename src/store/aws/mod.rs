@@ -101,6 +101,7 @@ impl AwsStore {
         &self,
         prefix: Option<&str>,
         primary: Option<&str>,
+        page_within: Option<std::time::Duration>,
     ) -> StoreResult<Vec<SecretName>> {
         let mut req = self.client.list_secrets().max_results(100);
         if let Some(p) = prefix.filter(|p| !p.is_empty()) {
@@ -113,7 +114,21 @@ impl AwsStore {
         }
         let mut pages = req.into_paginator().send();
         let mut names = Vec::new();
-        while let Some(page) = pages.next().await {
+        // Each page (its retries included) within `page_within`, when
+        // given: a long listing is no failure, a page that does not come is.
+        loop {
+            let next = match page_within {
+                Some(bound) => tokio::time::timeout(bound, pages.next())
+                    .await
+                    .map_err(|_| {
+                        StoreError::new(
+                            StoreErrorKind::Transient,
+                            format!("no ListSecrets page within {} ms", bound.as_millis()),
+                        )
+                    })?,
+                None => pages.next().await,
+            };
+            let Some(page) = next else { break };
             let page = page.map_err(classify_sdk)?;
             for s in page.secret_list() {
                 if s.deleted_date().is_some() {
@@ -150,7 +165,7 @@ fn to_system_time(t: Option<&aws_sdk_secretsmanager::primitives::DateTime>) -> S
 #[async_trait]
 impl SecretStore for AwsStore {
     async fn list_secrets(&self, prefix: Option<&str>) -> StoreResult<Vec<SecretName>> {
-        self.list_names(prefix, None).await
+        self.list_names(prefix, None, None).await
     }
 
     async fn get_value(

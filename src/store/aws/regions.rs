@@ -10,17 +10,28 @@
 //!   call to the next one, whose answer is the read's. Any other answer
 //!   from the primary (AccessDenied, ResourceNotFound, KMS, another 4xx)
 //!   is final: fail closed, a secret deleted or revoked in the primary
-//!   never comes back from a replica. A failover region's 4xx (no replica
+//!   never comes back from a replica; the verdict is kept (`verdicts`) and
+//!   given instead of asking a replica until the primary answers that
+//!   secret again. A failover region's 4xx (no replica
 //!   there) is not final either way: the next region is asked, else the
 //!   primary's failure is the answer (a cached value is then served stale).
-//! - `Health`: a region that failed is skipped by later reads (no timeout
-//!   paid per read) and probed in the background, 1 s after, then doubling
-//!   up to `PROBE_MAX`, until it answers; reads then go back to it. Each
-//!   switch of the region in use is logged once, with the reason.
-//! - Writes go to the primary only (replicas are read-only): while it is
-//!   known to be down they fail at once (EIO), with a log line that says so.
+//! - A region that failed is skipped by later reads (no timeout paid per
+//!   read) and probed in the background (DescribeSecret of a secret it
+//!   answered), 1 s after, then doubling up to `PROBE_MAX`, until it
+//!   answers; reads then go back to it. Each switch of the region in use
+//!   is logged once, with the reason.
+//! - Writes go to the primary only (replicas are read-only), and so do a
+//!   write's reads (`begin_write` pins the secret): a primary marked down
+//!   is asked first, and the write fails (EIO) when it does not answer.
+//! - A replica that does not know the version this mount made AWSCURRENT
+//!   (it lags) is not served for that secret (`behind`).
 //! - An ARN whose region is not the primary's is called in its own region
 //!   (a client made at first use), with no failover.
+//!
+//! About 850 lines on purpose (its tests are in regions/tests.rs): one
+//! type, `Regions`, whose routing, per-secret verdicts, write pinning and
+//! the fence against a lagging replica share its state and its locks; a
+//! split would pass that state between files.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,7 +46,7 @@ use super::{AwsStore, RegionSpec};
 use crate::stats::Stats;
 use crate::store::{
     Description, Label, ListedVersion, SecretBytes, SecretName, SecretStore, SecretVersion,
-    Selector, StoreError, StoreErrorKind, StoreResult, VersionId,
+    Selector, StoreError, StoreErrorKind, StoreResult, VersionId, WriteGuard,
 };
 
 /// How long a region that another may stand in for has to answer a read
@@ -57,6 +68,12 @@ struct Region {
     down: parking_lot::Mutex<Option<Down>>,
     /// A denial here was logged (once per region).
     denied_warned: std::sync::atomic::AtomicBool,
+    /// A secret this region answered (its SecretId here): what the probe
+    /// reads (DescribeSecret), so that it tests what failed.
+    known: parking_lot::Mutex<Option<SecretName>>,
+    /// The probe's last wait and when the region was last found up: a
+    /// region that fails again soon after resumes the backoff where it was.
+    backoff: parking_lot::Mutex<(Duration, Option<Instant>)>,
 }
 
 /// Why a region is skipped, and since when.
@@ -68,7 +85,8 @@ struct Down {
 
 /// A read call, the same whichever region makes it.
 enum Read<'a> {
-    List(Option<&'a str>),
+    /// With each page's bound (a region that another may stand in for).
+    List(Option<&'a str>, Option<Duration>),
     Get(&'a Selector),
     Versions,
     Describe,
@@ -104,7 +122,51 @@ pub struct Regions {
     stats: Arc<Stats>,
     /// ARNs already said not to exist (one log line each).
     missing: parking_lot::Mutex<std::collections::HashSet<SecretName>>,
+    /// The primary's last 4xx for a secret, by call: answered instead of
+    /// asking a replica, until the primary answers that secret again.
+    verdicts: parking_lot::Mutex<HashMap<SecretName, HashMap<Call, StoreError>>>,
+    /// The version this mount made AWSCURRENT of a secret, and when: a
+    /// replica that does not know it yet is behind this mount's own write.
+    ours: parking_lot::Mutex<HashMap<SecretName, (VersionId, Instant)>>,
+    /// Secrets being written now (a count each): their reads go to the
+    /// primary only, without the failover bound.
+    writing: Arc<parking_lot::Mutex<HashMap<SecretName, usize>>>,
 }
+
+/// The kind of read call a 4xx verdict of the primary is kept for.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Call {
+    /// Any call: the primary said the secret does not exist.
+    Any,
+    Get,
+    Versions,
+    Describe,
+}
+
+/// A write of a secret in progress: its reads stay on the primary.
+struct Writing {
+    name: SecretName,
+    set: Arc<parking_lot::Mutex<HashMap<SecretName, usize>>>,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let mut set = self.set.lock();
+        if let Some(n) = set.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                set.remove(&self.name);
+            }
+        }
+    }
+}
+
+/// How long the check before a write gives the primary (its own
+/// timeouts, not the read failover's 800 ms).
+const WRITE_CHECK: Duration = Duration::from_secs(5);
+/// How long a replica's answer is checked against the version this mount
+/// wrote (replication takes seconds; a version may lose its labels later).
+const OURS_FOR: Duration = Duration::from_secs(300);
 
 impl Regions {
     /// The chain over `primary` (whose region is the mount's) and
@@ -157,6 +219,8 @@ impl Regions {
                     store,
                     down: parking_lot::Mutex::new(None),
                     denied_warned: Default::default(),
+                    known: Default::default(),
+                    backoff: parking_lot::Mutex::new((PROBE_FIRST, None)),
                 })
             })
             .collect();
@@ -168,6 +232,9 @@ impl Regions {
             elsewhere: Default::default(),
             stats,
             missing: Default::default(),
+            verdicts: Default::default(),
+            ours: Default::default(),
+            writing: Default::default(),
         }
     }
 
@@ -237,13 +304,22 @@ impl Regions {
         secret: Option<(&SecretName, Option<&Arn>)>,
         op: Read<'_>,
     ) -> StoreResult<Answer> {
-        let candidates = self.candidates();
+        let name = secret.map(|(n, _)| n);
+        // A secret being written: its reads are the primary's, whatever
+        // they cost (the write's "unchanged" check and lookups).
+        let pinned = name.is_some_and(|n| self.writing.lock().contains_key(n));
+        let candidates = if pinned { vec![0] } else { self.candidates() };
         let last = candidates.len() - 1;
         // The first transient failure, and the failover regions' 4xx.
         let mut failed = None;
         let mut refusals = Vec::new();
         for (n, &i) in candidates.iter().enumerate() {
             let region = &self.chain[i];
+            if i > 0
+                && let Some(verdict) = name.and_then(|n| self.verdict(n, &op))
+            {
+                return Err(verdict);
+            }
             let id = match secret {
                 Some((_, Some(arn))) => SecretName::new(arn.in_region(&region.name).to_string()),
                 Some((name, None)) => name.clone(),
@@ -251,10 +327,18 @@ impl Regions {
             };
             // A failover region lists the replicas of the primary's secrets.
             let replicas_of = (i > 0).then_some(self.chain[0].name.as_str());
-            let attempt = region.store.read(&id, &op, replicas_of);
-            // ListSecrets' pages are bounded by the attempt timeout alone:
-            // a long listing is not a failure.
-            let result = if n < last && !matches!(op, Read::List(_)) {
+            // ListSecrets is bounded page by page (a long listing is not a
+            // failure); the other calls as a whole.
+            let paged;
+            let op_here = match op {
+                Read::List(prefix, _) if n < last => {
+                    paged = Read::List(prefix, Some(FAILOVER_AFTER));
+                    &paged
+                }
+                _ => &op,
+            };
+            let attempt = region.store.read(&id, op_here, replicas_of);
+            let result = if n < last && !matches!(op, Read::List(..)) {
                 match tokio::time::timeout(FAILOVER_AFTER, attempt).await {
                     Ok(r) => r,
                     Err(_) => Err(StoreError::new(
@@ -266,6 +350,14 @@ impl Regions {
                 attempt.await
             };
             self.count(&region.name, &result);
+            if i == 0
+                && let Some(n) = name
+            {
+                self.judged(n, &op, &result);
+            }
+            if result.is_ok() && name.is_some() {
+                *region.known.lock() = Some(id.clone());
+            }
             match result {
                 Err(e) if e.is_transient() => {
                     // With no other region, nothing is skipped: no probe.
@@ -282,6 +374,22 @@ impl Regions {
                 Err(e) if i > 0 => {
                     self.replica_refused(region, secret.map(|(n, _)| n), &e);
                     refusals.push(format!("{}: {}", region.name, e.message));
+                }
+                Ok(answer)
+                    if i > 0
+                        && let Some(n) = name
+                        && self.behind(region, &id, n, &op, &answer).await =>
+                {
+                    let e = StoreError::new(
+                        StoreErrorKind::Transient,
+                        format!(
+                            "region {} has not caught up with the version this mount wrote",
+                            region.name
+                        ),
+                    );
+                    tracing::debug!(region = %region.name, secret = %n, "a replica behind this mount's write: not served");
+                    refusals.push(e.message.clone());
+                    failed.get_or_insert(e);
                 }
                 answered => {
                     mark_up(region);
@@ -307,6 +415,118 @@ impl Regions {
             err.message = format!("{}; failover: {}", err.message, refusals.join("; "));
         }
         Err(err)
+    }
+
+    /// Whether a replica's answer about AWSCURRENT of `name` is behind the
+    /// version this mount made current (its DescribeSecret does not know
+    /// that version yet): then it is not served, so that the mount never
+    /// goes back to the version its own write replaced (a cached value is
+    /// served stale instead).
+    async fn behind(
+        &self,
+        region: &Region,
+        id: &SecretName,
+        name: &SecretName,
+        op: &Read<'_>,
+        answer: &Answer,
+    ) -> bool {
+        let ours = {
+            let mut ours = self.ours.lock();
+            match ours.get(name) {
+                Some((v, at)) if at.elapsed() < OURS_FOR => v.clone(),
+                Some(_) => {
+                    ours.remove(name);
+                    return false;
+                }
+                None => return false,
+            }
+        };
+        let current = Selector::Stage(crate::store::Stage::Current);
+        let described = match (op, answer) {
+            (Read::Describe, Answer::Describe(d)) => d.clone(),
+            (Read::Get(s), Answer::Get(Some(v))) if **s == current && v.id != ours => {
+                let asked = tokio::time::timeout(
+                    FAILOVER_AFTER,
+                    region.store.read(id, &Read::Describe, None),
+                )
+                .await;
+                let asked = asked.unwrap_or_else(|_| {
+                    Err(StoreError::new(StoreErrorKind::Transient, "no answer"))
+                });
+                self.count(&region.name, &asked);
+                match asked {
+                    Ok(Answer::Describe(d)) => d,
+                    _ => return true,
+                }
+            }
+            (Read::Get(s), Answer::Get(Some(_))) if **s == current => {
+                self.ours.lock().remove(name);
+                return false;
+            }
+            _ => return false,
+        };
+        let knows = described.versions.iter().any(|(v, _)| *v == ours);
+        if knows {
+            self.ours.lock().remove(name);
+        }
+        !knows
+    }
+
+    /// This mount made `version` AWSCURRENT of `name` (with replicas).
+    fn made_current(&self, name: &SecretName, version: &VersionId) {
+        if self.chain.len() > 1 && matches!(self.route(name), Route::Chain(..)) {
+            self.ours
+                .lock()
+                .insert(name.clone(), (version.clone(), Instant::now()));
+        }
+    }
+
+    /// The primary's answer to a read of `name`: a 4xx is kept as its
+    /// verdict (by call; a secret that does not exist, for every call),
+    /// any other answer clears them.
+    fn judged<T>(&self, name: &SecretName, op: &Read<'_>, result: &StoreResult<T>) {
+        let mut verdicts = self.verdicts.lock();
+        match result {
+            Ok(_) => {
+                verdicts.remove(name);
+            }
+            Err(e) if e.is_transient() => {}
+            Err(e) => {
+                let call = match (op, e.kind) {
+                    // A version id or label that is not there is no
+                    // verdict on the secret.
+                    (
+                        Read::Get(Selector::Stage(crate::store::Stage::Current)),
+                        StoreErrorKind::NotFound,
+                    ) => Call::Any,
+                    (Read::Get(_), StoreErrorKind::NotFound) => return,
+                    (Read::Get(_), _) => Call::Get,
+                    (_, StoreErrorKind::NotFound) => Call::Any,
+                    (Read::Versions, _) => Call::Versions,
+                    (Read::Describe, _) => Call::Describe,
+                    (Read::List(..), _) => return,
+                };
+                verdicts
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(call, e.clone());
+            }
+        }
+    }
+
+    /// The primary's 4xx verdict on this read of `name`, if it gave one.
+    fn verdict(&self, name: &SecretName, op: &Read<'_>) -> Option<StoreError> {
+        let verdicts = self.verdicts.lock();
+        let kept = verdicts.get(name)?;
+        let call = match op {
+            Read::Get(_) => Call::Get,
+            Read::Versions => Call::Versions,
+            Read::Describe => Call::Describe,
+            Read::List(..) => return None,
+        };
+        let e = kept.get(&Call::Any).or_else(|| kept.get(&call))?.clone();
+        tracing::debug!(secret = %name, error = %e, "the primary's answer stands: not asked of a replica");
+        Some(e)
     }
 
     /// A failover region answered a read with a 4xx: logged at debug for
@@ -414,7 +634,7 @@ impl Regions {
             tracing::warn!(
                 secret = %name,
                 region = %region,
-                "the primary region {region} did not take the write ({}); replicas cannot be written, so {name} was not changed",
+                "the primary region {region} failed the write ({}) and replicas cannot be written; whether {name} was changed is looked up by the put's version id",
                 e.message
             );
             mark_down(&self.chain[0], e.message.clone());
@@ -435,10 +655,11 @@ trait RegionStore: Send + Sync + 'static {
         op: &Read<'_>,
         replicas_of: Option<&str>,
     ) -> StoreResult<Answer>;
-    /// Whether the region answers now (ListSecrets with one result, no
+    /// Whether the region answers now (DescribeSecret of `secret`, a
+    /// secret it answered before, else ListSecrets with one result; no
     /// retry): any answer that is not a 5xx, throttling or silence counts
     /// (AccessDenied too: the region is there).
-    async fn answers(&self) -> bool;
+    async fn answers(&self, secret: Option<&SecretName>) -> bool;
 }
 
 #[async_trait]
@@ -450,15 +671,17 @@ impl RegionStore for AwsStore {
         replicas_of: Option<&str>,
     ) -> StoreResult<Answer> {
         Ok(match op {
-            Read::List(prefix) => Answer::List(self.list_names(*prefix, replicas_of).await?),
+            Read::List(prefix, page_within) => {
+                Answer::List(self.list_names(*prefix, replicas_of, *page_within).await?)
+            }
             Read::Get(selector) => Answer::Get(self.get_value(id, selector).await?),
             Read::Versions => Answer::Versions(self.list_versions(id).await?),
             Read::Describe => Answer::Describe(self.describe(id).await?),
         })
     }
 
-    async fn answers(&self) -> bool {
-        let (_, probe) = self.probe(None, PROBE_BOUND);
+    async fn answers(&self, secret: Option<&SecretName>) -> bool {
+        let (_, probe) = self.probe(secret, PROBE_BOUND);
         match tokio::time::timeout(PROBE_BOUND + Duration::from_millis(500), probe).await {
             Ok(Ok(())) => true,
             Ok(Err(f)) => matches!(
@@ -498,18 +721,30 @@ fn mark_up(region: &Region) {
     }
 }
 
-/// Probes a region that failed (`RegionStore::answers`), 1 s after, then
-/// doubling up to `PROBE_MAX`, until it answers.
+/// Probes a region that failed (`RegionStore::answers`, a read of a
+/// secret it answered before), 1 s after, then doubling up to `PROBE_MAX`,
+/// until it answers. A region that fails again within `PROBE_MAX` of being
+/// found up resumes the backoff where it was (a region whose probe answers
+/// while its reads fail is not retried every second).
 async fn probe_until_up(region: &Region) {
-    let mut wait = PROBE_FIRST;
+    let mut wait = {
+        let (last, up_at) = *region.backoff.lock();
+        match up_at {
+            Some(t) if t.elapsed() < PROBE_MAX => (last * 2).min(PROBE_MAX),
+            _ => PROBE_FIRST,
+        }
+    };
     loop {
         tokio::time::sleep(wait).await;
         if region.down.lock().is_none() {
+            *region.backoff.lock() = (wait, Some(Instant::now()));
             return;
         }
-        let up = region.store.answers().await;
+        let known = region.known.lock().clone();
+        let up = region.store.answers(known.as_ref()).await;
         tracing::debug!(region = %region.name, up, "probed a region that failed");
         if up {
+            *region.backoff.lock() = (wait, Some(Instant::now()));
             mark_up(region);
             return;
         }
@@ -523,8 +758,52 @@ fn unexpected() -> StoreError {
 
 #[async_trait]
 impl SecretStore for Regions {
+    /// A write's reads go to the primary only; a primary marked down is
+    /// asked first (DescribeSecret of the secret, within `WRITE_CHECK`),
+    /// so that a mark the probe has not cleared yet refuses nothing.
+    async fn begin_write(&self, name: &SecretName) -> StoreResult<Option<WriteGuard>> {
+        let Route::Chain(_, arn) = self.route(name) else {
+            return Ok(None);
+        };
+        if self.chain.len() < 2 {
+            return Ok(None);
+        }
+        let primary = &self.chain[0];
+        let down = primary.down.lock().clone();
+        if let Some(down) = down {
+            let id = arn.map_or_else(|| name.clone(), |a| SecretName::new(a.to_string()));
+            let asked = tokio::time::timeout(WRITE_CHECK, self.writer.describe(&id)).await;
+            let failed = match asked {
+                Err(_) => Some(format!("no answer within {} s", WRITE_CHECK.as_secs())),
+                Ok(Err(e)) if e.is_transient() => Some(e.message),
+                Ok(_) => None,
+            };
+            if let Some(why) = failed {
+                self.count(
+                    &primary.name,
+                    &Err::<(), _>(StoreError::new(StoreErrorKind::Transient, "")),
+                );
+                return Err(StoreError::new(
+                    StoreErrorKind::Other,
+                    format!(
+                        "the primary region {} is down ({}, for {} s; asked again: {why}) and replicas cannot be written; {name} was not changed",
+                        primary.name,
+                        down.reason,
+                        down.since.elapsed().as_secs()
+                    ),
+                ));
+            }
+            self.count(&primary.name, &Ok::<(), StoreError>(()));
+            mark_up(primary);
+        }
+        *self.writing.lock().entry(name.clone()).or_default() += 1;
+        Ok(Some(Box::new(Writing {
+            name: name.clone(),
+            set: self.writing.clone(),
+        })))
+    }
     async fn list_secrets(&self, prefix: Option<&str>) -> StoreResult<Vec<SecretName>> {
-        match self.read(None, Read::List(prefix)).await? {
+        match self.read(None, Read::List(prefix, None)).await? {
             Answer::List(names) => Ok(names),
             _ => Err(unexpected()),
         }
@@ -562,7 +841,9 @@ impl SecretStore for Regions {
         token: &str,
     ) -> StoreResult<VersionId> {
         let (store, id) = self.writer_for(name)?;
-        self.wrote(name, store.put_value(&id, value, token).await)
+        let id = self.wrote(name, store.put_value(&id, value, token).await)?;
+        self.made_current(name, &id);
+        Ok(id)
     }
     async fn create_secret(
         &self,
@@ -571,7 +852,9 @@ impl SecretStore for Regions {
         token: &str,
     ) -> StoreResult<VersionId> {
         let (store, id) = self.writer_for(name)?;
-        self.wrote(name, store.create_secret(&id, value, token).await)
+        let id = self.wrote(name, store.create_secret(&id, value, token).await)?;
+        self.made_current(name, &id);
+        Ok(id)
     }
     async fn put_value_staged(
         &self,
@@ -597,256 +880,15 @@ impl SecretStore for Regions {
         self.wrote(
             name,
             store.update_stage(&id, label, move_to, remove_from).await,
-        )
+        )?;
+        if let Some(v) = move_to
+            && *label == Label::of(crate::store::Stage::Current)
+        {
+            self.made_current(name, v);
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Stage;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// How a test region answers.
-    #[derive(Clone, Copy)]
-    enum Then {
-        Value(&'static str),
-        Fail(StoreErrorKind),
-        Hang,
-    }
-
-    struct Fake {
-        then: parking_lot::Mutex<Then>,
-        calls: AtomicUsize,
-    }
-
-    impl Fake {
-        fn new(then: Then) -> Arc<Self> {
-            Arc::new(Self {
-                then: parking_lot::Mutex::new(then),
-                calls: AtomicUsize::new(0),
-            })
-        }
-        fn set(&self, then: Then) {
-            *self.then.lock() = then;
-        }
-        fn calls(&self) -> usize {
-            self.calls.load(Ordering::SeqCst)
-        }
-        async fn answer(&self) -> StoreResult<&'static str> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            let then = *self.then.lock();
-            match then {
-                Then::Value(v) => Ok(v),
-                Then::Fail(kind) => Err(StoreError::new(kind, "injected")),
-                Then::Hang => std::future::pending().await,
-            }
-        }
-    }
-
-    #[async_trait]
-    impl RegionStore for Arc<Fake> {
-        async fn read(
-            &self,
-            _: &SecretName,
-            op: &Read<'_>,
-            _: Option<&str>,
-        ) -> StoreResult<Answer> {
-            let v = self.answer().await?;
-            Ok(match op {
-                Read::Get(_) => Answer::Get(Some(SecretVersion::new(
-                    VersionId::new("v1"),
-                    SecretBytes::new(v.as_bytes().to_vec()),
-                    std::time::SystemTime::UNIX_EPOCH,
-                ))),
-                _ => Answer::Describe(Description::default()),
-            })
-        }
-        async fn answers(&self) -> bool {
-            matches!(*self.then.lock(), Then::Value(_))
-        }
-    }
-
-    /// Writes: counted, always accepted.
-    #[derive(Default)]
-    struct Writer {
-        puts: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl SecretStore for Writer {
-        async fn list_secrets(&self, _: Option<&str>) -> StoreResult<Vec<SecretName>> {
-            Ok(Vec::new())
-        }
-        async fn get_value(
-            &self,
-            _: &SecretName,
-            _: &Selector,
-        ) -> StoreResult<Option<SecretVersion>> {
-            Ok(None)
-        }
-        async fn list_version_ids(&self, _: &SecretName) -> StoreResult<Vec<VersionId>> {
-            Ok(Vec::new())
-        }
-        async fn describe(&self, _: &SecretName) -> StoreResult<Description> {
-            Ok(Description::default())
-        }
-        async fn put_value(
-            &self,
-            _: &SecretName,
-            _: &SecretBytes,
-            t: &str,
-        ) -> StoreResult<VersionId> {
-            self.puts.fetch_add(1, Ordering::SeqCst);
-            Ok(VersionId::new(t))
-        }
-        async fn create_secret(
-            &self,
-            n: &SecretName,
-            v: &SecretBytes,
-            t: &str,
-        ) -> StoreResult<VersionId> {
-            self.put_value(n, v, t).await
-        }
-    }
-
-    struct Rig {
-        regions: Regions,
-        primary: Arc<Fake>,
-        replica: Arc<Fake>,
-        writer: Arc<Writer>,
-        stats: Arc<Stats>,
-    }
-
-    async fn rig(primary: Then, replica: Then) -> Rig {
-        let base = AwsStore::connect(&super::super::AwsOptions {
-            region: Some("us-east-1".into()),
-            endpoint_url: Some("http://127.0.0.1:9".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let (p, r) = (Fake::new(primary), Fake::new(replica));
-        let writer = Arc::new(Writer::default());
-        let stats = Arc::new(Stats::default());
-        let chain: Vec<(String, Box<dyn RegionStore>)> = vec![
-            ("us-east-1".into(), Box::new(p.clone())),
-            ("eu-west-1".into(), Box::new(r.clone())),
-        ];
-        let regions = Regions::over(
-            chain,
-            writer.clone(),
-            Arc::new(base),
-            Vec::new(),
-            stats.clone(),
-        );
-        Rig {
-            regions,
-            primary: p,
-            replica: r,
-            writer,
-            stats,
-        }
-    }
-
-    async fn get(r: &Rig) -> StoreResult<String> {
-        let v = r
-            .regions
-            .get_value(&SecretName::new("s"), &Selector::Stage(Stage::Current))
-            .await?;
-        Ok(v.unwrap().value.as_text().unwrap().to_string())
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_transient_failure_is_answered_by_the_replica_and_later_reads_skip_the_primary() {
-        let r = rig(Then::Value("p"), Then::Value("r")).await;
-        assert_eq!(get(&r).await.unwrap(), "p");
-        r.primary.set(Then::Fail(StoreErrorKind::Transient));
-        assert_eq!(get(&r).await.unwrap(), "r");
-        assert_eq!(get(&r).await.unwrap(), "r");
-        assert_eq!(r.primary.calls(), 2, "the primary is skipped once down");
-        let shown = r.stats.regions.json().unwrap();
-        assert_eq!(shown["in_use"], "eu-west-1");
-        assert_eq!(shown["switches"], 1);
-        assert_eq!(shown["errors"]["us-east-1"], 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_4xx_from_the_primary_is_final() {
-        for kind in [
-            StoreErrorKind::AccessDenied,
-            StoreErrorKind::NotFound,
-            StoreErrorKind::DecryptionFailure,
-            StoreErrorKind::InvalidRequest,
-        ] {
-            let r = rig(Then::Fail(kind), Then::Value("r")).await;
-            assert_eq!(get(&r).await.unwrap_err().kind, kind);
-            assert_eq!(r.replica.calls(), 0, "{kind:?} never fails over");
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_hung_primary_costs_the_failover_bound_once() {
-        let r = rig(Then::Hang, Then::Value("r")).await;
-        let t = tokio::time::Instant::now();
-        assert_eq!(get(&r).await.unwrap(), "r");
-        assert_eq!(t.elapsed(), FAILOVER_AFTER);
-        let t = tokio::time::Instant::now();
-        assert_eq!(get(&r).await.unwrap(), "r");
-        assert_eq!(t.elapsed(), Duration::ZERO);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_primary_is_probed_with_backoff_and_used_again_when_it_answers() {
-        let r = rig(Then::Fail(StoreErrorKind::Throttled), Then::Value("r")).await;
-        assert_eq!(get(&r).await.unwrap(), "r");
-        // Probes at 1, 3 and 7 s find it failing; healed at 8 s, the probe
-        // at 15 s finds it.
-        tokio::time::sleep(Duration::from_secs(8)).await;
-        assert_eq!(get(&r).await.unwrap(), "r");
-        r.primary.set(Then::Value("p"));
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        assert_eq!(get(&r).await.unwrap(), "r", "not probed again yet");
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(get(&r).await.unwrap(), "p");
-        let shown = r.stats.regions.json().unwrap();
-        assert_eq!(shown["in_use"], "us-east-1");
-        assert_eq!(shown["switches"], 1, "the first region set is no switch");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_replicas_4xx_gives_the_primarys_transient_error() {
-        let r = rig(
-            Then::Fail(StoreErrorKind::Transient),
-            Then::Fail(StoreErrorKind::NotFound),
-        )
-        .await;
-        let e = get(&r).await.unwrap_err();
-        assert_eq!(e.kind, StoreErrorKind::Transient, "{e}");
-        assert!(e.message.contains("eu-west-1"), "{e}");
-        // Primary known down: the error still says it, not NotFound.
-        let e = get(&r).await.unwrap_err();
-        assert_eq!(e.kind, StoreErrorKind::Transient, "{e}");
-        assert!(
-            e.message.contains("primary region us-east-1 is down"),
-            "{e}"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn writes_go_to_the_primary_and_are_refused_while_it_is_down() {
-        let r = rig(Then::Value("p"), Then::Value("r")).await;
-        let (name, value) = (SecretName::new("s"), SecretBytes::new(b"x".to_vec()));
-        r.regions.put_value(&name, &value, "t1").await.unwrap();
-        r.primary.set(Then::Fail(StoreErrorKind::Transient));
-        assert_eq!(get(&r).await.unwrap(), "r");
-        let e = r.regions.put_value(&name, &value, "t2").await.unwrap_err();
-        assert_eq!(
-            e.kind,
-            StoreErrorKind::Other,
-            "never sent: not a lost answer"
-        );
-        assert!(e.message.contains("replicas cannot be written"), "{e}");
-        assert_eq!(r.writer.puts.load(Ordering::SeqCst), 1);
-    }
-}
+mod tests;
