@@ -25,6 +25,7 @@ mod regions;
 mod reliability;
 mod review18;
 mod review18b;
+mod review23;
 mod rpm;
 mod rules;
 mod selinux;
