@@ -148,7 +148,8 @@ pub struct Access {
     inspector: Arc<Inspector>,
     log: Option<Arc<AccessLog>>,
     /// Read-only mounts answer open with ENOSYS (the kernel's no-open
-    /// mode) unless they start with access rules: decided at start.
+    /// mode) unless they start with access rules or an access log (which
+    /// must see every open): decided at start.
     open_mode: bool,
 }
 
@@ -189,7 +190,7 @@ pub async fn as_writer<T>(caller: Caller, file: String, fut: impl Future<Output 
 impl Access {
     pub fn new(rules: AccessRules, log: Option<Arc<AccessLog>>) -> Self {
         Self {
-            open_mode: !rules.is_empty(),
+            open_mode: !rules.is_empty() || log.is_some(),
             rules: RwLock::new(Arc::new(rules)),
             inspector: Arc::default(),
             log,

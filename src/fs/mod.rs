@@ -155,8 +155,22 @@ impl Fs {
         owner: Ownership,
         pid: u32,
     ) -> Result<Entry> {
+        let caller = Caller { pid, uid: 0 };
+        self.setattr_as(ino, fh, size, owner, caller).await
+    }
+
+    /// setattr with the caller known (`[[access]]` checks a truncation by
+    /// path as an open).
+    pub async fn setattr_as(
+        &self,
+        ino: Ino,
+        fh: Option<u64>,
+        size: Option<u64>,
+        owner: Ownership,
+        caller: Caller,
+    ) -> Result<Entry> {
         self.views
-            .setattr(&self.core, ino, fh, size, owner, pid)
+            .setattr(&self.core, ino, fh, size, owner, caller)
             .await
     }
 
