@@ -33,8 +33,9 @@ const MAX_CACHED: usize = 256;
 pub struct ProcInfo {
     /// The thread group (the process id a user knows).
     pub tgid: u32,
-    /// /proc/PID/exe: the running executable's path ("... (deleted)" if
-    /// it was replaced since), None if unreadable.
+    /// /proc/PID/exe: the path the running executable was started from
+    /// (without the kernel's " (deleted)" mark of a file replaced or
+    /// removed since, as a package upgrade does), None if unreadable.
     pub exe: Option<String>,
     /// The systemd unit from /proc/PID/cgroup (first non-slice component).
     pub unit: Option<String>,
@@ -188,7 +189,7 @@ fn read_info(pid: u32) -> Option<ProcInfo> {
         .collect();
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
-        .map(|p| p.to_string_lossy().into_owned());
+        .map(|p| exe_path(&p.to_string_lossy()));
     let unit = proc_file(pid, "cgroup").and_then(|c| unit_of(&c));
     Some(ProcInfo {
         tgid,
@@ -197,6 +198,12 @@ fn read_info(pid: u32) -> Option<ProcInfo> {
         gid,
         groups,
     })
+}
+
+/// The path a /proc/PID/exe link names: a program upgraded while it runs
+/// (the new file renamed over its own) is still the program of that path.
+fn exe_path(link: &str) -> String {
+    link.strip_suffix(" (deleted)").unwrap_or(link).to_string()
 }
 
 /// The systemd unit of a /proc/PID/cgroup: the first component of the
@@ -236,6 +243,12 @@ mod tests {
         assert_eq!(unit_of("0::/\n"), None);
         assert_eq!(unit_of("0::/system.slice\n"), None);
         assert_eq!(unit_of("0::/init.scope\n").as_deref(), Some("init.scope"));
+    }
+
+    #[test]
+    fn an_executable_replaced_since_it_started_keeps_its_path() {
+        assert_eq!(exe_path("/usr/sbin/nginx (deleted)"), "/usr/sbin/nginx");
+        assert_eq!(exe_path("/usr/sbin/nginx"), "/usr/sbin/nginx");
     }
 
     #[test]
