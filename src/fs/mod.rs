@@ -221,9 +221,12 @@ impl Fs {
 
     // ---- directories -----------------------------------------------------
 
-    /// Reads a directory whole, for a consistent listing across readdir calls.
+    /// Reads a directory whole, for a consistent listing across readdir
+    /// calls. A listing made of a value (`json/`'s keys) is checked by
+    /// `[[access]]` as an open of its secret.
     pub async fn opendir(&self, ino: Ino, caller: Caller) -> Result<u64> {
         let node = self.core.node(ino)?;
+        self.views.access_open(&self.core, &node, caller).await?;
         let entries = self.views.list(&self.core, ino, node, caller).await?;
         Ok(self.core.handles.add(Handle::Dir(Arc::new(entries))))
     }
