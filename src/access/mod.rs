@@ -10,6 +10,8 @@
 
 pub mod caller;
 pub mod log;
+mod refusals;
+mod storms;
 
 use std::sync::Arc;
 
@@ -23,6 +25,7 @@ use crate::fs::types::Caller;
 use crate::stats::Stats;
 use caller::{Inspector, ProcInfo};
 use log::{AccessLog, Record, Who};
+use refusals::Refusals;
 
 /// One `[[access]]` rule, checked.
 #[derive(Debug, Clone)]
@@ -147,6 +150,8 @@ pub struct Access {
     rules: RwLock<Arc<AccessRules>>,
     inspector: Arc<Inspector>,
     log: Option<Arc<AccessLog>>,
+    /// The daemon log's lines for refused opens, a storm at a time.
+    refusals: Arc<Refusals>,
     /// Read-only mounts answer open with ENOSYS (the kernel's no-open
     /// mode) unless they start with access rules or an access log (which
     /// must see every open): decided at start.
@@ -194,6 +199,7 @@ impl Access {
             rules: RwLock::new(Arc::new(rules)),
             inspector: Arc::default(),
             log,
+            refusals: Arc::default(),
         }
     }
 
@@ -260,12 +266,18 @@ impl Access {
             let allowed = info
                 .as_deref()
                 .is_some_and(|p| rules.allows(s, caller.uid, p));
+            let r = record(s, t.file, allowed, caller, info.as_deref());
+            if !allowed {
+                // The daemon log's line, a storm at a time (the error is
+                // not logged again where it is answered).
+                self.refusals.refused(&r);
+            }
             if let Some(log) = &self.log {
-                log.open_of(record(s, t.file, allowed, caller, info.as_deref()));
+                log.open_of(r);
             }
             if !allowed {
                 stats.access_denied();
-                return Err(Error::Refused("not allowed by an [[access]] rule"));
+                return Err(Error::RuleRefused);
             }
         }
         Ok(())
