@@ -76,6 +76,15 @@ impl Inspector {
         }
     }
 
+    /// The process behind thread `pid` read again from /proc, whatever
+    /// was held: the cache is per (pid, start time), which exec keeps, so
+    /// what it holds may name the program the process ran before. A
+    /// refusal asks this once before it is final.
+    pub async fn refresh(self: &Arc<Self>, pid: u32) -> Option<Arc<ProcInfo>> {
+        self.cache.lock().remove(&pid);
+        self.inspect(pid).await
+    }
+
     /// A fresh entry whose process has not exited (its pidfd says so,
     /// without blocking): no /proc read at all.
     pub fn held(&self, pid: u32) -> Option<Arc<ProcInfo>> {

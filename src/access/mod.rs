@@ -261,7 +261,14 @@ impl Access {
             });
             return Ok(());
         }
-        let info = self.inspector.inspect(caller.pid).await;
+        let mut info = self.inspector.inspect(caller.pid).await;
+        let allows_all = |p: &ProcInfo| t.secrets.iter().all(|s| rules.allows(s, caller.uid, p));
+        if !info.as_deref().is_some_and(allows_all) {
+            // What was held may be the program the process ran before an
+            // exec (a wrapper that touched the mount, then exec'd the
+            // allowed program): refusals are rare, so look again once.
+            info = self.inspector.refresh(caller.pid).await;
+        }
         for s in t.secrets {
             let allowed = info
                 .as_deref()
@@ -290,15 +297,17 @@ impl Access {
         if !secrets.iter().any(|s| rules.hides(s)) {
             return secrets;
         }
-        let info = self.inspector.inspect(caller.pid).await;
+        let shown = |s: &String, info: Option<&ProcInfo>| {
+            !rules.hides(s) || info.is_some_and(|p| rules.allows(s, caller.uid, p))
+        };
+        let mut info = self.inspector.inspect(caller.pid).await;
+        if !secrets.iter().all(|s| shown(s, info.as_deref())) {
+            // As at open: what was held may predate an exec.
+            info = self.inspector.refresh(caller.pid).await;
+        }
         secrets
             .into_iter()
-            .filter(|s| {
-                !rules.hides(s)
-                    || info
-                        .as_deref()
-                        .is_some_and(|p| rules.allows(s, caller.uid, p))
-            })
+            .filter(|s| shown(s, info.as_deref()))
             .collect()
     }
 
