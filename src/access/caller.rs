@@ -364,6 +364,22 @@ mod tests {
         assert_eq!(stat_start(stat), Some(777));
     }
 
+    /// A thread of this process that waits for a word on the sender:
+    /// its id, the sender, its handle.
+    fn parked_thread() -> (
+        u32,
+        std::sync::mpsc::Sender<()>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tid_tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+            go_rx.recv().unwrap();
+        });
+        (tid_rx.recv().unwrap(), go_tx, t)
+    }
+
     #[tokio::test]
     async fn this_process_is_inspected_and_cached() {
         let i = Arc::new(Inspector::default());
@@ -379,13 +395,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_thread_is_its_process_and_not_held_once_it_exits() {
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        let t = std::thread::spawn(move || {
-            tid_tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
-            go_rx.recv().unwrap();
-        });
-        let tid = tid_rx.recv().unwrap();
+        let (tid, go_tx, t) = parked_thread();
         let i = Arc::new(Inspector::default());
         let info = i.inspect(tid).await.unwrap();
         assert_eq!(info.tgid, std::process::id());
@@ -459,13 +469,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_threads_of_a_process_share_one_entry() {
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        let t = std::thread::spawn(move || {
-            tid_tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
-            go_rx.recv().unwrap();
-        });
-        let tid = tid_rx.recv().unwrap();
+        let (tid, go_tx, t) = parked_thread();
         let i = Arc::new(Inspector::default());
         let me = i.inspect(std::process::id()).await.unwrap();
         let thread = i.inspect(tid).await.unwrap();
