@@ -3,12 +3,16 @@
 //! careful user would expect and fails on the code it was written against
 //! for the reason its comment gives (see the review report of branch
 //! review-23). The helpers are those of tests/mount/access.rs.
-//! Fixed on review-23 itself (small fixes): findings 1, 2, 3 (truncate by
-//! path and unlink checked, and logged as the requester's), 4 (promotions
-//! logged), 5 (read-only mount with a log keeps open mode), 6 (" (deleted)"
-//! executables). Still failing: 7, 8, 9, 10; finding 11 (the caller cache
-//! emptied by more than 256 live callers) is a unit test in
-//! src/access/caller.rs, since only the cache can show it without timing.
+//! All fixed on review-23: findings 1, 2, 3 (truncate by path and unlink
+//! checked, and logged as the requester's), 4 (promotions logged), 5
+//! (read-only mount with a log keeps open mode), 6 (" (deleted)"
+//! executables), 7 (the units keep CAP_SYS_PTRACE for `exe` rules; the
+//! probe now runs the daemon under the units' own set), 8 (a listing of
+//! `json/` is checked as an open), 9 (refusals in the daemon log follow
+//! storms), 10 (a refusal reads /proc again); finding 11 (the caller
+//! cache emptied by more than 256 live callers; now one entry per
+//! process, LRU) is a unit test in src/access/caller.rs, since only the
+//! cache can show it without timing.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
