@@ -216,9 +216,8 @@ fn main() {
     let base = figures.next().unwrap();
     let floor = floor.map(|_| figures.next().unwrap());
     let ours: Vec<_> = cases.iter().map(|(label, _)| label).zip(figures).collect();
-    // From a thread that is not the process's leader: held by a thread
-    // pidfd on Linux 6.9 and later; before, each open of the ruled secret
-    // reads /proc/PID/stat off the FUSE thread.
+    // From a thread that is not the process's leader: held by its
+    // process's entry (tgkill(tgid, tid, 0) and the process's pidfd).
     let pair = [
         paths[paths.len() - 3].clone(),
         paths[paths.len() - 2].clone(),
@@ -272,7 +271,7 @@ fn main() {
         logged[1] / none[1]
     );
     println!(
-        "from a second thread of the process (a thread pidfd on Linux >= 6.9, else /proc/PID/stat at each open): \
+        "from a second thread of the process (held by tgkill and the process's pidfd): \
          no rule {}, rule {}: {:.2}x by medians, {:.2}x by minimums",
         show(threaded[0]),
         show(threaded[1]),

@@ -14,6 +14,10 @@ pub enum Error {
     /// Refused by the daemon's own rules (a read-only file), not the backend.
     #[error("permission denied: {0}")]
     Refused(&'static str),
+    /// Refused by an `[[access]]` rule: logged by `access`, a storm of
+    /// refusals at a time, not once per request.
+    #[error("permission denied: not allowed by an [[access]] rule")]
+    RuleRefused,
     #[error("operation not permitted: {0}")]
     NotPermitted(&'static str),
     #[error("read-only mount")]
@@ -53,7 +57,7 @@ impl Error {
     pub fn errno(&self) -> i32 {
         match self {
             Error::NotFound => libc::ENOENT,
-            Error::AccessDenied(_) | Error::Refused(_) => libc::EACCES,
+            Error::AccessDenied(_) | Error::Refused(_) | Error::RuleRefused => libc::EACCES,
             Error::NotPermitted(_) => libc::EPERM,
             Error::ReadOnly => libc::EROFS,
             Error::TooLarge => libc::EFBIG,
@@ -76,9 +80,12 @@ impl Error {
     pub fn level(&self) -> Level {
         match self {
             // A template's failure was logged at WARN when it rendered.
-            Error::NotFound | Error::NotImplemented | Error::Exists | Error::Template(_) => {
-                Level::DEBUG
-            }
+            // A rule's refusal was logged by `access` (storms aggregated).
+            Error::NotFound
+            | Error::NotImplemented
+            | Error::Exists
+            | Error::Template(_)
+            | Error::RuleRefused => Level::DEBUG,
             Error::NotPermitted(_)
             | Error::Refused(_)
             | Error::ReadOnly

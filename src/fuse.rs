@@ -323,16 +323,13 @@ impl Filesystem for FuseAdapter {
     ) {
         let fs = self.fs.clone();
         let owner = Ownership { mode, uid, gid };
-        let pid = req.pid();
-        self.reply_attr(
-            "setattr",
-            ino.0,
-            async move {
-                fs.setattr(Ino(ino.0), fh.map(|f| f.0), size, owner, pid)
-                    .await
-            },
-            reply,
-        );
+        let who = caller(req);
+        // A truncation by path commits: logged as the requester's.
+        let fut = writer(&self.fs, req, ino.0, async move {
+            fs.setattr_as(Ino(ino.0), fh.map(|f| f.0), size, owner, who)
+                .await
+        });
+        self.reply_attr("setattr", ino.0, fut, reply);
     }
 
     fn mkdir(
@@ -361,15 +358,14 @@ impl Filesystem for FuseAdapter {
             return reply.error(Errno::ENOENT);
         };
         let fs = self.fs.clone();
-        self.reply_empty(
-            "unlink",
-            At::Name(parent.0, name.clone()),
-            {
-                let who = caller(req);
-                async move { fs.unlink(Ino(parent.0), &name, who).await }
-            },
-            reply,
-        );
+        let who = caller(req);
+        let at = At::Name(parent.0, name.clone());
+        // Removing a JSON key commits: logged as the requester's.
+        let path = self.fs.path_in(Ino(parent.0), &name);
+        let fut = crate::access::as_writer(who, path, async move {
+            fs.unlink(Ino(parent.0), &name, who).await
+        });
+        self.reply_empty("unlink", at, fut, reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {

@@ -10,21 +10,22 @@
 //! journald (identifier `secretsfs-access`, fields `SECRETSFS_*`), a file,
 //! or standard error, in the JSON format of `--log-format json`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+#[cfg(test)]
 use parking_lot::Mutex;
-use tokio::time::Instant;
 use tracing_subscriber::prelude::*;
+
+pub use super::record::{Record, Who};
+use super::storms::Storms;
 
 /// How long one storm's opens are counted before their count is logged.
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// Most (process, secret, result) storms followed at once; opens of more
 /// are counted as one number a minute.
-const MAX_FOLLOWED: usize = 10_000;
+pub const MAX_FOLLOWED: usize = 10_000;
 
 /// Where the access log goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,33 +49,6 @@ impl Dest {
     }
 }
 
-/// Who made an open or a commit, as the log names them.
-#[derive(Clone, Debug, Default)]
-pub struct Who {
-    pub pid: u32,
-    pub uid: u32,
-    pub gid: Option<u32>,
-    pub exe: Option<String>,
-    pub unit: Option<String>,
-}
-
-/// One open (or commit) to log.
-#[derive(Clone, Debug)]
-pub struct Record {
-    pub secret: String,
-    pub file: String,
-    pub allowed: bool,
-    pub who: Who,
-}
-
-impl Record {
-    fn result(&self) -> &'static str {
-        if self.allowed { "allowed" } else { "denied" }
-    }
-}
-
-type Key = (u32, String, bool);
-
 /// One line of the access log, in its own dispatcher: the record's secret
 /// and caller, then `extra` fields, then the message.
 macro_rules! line {
@@ -95,18 +69,9 @@ macro_rules! line {
     }};
 }
 
-struct Storm {
-    first: Record,
-    /// Opens since the last line, not logged one by one.
-    count: u64,
-}
-
 pub struct AccessLog {
     dispatch: tracing::Dispatch,
-    storms: Mutex<HashMap<Key, Storm>>,
-    /// Opens of storms beyond `MAX_FOLLOWED` this minute.
-    unfollowed: AtomicU64,
-    flusher: AtomicBool,
+    storms: Storms,
     window: Duration,
 }
 
@@ -151,34 +116,16 @@ impl AccessLog {
     fn with(dispatch: tracing::Dispatch, window: Duration) -> Arc<Self> {
         Arc::new(Self {
             dispatch,
-            storms: Mutex::default(),
-            unfollowed: AtomicU64::new(0),
-            flusher: AtomicBool::new(false),
+            storms: Storms::new(MAX_FOLLOWED),
             window,
         })
     }
 
     /// An open: logged if it starts a storm, else counted.
     pub fn open_of(self: &Arc<Self>, r: Record) {
-        self.start_flusher();
-        let key = (r.who.pid, r.secret.clone(), r.allowed);
-        {
-            let mut storms = self.storms.lock();
-            if let Some(s) = storms.get_mut(&key) {
-                s.count += 1;
-                return;
-            }
-            if storms.len() >= MAX_FOLLOWED {
-                self.unfollowed.fetch_add(1, Relaxed);
-                return;
-            }
-            storms.insert(
-                key,
-                Storm {
-                    first: r.clone(),
-                    count: 0,
-                },
-            );
+        self.storms.flush_every(self, self.window, Self::flush);
+        if !self.storms.first(&r) {
+            return;
         }
         if r.allowed {
             line!(self, info, r, "open", file = %r.file, result = "allowed");
@@ -192,41 +139,12 @@ impl AccessLog {
         line!(self, info, r, "write committed", file = %r.file, result = "committed", version);
     }
 
-    /// Once, from the first open: a task that logs each storm's count
-    /// every window and forgets quiet storms.
-    fn start_flusher(self: &Arc<Self>) {
-        if self.flusher.swap(true, Relaxed) {
-            return;
-        }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            self.flusher.store(false, Relaxed);
-            return;
-        };
-        let me = Arc::downgrade(self);
-        let window = self.window;
-        rt.spawn(async move {
-            let mut tick = tokio::time::interval_at(Instant::now() + window, window);
-            loop {
-                tick.tick().await;
-                let Some(me) = me.upgrade() else { return };
-                me.flush();
-            }
-        });
-    }
-
     /// One line per storm with opens since its last line; quiet storms
     /// are forgotten (their next open is logged in full).
     pub fn flush(&self) {
-        let mut counted = Vec::new();
-        self.storms.lock().retain(|_, s| {
-            if s.count == 0 {
-                return false;
-            }
-            counted.push((s.first.clone(), std::mem::take(&mut s.count)));
-            true
-        });
+        let drained = self.storms.drain();
         let secs = self.window.as_secs();
-        for (r, count) in counted {
+        for (r, count) in drained.storms {
             line!(
                 self,
                 info,
@@ -237,7 +155,7 @@ impl AccessLog {
                 period_secs = secs
             );
         }
-        let unfollowed = self.unfollowed.swap(0, Relaxed);
+        let unfollowed = drained.unfollowed;
         if unfollowed > 0 {
             tracing::dispatcher::with_default(&self.dispatch, || {
                 tracing::warn!(

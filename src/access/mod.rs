@@ -10,6 +10,9 @@
 
 pub mod caller;
 pub mod log;
+mod record;
+mod refusals;
+mod storms;
 
 use std::sync::Arc;
 
@@ -23,6 +26,7 @@ use crate::fs::types::Caller;
 use crate::stats::Stats;
 use caller::{Inspector, ProcInfo};
 use log::{AccessLog, Record, Who};
+use refusals::Refusals;
 
 /// One `[[access]]` rule, checked.
 #[derive(Debug, Clone)]
@@ -147,8 +151,11 @@ pub struct Access {
     rules: RwLock<Arc<AccessRules>>,
     inspector: Arc<Inspector>,
     log: Option<Arc<AccessLog>>,
+    /// The daemon log's lines for refused opens, a storm at a time.
+    refusals: Arc<Refusals>,
     /// Read-only mounts answer open with ENOSYS (the kernel's no-open
-    /// mode) unless they start with access rules: decided at start.
+    /// mode) unless they start with access rules or an access log (which
+    /// must see every open): decided at start.
     open_mode: bool,
 }
 
@@ -189,10 +196,11 @@ pub async fn as_writer<T>(caller: Caller, file: String, fut: impl Future<Output 
 impl Access {
     pub fn new(rules: AccessRules, log: Option<Arc<AccessLog>>) -> Self {
         Self {
-            open_mode: !rules.is_empty(),
+            open_mode: !rules.is_empty() || log.is_some(),
             rules: RwLock::new(Arc::new(rules)),
             inspector: Arc::default(),
             log,
+            refusals: Arc::default(),
         }
     }
 
@@ -254,17 +262,30 @@ impl Access {
             });
             return Ok(());
         }
-        let info = self.inspector.inspect(caller.pid).await;
+        let mut info = self.inspector.inspect(caller.pid).await;
+        let allows_all = |p: &ProcInfo| t.secrets.iter().all(|s| rules.allows(s, caller.uid, p));
+        if !info.as_deref().is_some_and(allows_all) {
+            // What was held may be the program the process ran before an
+            // exec (a wrapper that touched the mount, then exec'd the
+            // allowed program): refusals are rare, so look again once.
+            info = self.inspector.refresh(caller.pid).await;
+        }
         for s in t.secrets {
             let allowed = info
                 .as_deref()
                 .is_some_and(|p| rules.allows(s, caller.uid, p));
+            let r = record(s, t.file, allowed, caller, info.as_deref());
+            if !allowed {
+                // The daemon log's line, a storm at a time (the error is
+                // not logged again where it is answered).
+                self.refusals.refused(&r);
+            }
             if let Some(log) = &self.log {
-                log.open_of(record(s, t.file, allowed, caller, info.as_deref()));
+                log.open_of(r);
             }
             if !allowed {
                 stats.access_denied();
-                return Err(Error::Refused("not allowed by an [[access]] rule"));
+                return Err(Error::RuleRefused);
             }
         }
         Ok(())
@@ -277,15 +298,17 @@ impl Access {
         if !secrets.iter().any(|s| rules.hides(s)) {
             return secrets;
         }
-        let info = self.inspector.inspect(caller.pid).await;
+        let shown = |s: &String, info: Option<&ProcInfo>| {
+            !rules.hides(s) || info.is_some_and(|p| rules.allows(s, caller.uid, p))
+        };
+        let mut info = self.inspector.inspect(caller.pid).await;
+        if !secrets.iter().all(|s| shown(s, info.as_deref())) {
+            // As at open: what was held may predate an exec.
+            info = self.inspector.refresh(caller.pid).await;
+        }
         secrets
             .into_iter()
-            .filter(|s| {
-                !rules.hides(s)
-                    || info
-                        .as_deref()
-                        .is_some_and(|p| rules.allows(s, caller.uid, p))
-            })
+            .filter(|s| shown(s, info.as_deref()))
             .collect()
     }
 

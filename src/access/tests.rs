@@ -104,7 +104,7 @@ async fn a_caller_that_cannot_be_inspected_is_refused() {
     };
     assert!(matches!(
         a.check_open(t3, gone, &stats).await,
-        Err(Error::Refused(_))
+        Err(Error::RuleRefused)
     ));
     assert_eq!(stats.access_denials(), 1);
 }
@@ -137,4 +137,54 @@ fn rules_on_a_read_only_mount_started_without_them_need_a_restart() {
     assert!(with.open_mode());
     assert!(with.set_rules(AccessRules::default(), true).is_ok());
     assert!(with.set_rules(r, true).is_ok());
+}
+
+/// A process inspected while it ran a wrapper (a shell), then exec'd the
+/// allowed program: the cache (per pid and start time, which exec keeps)
+/// still names the shell, and the open is allowed on a second look.
+#[tokio::test]
+async fn an_allowed_program_execd_after_its_wrapper_was_inspected_is_allowed() {
+    use std::io::Write;
+    let sleep = std::fs::canonicalize("/bin/sleep").unwrap();
+    let text = format!(
+        "[[access]]\npattern = \"s\"\nexe = \"{}\"\n",
+        sleep.display()
+    );
+    let a = Access::new(rules(&text).unwrap(), None);
+    let mut child = std::process::Command::new("/bin/sh")
+        .args(["-c", "read _ && exec /bin/sleep 10"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let caller = Caller {
+        pid: child.id(),
+        uid: 0,
+    };
+    let secrets = ["s".to_string()];
+    let t = || Target {
+        file: "s/current",
+        secrets: &secrets,
+    };
+    let stats = Stats::default();
+    // The shell: refused, and held in the cache.
+    assert!(a.check_open(t(), caller, &stats).await.is_err());
+    let shell = a.inspector.inspect(caller.pid).await.unwrap();
+    assert_ne!(shell.exe.as_deref(), sleep.to_str());
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let exe = format!("/proc/{}/exe", caller.pid);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::fs::read_link(&exe).ok() != Some(sleep.clone()) {
+        assert!(std::time::Instant::now() < deadline, "sleep never ran");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let held = a.inspector.inspect(caller.pid).await.unwrap();
+    assert!(
+        Arc::ptr_eq(&held, &shell),
+        "the cache still names the shell"
+    );
+    let opened = a.check_open(t(), caller, &stats).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(opened.is_ok(), "{opened:?}");
+    assert_eq!(stats.access_denials(), 1);
 }

@@ -155,8 +155,22 @@ impl Fs {
         owner: Ownership,
         pid: u32,
     ) -> Result<Entry> {
+        let caller = Caller { pid, uid: 0 };
+        self.setattr_as(ino, fh, size, owner, caller).await
+    }
+
+    /// setattr with the caller known (`[[access]]` checks a truncation by
+    /// path as an open).
+    pub async fn setattr_as(
+        &self,
+        ino: Ino,
+        fh: Option<u64>,
+        size: Option<u64>,
+        owner: Ownership,
+        caller: Caller,
+    ) -> Result<Entry> {
         self.views
-            .setattr(&self.core, ino, fh, size, owner, pid)
+            .setattr(&self.core, ino, fh, size, owner, caller)
             .await
     }
 
@@ -207,9 +221,12 @@ impl Fs {
 
     // ---- directories -----------------------------------------------------
 
-    /// Reads a directory whole, for a consistent listing across readdir calls.
+    /// Reads a directory whole, for a consistent listing across readdir
+    /// calls. A listing made of a value (`json/`'s keys) is checked by
+    /// `[[access]]` as an open of its secret.
     pub async fn opendir(&self, ino: Ino, caller: Caller) -> Result<u64> {
         let node = self.core.node(ino)?;
+        self.views.access_open(&self.core, &node, caller).await?;
         let entries = self.views.list(&self.core, ino, node, caller).await?;
         Ok(self.core.handles.add(Handle::Dir(Arc::new(entries))))
     }

@@ -484,6 +484,8 @@ impl Core {
                 "the answer to the promotion was lost or refused on retry; AWSCURRENT is on the version, so it succeeded");
         }
         self.stats.stage_moved();
+        // AWSCURRENT moved: a write, in the access log as the renamer's.
+        self.cfg.access.committed(s.as_str(), to.as_str());
         tracing::info!(secret = %s, label = ?l, version = %to,
             previous = %from.as_ref().map_or("none", |v| v.as_str()), "promoted: AWSCURRENT moved");
         if names::writable(l)

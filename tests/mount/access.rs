@@ -18,12 +18,12 @@ use std::time::Duration;
 use crate::common::*;
 
 /// A config file, a mountpoint, and a directory of allowed executables.
-struct Setup {
-    dir: tempfile::TempDir,
+pub(super) struct Setup {
+    pub(super) dir: tempfile::TempDir,
 }
 
 impl Setup {
-    fn new(config: &str) -> Self {
+    pub(super) fn new(config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::create_dir(dir.path().join("mnt")).unwrap();
@@ -41,20 +41,20 @@ impl Setup {
         s.write("t.j2", "static\n");
         s
     }
-    fn write(&self, name: &str, text: &str) {
+    pub(super) fn write(&self, name: &str, text: &str) {
         std::fs::write(self.dir.path().join(name), text).unwrap();
     }
     /// The allowed executables' directory, as /proc/PID/exe names it.
-    fn allowed(&self) -> PathBuf {
+    pub(super) fn allowed(&self) -> PathBuf {
         std::fs::canonicalize(self.dir.path().join("allowed")).unwrap()
     }
-    fn tool(&self, name: &str) -> String {
+    pub(super) fn tool(&self, name: &str) -> String {
         self.allowed().join(name).display().to_string()
     }
-    fn log(&self) -> PathBuf {
+    pub(super) fn log(&self) -> PathBuf {
         self.dir.path().join("access.log")
     }
-    fn mount(&self, args: &[&str]) -> Mount {
+    pub(super) fn mount(&self, args: &[&str]) -> Mount {
         let config = self.dir.path().join("c.toml").display().to_string();
         Mount::aws()
             .at(&self.dir.path().join("mnt"))
@@ -63,7 +63,7 @@ impl Setup {
             .start()
     }
     /// A mount of the secrets under `u/` with the access log in `log()`.
-    fn mount_logged(&self, u: &str) -> Mount {
+    pub(super) fn mount_logged(&self, u: &str) -> Mount {
         let log = self.log().display().to_string();
         self.mount(&["--prefix", &format!("{u}/"), "--access-log", &log])
     }
@@ -121,11 +121,11 @@ fn cgroup2_root() -> PathBuf {
         .expect("a cgroup2 hierarchy is mounted")
 }
 
-fn denied(out: &Output) -> bool {
+pub(super) fn denied(out: &Output) -> bool {
     !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Permission denied")
 }
 
-fn cat(m: &Mount, rel: &str) -> Output {
+pub(super) fn cat(m: &Mount, rel: &str) -> Output {
     Command::new("/bin/cat").arg(m.p(rel)).output().unwrap()
 }
 
@@ -148,7 +148,7 @@ fn files_of(s: &str, old: &str) -> Vec<String> {
     ]
 }
 
-fn config(pattern: &str, cond: &str, extra: &str) -> String {
+pub(super) fn config(pattern: &str, cond: &str, extra: &str) -> String {
     format!(
         "[[template]]\nname = \"t\"\nsource = \"t.j2\"\n\n\
          [[access]]\npattern = \"{pattern}\"\n{cond}\n{extra}\n"
@@ -246,7 +246,7 @@ fn a_read_only_mount_with_rules_still_checks_every_open() {
 }
 
 /// The access log's lines, parsed (each must be a JSON object).
-fn log_lines(path: &Path) -> Vec<serde_json::Value> {
+pub(super) fn log_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

@@ -27,6 +27,7 @@ mod review18;
 mod review18b;
 mod review21;
 mod review22;
+mod review23;
 mod rpm;
 mod rules;
 mod selinux;

@@ -201,14 +201,14 @@ fn mlock_with_too_low_a_limit_is_a_clear_error() {
 #[test]
 fn runs_with_no_new_privileges_and_only_the_units_capabilities() {
     // What NoNewPrivileges=yes and CapabilityBoundingSet=CAP_SYS_ADMIN
-    // CAP_IPC_LOCK leave the daemon, emulated with setpriv.
+    // CAP_IPC_LOCK CAP_SYS_PTRACE leave the daemon, emulated with setpriv.
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
     let mut child = Command::new("setpriv")
         .args([
             "--no-new-privs",
             "--bounding-set",
-            "-all,+sys_admin,+ipc_lock",
+            "-all,+sys_admin,+ipc_lock,+sys_ptrace",
         ])
         .arg(env!("CARGO_BIN_EXE_secretsfs"))
         .args(["--mlock", "--demo", "--local"])

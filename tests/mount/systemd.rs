@@ -312,6 +312,7 @@ fn expected_cap_bnd(unit_text: &str) -> String {
             "CAP_SETUID" => 7,
             "CAP_NET_BIND_SERVICE" => 10,
             "CAP_IPC_LOCK" => 14,
+            "CAP_SYS_PTRACE" => 19,
             "CAP_SYS_ADMIN" => 21,
             other => panic!("add {other} to expected_cap_bnd's table"),
         };

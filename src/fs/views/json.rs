@@ -18,7 +18,7 @@ use crate::fs::jsonkey::{self, Edit, is_file_name, key_path, key_text, not_an_ob
 use crate::fs::names;
 use crate::fs::types::{Caller, Entry, Kind, Opened};
 use crate::fs::write_state::{Target, WriteState};
-use crate::inode::{Ino, Node};
+use crate::inode::{Ino, Node, secret_of};
 use crate::process;
 use crate::store::{SecretName, SecretVersion, Selector, Stage};
 use crate::tree::Warned;
@@ -104,6 +104,13 @@ impl View for JsonFiles {
 
     fn writable(&self, node: &Node) -> bool {
         matches!(node, Node::JsonKey(..))
+    }
+
+    /// A key reads its secret; so does a listing of `json/`, whose names
+    /// are the value's keys (part of the value): `[[access]]` checks an
+    /// opendir of it as an open of the secret.
+    async fn reads(&self, _core: &Core, node: &Node) -> Result<Vec<SecretName>> {
+        Ok(secret_of(node).into_iter().collect())
     }
 
     fn temp_dir(&self, dir: &Node) -> Option<Arc<str>> {

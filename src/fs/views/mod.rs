@@ -150,8 +150,9 @@ impl Views {
         fh: Option<u64>,
         size: Option<u64>,
         owner: Ownership,
-        pid: u32,
+        caller: Caller,
     ) -> Result<Entry> {
+        let pid = caller.pid;
         // open(O_TRUNC) arrives as an OPEN, then a truncation to 0 without
         // a handle, from the same process: it belongs to the write handle
         // that process just opened on this file (not a put of its own).
@@ -165,6 +166,11 @@ impl Views {
             return Ok(Entry::uncached(self.attr(core, ino, &node).await?.attr));
         }
         let handle = fh.and_then(|fh| core.handles.get(fh));
+        // truncate(2) by path writes with no open before it: `[[access]]`
+        // checks it as an open of the file (a handle was checked at open).
+        if size.is_some() && handle.is_none() {
+            self.access_open(core, &core.node(ino)?, caller).await?;
+        }
         if let Some(Handle::Temp(t)) = &handle {
             return temp::setattr(core, ino, &t.file, size, owner.mode);
         }
@@ -221,6 +227,8 @@ impl Views {
     /// other name is its directory's view's.
     pub async fn unlink(&self, core: &Core, parent: Ino, name: &str, caller: Caller) -> Result<()> {
         let dir = core.node(parent)?;
+        // Removing a JSON key is a write; an editor's file holds one.
+        self.access_in(core, parent, name, caller).await?;
         if let Some(d) = self.temp_dir(&dir) {
             let key = (d, Arc::<str>::from(name));
             if core.temps.unlink(&key, caller.uid) {

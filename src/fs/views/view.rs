@@ -133,8 +133,10 @@ pub(in crate::fs) trait View: Send + Sync {
         Err(Error::BadHandle)
     }
 
-    /// The secrets an open of this file reads, which the `[[access]]`
-    /// rules must allow: a file's own secret, none for a directory.
+    /// The secrets an open of this file (or an opendir of this
+    /// directory) reads, which the `[[access]]` rules must allow: a
+    /// file's own secret, none for a directory whose listing holds no
+    /// part of a value.
     async fn reads(&self, core: &Core, node: &Node) -> Result<Vec<SecretName>> {
         let _ = core;
         Ok(match self.kind(node) {
