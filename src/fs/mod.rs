@@ -13,8 +13,7 @@
 //! fuse.rs -> Fs (this file) -> views/ -> write, coherence, hooks,
 //! templates, rules -> Core -> leaves (types, names, write_state, handles,
 //! kernel, namespace, temp, describe, stages, puts, settings, jsonkey) ->
-//! cache
-//! -> store. (`.ci/imports` checks that the graph has no cycle.)
+//! cache -> store. `.ci/imports` checks that the graph has no cycle.
 
 mod coherence;
 mod core;
