@@ -259,11 +259,13 @@ impl Fs {
         }
         // ENOSYS puts the kernel in no-open mode on a read-only mount:
         // cached pages are then served with no round trip to the daemon
-        // (unless `[[access]]` rules must see every open). The refresh file
-        // answers why it cannot be written instead.
+        // (unless `[[access]]` rules must see every open). A view may keep
+        // a file's open (the refresh file says why it cannot be written).
         if core.cfg.read_only
             && !core.cfg.access.open_mode()
-            && !matches!(node, Some(Node::RefreshFile))
+            && node
+                .as_ref()
+                .is_none_or(|n| self.views.of(n).served_without_open(n))
         {
             return Err(Error::NotImplemented);
         }

@@ -268,6 +268,11 @@ impl View for OwnFiles {
         }
     }
 
+    /// The refresh file's open says why it cannot be written (read-only).
+    fn served_without_open(&self, node: &Node) -> bool {
+        !matches!(node, Node::RefreshFile)
+    }
+
     /// A rendered file reads the secrets its render now uses.
     async fn reads(&self, core: &Core, node: &Node) -> Result<Vec<SecretName>> {
         match node {

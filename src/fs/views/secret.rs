@@ -3,6 +3,7 @@
 //! (every version by id, immutable, with its staging labels as an extended
 //! attribute).
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -16,7 +17,7 @@ use crate::fs::names::STAGES_XATTR;
 use crate::fs::types::{Caller, Entry, Kind, Opened};
 use crate::fs::write_state::grow;
 use crate::inode::{Ino, Node};
-use crate::store::{SecretBytes, SecretName, Selector, Stage};
+use crate::store::{SecretBytes, SecretName, SecretVersion, Selector, Stage};
 
 pub(super) struct SecretFiles;
 
@@ -26,6 +27,18 @@ fn stage_of(node: &Node) -> Option<(&SecretName, Stage)> {
         Node::Previous(s) => Some((s, Stage::Previous)),
         _ => None,
     }
+}
+
+/// The version a secret file shows now.
+async fn version_of(core: &Core, node: &Node) -> Result<Arc<SecretVersion>> {
+    let (s, sel) = match node {
+        Node::Version(s, id) => (s, Selector::Id(id.clone())),
+        _ => {
+            let (s, stage) = stage_of(node).ok_or(Error::IsDir)?;
+            (s, Selector::Stage(stage))
+        }
+    };
+    Ok(core.version(s, sel).await?.0)
 }
 
 #[async_trait]
@@ -148,24 +161,12 @@ impl View for SecretFiles {
             Node::Versions(_) => Err(Error::IsDir),
             Node::Current(s) if writing => core.open_write(ino, s, flags, caller.pid).await,
             _ if writing => Err(Error::Refused("read-only file")),
-            _ => {
-                let Content::Version(v) = self.content(core, node).await? else {
-                    unreachable!("a secret file holds a version")
-                };
-                Ok(core.read_handle(v))
-            }
+            _ => Ok(core.read_handle(version_of(core, node).await?)),
         }
     }
 
     async fn content(&self, core: &Core, node: &Node) -> Result<Content> {
-        let (s, sel) = match node {
-            Node::Version(s, id) => (s, Selector::Id(id.clone())),
-            _ => {
-                let (s, stage) = stage_of(node).ok_or(Error::IsDir)?;
-                (s, Selector::Stage(stage))
-            }
-        };
-        Ok(Content::Version(core.version(s, sel).await?.0))
+        Ok(Content::Version(version_of(core, node).await?))
     }
 
     async fn truncate(

@@ -19,7 +19,7 @@ use crate::fs::types::{Caller, Entry, Kind, Opened};
 use crate::fs::write_state::{Target, WriteState, grow};
 use crate::inode::{Ino, Node};
 use crate::process;
-use crate::store::{Label, SecretBytes, SecretName, Selector};
+use crate::store::{Label, SecretBytes, SecretName, SecretVersion, Selector};
 use crate::tree;
 
 const ONLY_ONTO_CURRENT: &str = "a stage file can only be renamed onto its secret's current";
@@ -58,6 +58,12 @@ async fn is_label(core: &Core, s: &SecretName, name: &str) -> Result<bool> {
         Ok(l) => Ok(core.stage_now(s, &l).await?.is_some()),
         Err(_) => Ok(false),
     }
+}
+
+/// The version carrying `l` (the cached description says which).
+async fn labelled(core: &Core, s: &SecretName, l: &Label) -> Result<Arc<SecretVersion>> {
+    let id = core.stage_id(s, l).await?;
+    Ok(core.version(s, Selector::Id(id)).await?.0)
 }
 
 fn write_handle(core: &Core, state: WriteState, s: &SecretName, l: &Label) -> Opened {
@@ -169,10 +175,7 @@ impl View for StageFiles {
             return Err(Error::IsDir);
         };
         if flags & libc::O_ACCMODE == libc::O_RDONLY {
-            let Content::Version(v) = self.content(core, node).await? else {
-                unreachable!("a stage file holds a version")
-            };
-            return Ok(core.read_handle(v));
+            return Ok(core.read_handle(labelled(core, s, l).await?));
         }
         if !names::writable(l) {
             return Err(Error::Refused(names::RESERVED));
@@ -195,8 +198,7 @@ impl View for StageFiles {
         let Node::StageFile(s, l) = node else {
             return Err(Error::IsDir);
         };
-        let id = core.stage_id(s, l).await?;
-        Ok(Content::Version(core.version(s, Selector::Id(id)).await?.0))
+        Ok(Content::Version(labelled(core, s, l).await?))
     }
 
     /// create(2) in `stages/`: a temporary file (see `is_temp_name`), or a

@@ -145,6 +145,14 @@ pub(in crate::fs) trait View: Send + Sync {
         })
     }
 
+    /// Whether a read-only mount may answer an open of this file with
+    /// ENOSYS (no-open mode: the kernel serves reads from its page cache).
+    /// A file whose open must say why it cannot be used answers it itself.
+    fn served_without_open(&self, node: &Node) -> bool {
+        let _ = node;
+        true
+    }
+
     /// Whether the file's mode shows it writable.
     fn writable(&self, node: &Node) -> bool {
         let _ = node;
