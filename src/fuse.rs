@@ -845,6 +845,8 @@ pub struct NotifyInvalidator {
 pub enum Inval {
     Inode(Ino),
     Entry(Ino, String),
+    /// Answered once every earlier one was sent.
+    Delivered(tokio::sync::oneshot::Sender<()>),
 }
 
 impl NotifyInvalidator {
@@ -866,7 +868,12 @@ impl NotifyInvalidator {
                             parent.0,
                             notifier.inval_entry(INodeNo(parent.0), OsStr::new(name)),
                         ),
+                        Inval::Delivered(_) => (0, Ok(())),
                     };
+                    if let Inval::Delivered(done) = what {
+                        let _ = done.send(());
+                        continue;
+                    }
                     if let Err(e) = sent
                         && e.raw_os_error() != Some(libc::ENOENT)
                     {
@@ -885,5 +892,10 @@ impl crate::fs::Invalidate for NotifyInvalidator {
 
     fn inval_entry(&self, parent: Ino, name: &str) {
         let _ = self.tx.send(Inval::Entry(parent, name.to_string()));
+    }
+
+    fn delivered(&self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx.send(Inval::Delivered(tx)).ok().map(|_| rx)
     }
 }

@@ -12,6 +12,10 @@ use crate::store::{SecretName, Selector, Stage, StoreErrorKind};
 /// bounds the whole daemon's too).
 const TICK_CALLS: usize = 8;
 
+/// How long a tick waits for the kernel to drop what changed before its
+/// hooks run.
+const DELIVERY_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Core {
     /// One interval of hook `hook`: revalidate, then run the hook once per
     /// changed secret. Returns the runs started (tests wait for them).
@@ -43,6 +47,9 @@ impl Core {
                 }
             })
             .await;
+        // The kernel drops the changed secrets' files before any hook
+        // reads them (invalidations are delivered by their own thread).
+        self.kernel.delivered(DELIVERY_BOUND).await;
         w.run_pending(hook)
     }
 

@@ -91,6 +91,15 @@ impl KernelView {
         }
     }
 
+    /// Waits (at most `bound`) until what the kernel was told to drop so
+    /// far has reached it: a hook run after a change must not read through
+    /// an entry the kernel has not dropped yet.
+    pub async fn delivered(&self, bound: std::time::Duration) {
+        if let Some(rx) = self.invalidator.delivered() {
+            let _ = tokio::time::timeout(bound, rx).await;
+        }
+    }
+
     /// Whether a pinned inode was told of a newer version than its own: its
     /// name is to get a new inode.
     pub fn superseded(&self, ino: Ino) -> bool {

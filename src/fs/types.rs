@@ -89,6 +89,11 @@ pub trait Invalidate: Send + Sync + 'static {
     /// The kernel drops its entry for `name` in `parent`: the next path
     /// walk looks it up again.
     fn inval_entry(&self, _parent: Ino, _name: &str) {}
+    /// A receiver that completes once everything asked before it was
+    /// delivered to the kernel; None: delivery is immediate.
+    fn delivered(&self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        None
+    }
 }
 
 /// How much state the filesystem holds, for the memory bound and its tests.
